@@ -1,0 +1,77 @@
+"""The small interfaces every backend implements.
+
+A generator turns prompts into completions; a trainer (see backends/training.py) turns
+samples into an adapter. Heavy libraries are imported only inside the concrete backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-call sampling settings. temperature 0 means greedy."""
+
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 1.0
+    max_tokens: int = 500
+    n: int = 1
+    best_of: int | None = None  # sample best_of, keep the n with highest cumulative logprob
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    """One finished sequence. `index` is the prompt's position, `sample` the n-th draw."""
+
+    index: int
+    sample: int
+    text: str
+    n_tokens: int = 0
+    logprob: float = 0.0
+    finish_reason: str = "stop"  # "stop" | "length"
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    content: str
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A loaded model that can complete prompts. Owned by one thread."""
+
+    name: str
+    model_path: str
+    supports_batch: bool
+    n_ctx: int
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+        """Yield completions as they finish, in any order: n per prompt (best_of drawn, the n
+        with the highest cumulative logprob kept). `seeds` gives each prompt its own seed."""
+        ...
+
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        """Render messages with the model's own chat template."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def eos_text(self) -> str:
+        """The end-of-turn text appended to training answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class BackendInfo:
+    name: str
+    available: bool
+    reason: str = ""
+    extras: dict = field(default_factory=dict)

@@ -1,0 +1,38 @@
+"""Chat-template rendering shared by the backends: the model's own Jinja template in a sandbox,
+or the paper's Vicuna layout when a model has none."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .base import ChatMessage
+
+
+def render_template(template: str | None, messages: Sequence[ChatMessage], bos: str = "",
+                    eos: str = "", add_generation_prompt: bool = True) -> str:
+    msgs = [{"role": m.role, "content": m.content} for m in messages]
+    if not template:
+        return render_vicuna(messages, add_generation_prompt)
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(message: str):
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(messages=msgs, bos_token=bos, eos_token=eos,
+                                            add_generation_prompt=add_generation_prompt)
+
+
+def render_vicuna(messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+    """The paper's Vicuna v1.1 layout (SELF_GUIDE.md section 5.1)."""
+    lines = [""]
+    for m in messages:
+        if m.role == "system":
+            lines.append(m.content)
+        elif m.role == "user":
+            lines.append(f"USER: {m.content}")
+        else:
+            lines.append(f"ASSISTANT: {m.content}")
+    text = "\n".join(lines)
+    return text + "\nASSISTANT:\n" if add_generation_prompt else text

@@ -1,0 +1,105 @@
+"""The llama.cpp generation backend (llama-cpp-python), for any GGUF file.
+
+llama_cpp is imported only when this backend is loaded. A loaded model belongs to the thread
+that loaded it: llama.cpp contexts are not thread-safe.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from sgtui.errors import SgtuiError
+
+from .base import ChatMessage, Completion, SamplingParams
+from .chat import render_template
+
+
+def check_gguf(path: str | Path) -> Path:
+    """Fail early, with a clear message, on a file that cannot be a GGUF model."""
+    p = Path(path)
+    if not p.exists():
+        raise SgtuiError("model file not found", path=str(p),
+                         fix="pass --model with the path of a .gguf file or a Hugging Face folder")
+    if p.is_dir():
+        raise SgtuiError("this is a folder, and the llama-cpp backend needs a .gguf file",
+                         path=str(p), fix="pass a .gguf file, or use --backend transformers")
+    with p.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise SgtuiError("not a GGUF model file (it does not start with the GGUF magic)",
+                         path=str(p), fix="pass a .gguf file, or convert the model to GGUF")
+    return p
+
+
+class LlamaCppGenerator:
+    name = "llama-cpp"
+    supports_batch = False
+    supports_lora = True
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
+                 lora_path: str | None = None, verbose: bool = False):
+        self.model_path = str(check_gguf(model_path))
+        if lora_path:
+            check_gguf(lora_path)
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:  # pragma: no cover - install problem
+            raise SgtuiError(f"llama-cpp-python is not installed ({e})", fix="run ./install.sh")
+        try:
+            self.llm = Llama(model_path=self.model_path, n_ctx=n_ctx, verbose=verbose,
+                             n_threads=n_threads or os.cpu_count(), lora_path=lora_path,
+                             n_batch=512)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise SgtuiError(f"llama.cpp could not load the model ({e}); the file may be "
+                             "truncated or from an unsupported architecture", path=self.model_path,
+                             fix="download the file again, or pass another --model")
+        self.n_ctx = self.llm.n_ctx()
+        md = self.llm.metadata or {}
+        self.chat_template = md.get("tokenizer.chat_template")
+        self._eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace")
+        bos_id = self.llm.token_bos()
+        self._bos = self.llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
+
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        return render_template(self.chat_template, messages, self._bos, self._eos,
+                               add_generation_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def eos_text(self) -> str:
+        return self._eos
+
+    def _check_fits(self, prompt: str, params: SamplingParams) -> int:
+        n = self.count_tokens(prompt)
+        if n + 1 >= self.n_ctx:
+            raise SgtuiError(f"a prompt of {n} tokens does not fit the model's context of "
+                             f"{self.n_ctx} tokens", path=self.model_path,
+                             fix="shorten the instruction or examples, or use a model with a "
+                                 "longer context")
+        return n
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+        """One sequence at a time through the high-level API (the batched path is in
+        backends/llama_batch.py). best_of is not emulated here: n samples are drawn."""
+        for i, prompt in enumerate(prompts):
+            n_prompt = self._check_fits(prompt, params)
+            max_tokens = max(1, min(params.max_tokens, self.n_ctx - n_prompt - 1))
+            base_seed = seeds[i] if seeds is not None else (params.seed or 0) * 1000003 + i
+            for j in range(params.n):
+                out = self.llm.create_completion(
+                    prompt, max_tokens=max_tokens, temperature=params.temperature,
+                    top_k=params.top_k if params.temperature > 0 else 1, top_p=params.top_p,
+                    seed=(base_seed + j) % (2**31), stop=list(params.stop) or None,
+                    repeat_penalty=1.0)
+                choice = out["choices"][0]
+                yield Completion(index=i, sample=j, text=choice["text"],
+                                 n_tokens=out["usage"]["completion_tokens"],
+                                 finish_reason=choice.get("finish_reason") or "stop")
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()

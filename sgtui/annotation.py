@@ -1,0 +1,66 @@
+"""Stage 2: annotate each kept input by sampling n answers and voting (SELF_GUIDE.md section 4),
+then, for classification, validate labels and balance the classes (section 3.4)."""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from typing import Sequence
+
+from .config import RunParams
+from .filters import LengthFilter, NoiseFilter
+from .input_generation import slot_rng
+from .task import Task
+from .vote import VoteResult, self_consistency_vote
+
+
+def map_to_label(answer: str, labels: Sequence[str]) -> str | None:
+    """What the reference code meant to do: an answer that is a label, or that contains exactly
+    one of the labels as a whole word, becomes that label; anything else is not a label."""
+    answer = answer.strip()
+    if answer in labels:
+        return answer
+    found = {lab for lab in labels
+             if re.search(r"(?<!\w)" + re.escape(lab) + r"(?!\w)", answer)}
+    return found.pop() if len(found) == 1 else None
+
+
+class OutputAnnotator:
+    def __init__(self, task: Task, params: RunParams):
+        self.task = task
+        self.params = params
+        self.filters: list = []
+        if params.output_length_filter and not task.is_classification:
+            self.filters.append(LengthFilter.from_seeds(task.seed_outputs, "output_length"))
+        if params.noise_filter:
+            self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
+
+    def vote(self, candidates: Sequence[str]) -> tuple[VoteResult, str | None, str | None]:
+        """Return the vote, and (filter, reason) if the input is dropped."""
+        if self.task.is_classification:
+            mapped = []
+            for c in candidates:
+                lab = map_to_label(c or "", self.task.labels)
+                mapped.append(lab if lab is not None else c)
+            candidates = mapped
+        result = self_consistency_vote(candidates, self.filters, self.params.min_frequency)
+        if result.winner is None:
+            return result, "vote", result.reason
+        if self.task.is_classification and result.winner not in self.task.labels:
+            return result, "label", f"answer {result.winner[:40]!r} is not a label"
+        return result, None, None
+
+
+def balance(samples: Sequence[dict], seed: int) -> tuple[set[int], dict[str, int]]:
+    """Down-sample to equal counts per label that occurs. Returns (ids to keep, counts per label).
+    Labels that never occur are absent; an empty input gives an empty set."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for s in samples:
+        by_label[s["label"]].append(s["id"])
+    if not by_label:
+        return set(), {}
+    m = min(len(v) for v in by_label.values())
+    rng = slot_rng(seed, "balance")
+    keep: set[int] = set()
+    for label in sorted(by_label):
+        keep.update(rng.sample(sorted(by_label[label]), m))
+    return keep, dict(Counter(s["label"] for s in samples))

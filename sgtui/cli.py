@@ -1,0 +1,246 @@
+"""The command line. Headless commands never import Textual; bare `sgtui` opens the TUI."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import SgtuiError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a .gguf file or a Hugging Face folder (default: the bundled "
+                                    "SmolLM2-135M-Instruct)")
+    p.add_argument("--backend", help="llama-cpp (default for .gguf) or transformers")
+    p.add_argument("--db", help="the SQLite database (default: $SGTUI_HOME/sgtui.db)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let transformers run code shipped with a model (off by default)")
+
+
+def _add_run_params(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run parameters (defaults: the paper's, per task type)")
+    g.add_argument("--rounds", type=int)
+    g.add_argument("--per-round", type=int)
+    g.add_argument("--mode", choices=["paper", "small"])
+    g.add_argument("--temperature", dest="gen_temperature", type=float)
+    g.add_argument("--n", type=int, help="candidate answers per input for the vote")
+    g.add_argument("--best-of", type=int)
+    g.add_argument("--gen-max-tokens", type=int)
+    g.add_argument("--ann-max-tokens", type=int)
+    g.add_argument("--min-frequency", type=float)
+    g.add_argument("--seed", type=int)
+    for name in ("input-length-filter", "output-length-filter", "noise-filter"):
+        g.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction)
+
+
+PARAM_KEYS = ("rounds", "per_round", "mode", "gen_temperature", "n", "best_of", "gen_max_tokens",
+              "ann_max_tokens", "min_frequency", "seed", "input_length_filter",
+              "output_length_filter", "noise_filter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sgtui", description="SELF-GUIDE in the terminal: a local "
+                                 "model writes, filters and learns from its own task data.")
+    sub = ap.add_subparsers(dest="command")
+
+    p = sub.add_parser("generate", help="synthesise a training set for a task")
+    p.add_argument("task", nargs="?", help="a task file (.toml / NI .json) or NI task folder")
+    p.add_argument("--resume", type=int, metavar="RUN", help="continue a stopped or crashed run")
+    _add_model_args(p)
+    _add_run_params(p)
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    p = sub.add_parser("samples", help="list or export a run's samples")
+    p.add_argument("run", type=int)
+    p.add_argument("--status", choices=["kept", "filtered", "training"],
+                   help="training = what fine-tuning would use (honours marks)")
+    p.add_argument("--export", metavar="OUT.jsonl")
+    p.add_argument("--db")
+
+    p = sub.add_parser("mark", help="keep or discard samples by hand")
+    p.add_argument("mark", choices=["keep", "discard", "clear"])
+    p.add_argument("ids", type=int, nargs="+")
+    p.add_argument("--db")
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--db")
+
+    p = sub.add_parser("doctor", help="show the bundled model, backends and data folder")
+
+    p = sub.add_parser("tui", help="open the terminal UI")
+    p.add_argument("--db")
+    p.add_argument("--model")
+
+    from . import cli_train
+    cli_train.add_commands(sub, _add_model_args, _add_run_params)
+    return ap
+
+
+def _store(db: str | None):
+    from .paths import default_db
+    from .store import Store
+    return Store(db or default_db())
+
+
+def resolve_model(model: str | None, backend: str | None) -> tuple[str, str]:
+    import backends
+    from .paths import bundled_model
+    path = model or str(bundled_model())
+    return path, backend or backends.default_backend_for(path)
+
+
+def params_from_args(args, task_type: str):
+    from .config import RunParams
+    return RunParams.defaults_for(task_type).override(
+        **{k: getattr(args, k, None) for k in PARAM_KEYS})
+
+
+class Printer:
+    """A live one-line progress display on a terminal; periodic lines otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, event) -> None:
+        from .events import NoticeEvent, ProgressEvent
+        if self.quiet:
+            return
+        if isinstance(event, NoticeEvent):
+            print(("\n" if self.tty else "") + f"[{event.level}] {event.text}", file=sys.stderr)
+        elif isinstance(event, ProgressEvent):
+            now = time.monotonic()
+            final = event.done >= event.total
+            if not final and now - self.last < (0.2 if self.tty else 5.0):
+                return
+            self.last = now
+            line = (f"{event.stage:>8}: {event.done}/{event.total}  kept {event.kept}  "
+                    f"filtered {event.filtered}  {event.tokens_per_s:.0f} tok/s")
+            if self.tty:
+                print("\r" + line.ljust(78), end="\n" if final else "", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+
+def print_summary(run_id: int, summary: dict, store) -> None:
+    print(f"run {run_id}: {summary['candidates']} candidate inputs, {summary['inputs_kept']} "
+          f"passed the input filters, {summary['kept']} annotated samples kept "
+          f"({summary['training_pairs']} training pairs after marks)")
+    for name, n in sorted(summary["filtered"].items(), key=lambda kv: -kv[1]):
+        print(f"  filtered by {name:<14} {n}")
+    for w in summary.get("warnings", []):
+        print(f"  warning: {w}")
+    print(f"  database: {store.path}")
+
+
+def cmd_generate(args) -> int:
+    from .task import load_task
+    from .synthesis import open_run, run_synthesis
+    store = _store(args.db)
+    if args.resume is None and not args.task:
+        raise SgtuiError("give a task file, or --resume RUN", fix="sgtui generate data/tasks/<file>.toml")
+    run_id, generator = open_run(store, args, load_task, resolve_model, params_from_args)
+    summary = run_synthesis(store, run_id, generator, Printer(args.quiet))
+    print_summary(run_id, summary, store)
+    return 0
+
+
+def cmd_samples(args) -> int:
+    store = _store(args.db)
+    store.run(args.run)
+    if args.status == "training":
+        rows = store.training_pairs(args.run)
+    elif args.status:
+        rows = store.samples(args.run, "status = ?", [args.status])
+    else:
+        rows = store.samples(args.run)
+    if args.export:
+        with open(args.export, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({"input": r["input"], "output": r["output"], "status": r["status"],
+                                    "filter": r["filter"], "mark": r["mark"], "id": r["id"]},
+                                   ensure_ascii=False) + "\n")
+        print(f"wrote {len(rows)} samples to {args.export}")
+        return 0
+    for r in rows:
+        flag = {"keep": "+", "discard": "-"}.get(r["mark"] or "", " ")
+        why = r["filter"] or ""
+        text = (r["input"] or "").replace("\n", " ")[:60]
+        out = (r["output"] or "").replace("\n", " ")[:30]
+        print(f"{r['id']:>6} {flag} r{r['round']:<3} {r['status']:<8} {why:<13} {text:<60} -> {out}")
+    return 0
+
+
+def cmd_mark(args) -> int:
+    store = _store(args.db)
+    for sid in args.ids:
+        store.mark(sid, None if args.mark == "clear" else args.mark)
+    print(f"marked {len(args.ids)} sample(s) {args.mark}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    store = _store(args.db)
+    for r in store.runs():
+        task = json.loads(r["task"])["name"]
+        s = r["summary"]
+        print(f"{r['id']:>4}  {r['status']:<9} {r['stage']:<9} {task:<24} kept {s.get('kept', '-'):<5}"
+              f" {Path(r['model']).name}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    import backends
+    from .paths import bundled_model, default_db, home
+    try:
+        print(f"bundled model: {bundled_model()}")
+    except SgtuiError as e:
+        print(f"bundled model: missing ({e.message})")
+    for b in backends.info():
+        print(f"backend {b.name:<21} {'ok' if b.available else 'unavailable: ' + b.reason}")
+    print(f"data folder:   {home()}")
+    print(f"database:      {default_db()}")
+    return 0
+
+
+def cmd_tui(args) -> int:
+    try:
+        from .tui.app import run_app
+    except ImportError as e:
+        raise SgtuiError(f"the TUI is not available ({e})", fix="run ./install.sh")
+    return run_app(db=getattr(args, "db", None), model=getattr(args, "model", None)) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"generate": cmd_generate, "samples": cmd_samples, "mark": cmd_mark,
+                "runs": cmd_runs, "doctor": cmd_doctor, "tui": cmd_tui, None: cmd_tui}
+    from . import cli_train
+    handlers.update(cli_train.HANDLERS)
+    try:
+        code = handlers[args.command](args)
+    except SgtuiError as e:
+        print(f"sgtui: {e.render()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\nsgtui: interrupted; everything so far is saved. Continue with --resume RUN.",
+              file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno == 28:  # ENOSPC
+            print(f"sgtui: the disk is full ({e.filename or 'database'}); everything committed "
+                  "so far is kept.\n  fix: free some space, then resume the run", file=sys.stderr)
+            return 2
+        raise
+    sys.stdout.flush()
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

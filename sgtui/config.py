@@ -1,0 +1,57 @@
+"""Run parameters: one typed object, the paper's defaults per task type, every field overridable.
+
+Defaults follow SELF_GUIDE.md sections 2-4 and 7 (the "one parameter fits all" values the
+reference pipelines use). Departures are listed in docs/METHOD.md.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class RunParams:
+    # input generation (section 2)
+    mode: str = "paper"              # "paper": the paper's prompt; "small": see docs/METHOD.md
+    rounds: int = 40
+    per_round: int = 10
+    gen_temperature: float = 0.7
+    gen_top_k: int = 40
+    gen_top_p: float = 1.0
+    gen_max_tokens: int = 500
+    max_low_quality: int = 10
+    context_cutoff: int = 3000       # prompt token limit, as the reference code
+    # filters (section 3)
+    input_length_filter: bool = True
+    output_length_filter: bool = False
+    noise_filter: bool = True
+    # annotation (section 4)
+    n: int = 10
+    best_of: int = 20
+    ann_temperature: float = 0.2
+    ann_top_k: int = 10
+    ann_max_tokens: int = 500
+    min_frequency: float = 0.3
+    balance_classes: bool = True
+    seed: int = 0
+
+    @classmethod
+    def defaults_for(cls, task_type: str) -> "RunParams":
+        if task_type == "classification":
+            return cls()
+        return cls(rounds=20, gen_temperature=0.9, input_length_filter=False,
+                   output_length_filter=True)
+
+    def override(self, **changes) -> "RunParams":
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown run parameter(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunParams":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

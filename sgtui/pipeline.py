@@ -1,0 +1,199 @@
+"""The SELF-GUIDE synthesis run: input generation -> input filters -> annotation and vote ->
+output filters -> label validation and class balancing.
+
+Every candidate is written to SQLite as soon as it is filtered, every annotation as soon as its
+vote is taken. A run stopped anywhere resumes from what the database holds: finished rounds are
+skipped, a half-finished round generates only its missing slots, and only unannotated inputs
+are annotated.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable
+
+from backends.base import Generator, SamplingParams
+
+from .annotation import OutputAnnotator, balance
+from .config import RunParams
+from .events import NoticeEvent, ProgressEvent, SampleEvent
+from .filters import DuplicateFilter
+from .input_generation import InputGenerator
+from .prompts import meta_messages
+from .store import Store
+from .task import Task
+
+Emit = Callable[[object], None]
+
+
+class Stopped(Exception):
+    """The person asked the run to stop; it can be resumed."""
+
+
+def annotation_prompt(gen: Generator, task: Task, text: str) -> str:
+    return gen.render_chat(meta_messages(task, text))
+
+
+class SynthesisRun:
+    def __init__(self, store: Store, run_id: int, generator: Generator, emit: Emit | None = None,
+                 stop: threading.Event | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.gen = generator
+        self.emit = emit or (lambda e: None)
+        self.stop = stop or threading.Event()
+        row = store.run(run_id)
+        self.task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
+        self.params = RunParams.from_dict(row["params"])
+        self.tokens = 0
+        self.t0 = time.monotonic()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _tps(self) -> float:
+        dt = time.monotonic() - self.t0
+        return self.tokens / dt if dt > 0 else 0.0
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Stopped()
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        c = self.store.counts(self.run_id)
+        self.emit(ProgressEvent(stage, done, total, kept=c["inputs_kept"] if stage == "inputs"
+                                else c["kept"], filtered=sum(c["filtered"].values()),
+                                tokens_per_s=self._tps()))
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.store.claim_run(self.run_id)
+        timings = self.store.run(self.run_id)["timings"]
+        try:
+            for stage, fn in (("inputs", self.generate_inputs), ("annotate", self.annotate),
+                              ("balance", self.finalize)):
+                self.store.update_run(self.run_id, stage=stage)
+                t = time.monotonic()
+                fn()
+                timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t
+                self.store.update_run(self.run_id, timings=timings)
+        except Stopped:
+            self.store.update_run(self.run_id, timings=timings)
+            self.store.release_run(self.run_id, "stopped")
+            self.emit(NoticeEvent("stopped; resume the run to continue"))
+            raise
+        except BaseException as e:
+            self.store.release_run(self.run_id, "failed", error=f"{type(e).__name__}: {e}")
+            raise
+        summary = self.summary()
+        self.store.update_run(self.run_id, stage="done", summary=summary)
+        self.store.release_run(self.run_id, "done")
+        self.emit(ProgressEvent("done", 1, 1, kept=summary["kept"],
+                                filtered=sum(summary["filtered"].values()),
+                                tokens_per_s=self._tps()))
+        return summary
+
+    def generate_inputs(self) -> None:
+        p = self.params
+        ig = InputGenerator(self.task, p, self.gen.count_tokens)
+        rows = self.store.samples(self.run_id)
+        done_slots = {(r["round"], r["slot"]) for r in rows}
+        total = p.rounds * p.per_round
+        for rnd in range(p.rounds):
+            missing = [s for s in range(p.per_round) if (rnd, s) not in done_slots]
+            if not missing:
+                continue
+            self._check_stop()
+            prior = self.store.samples(self.run_id, "round < ? and (stage = 'annotated' or "
+                                       "status = 'kept')", [rnd])
+            pool = [r["input"] for r in prior]
+            this_round = self.store.samples(self.run_id, "round = ? and status = 'kept'", [rnd])
+            dedup = DuplicateFilter(pool + [r["input"] for r in this_round])
+            prompts = [ig.build_prompt(rnd, s, pool) for s in missing]
+            sp = SamplingParams(temperature=p.gen_temperature, top_k=p.gen_top_k, top_p=p.gen_top_p,
+                                max_tokens=p.gen_max_tokens, n=1, seed=p.seed)
+            # completions may finish in any order; store them in slot order so the duplicate
+            # filter sees the same sequence on a resumed run
+            arrived: dict[int, object] = {}
+            nxt = 0
+            stream = self.gen.generate([pr.text for pr in prompts], sp,
+                                       seeds=[pr.seed for pr in prompts])
+            try:
+                for comp in stream:
+                    self.tokens += comp.n_tokens
+                    arrived[comp.index] = comp
+                    while nxt in arrived:
+                        c, pr = arrived.pop(nxt), prompts[nxt]
+                        text, filt, reason = ig.check(c.text, dedup)
+                        sid = self.store.add_sample(
+                            self.run_id, round=rnd, slot=pr.slot, stage="input", input=text,
+                            raw_output=c.text, pseudo_label=pr.pseudo_label,
+                            status="filtered" if filt else "kept", filter=filt, reason=reason,
+                            n_tokens=c.n_tokens)
+                        self.emit(SampleEvent(self.store.sample(sid)))
+                        nxt += 1
+                        done = rnd * p.per_round + pr.slot + 1
+                        self._progress("inputs", done, total)
+                    self._check_stop()
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+
+    def annotate(self) -> None:
+        p = self.params
+        ann = OutputAnnotator(self.task, p)
+        pending = self.store.samples(self.run_id, "stage = 'input' and status = 'kept'")
+        total = len(self.store.samples(self.run_id, "stage = 'annotated' or (stage = 'input' "
+                                                    "and status = 'kept')"))
+        done = total - len(pending)
+        if not pending:
+            return
+        sp = SamplingParams(temperature=p.ann_temperature, top_k=p.ann_top_k, top_p=1.0,
+                            max_tokens=p.ann_max_tokens, n=p.n, best_of=p.best_of, seed=p.seed)
+        prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
+        got: dict[int, list] = {}
+        stream = self.gen.generate(prompts, sp)
+        try:
+            for comp in stream:
+                self.tokens += comp.n_tokens
+                got.setdefault(comp.index, []).append(comp)
+                if len(got[comp.index]) < p.n:
+                    continue
+                comps = sorted(got.pop(comp.index), key=lambda c: c.sample)
+                s = pending[comp.index]
+                result, filt, reason = ann.vote([c.text for c in comps])
+                self.store.update_sample(
+                    s["id"], stage="annotated", candidates=[c.text for c in comps],
+                    votes=result.votes, output=result.winner,
+                    label=result.winner if self.task.is_classification and not filt else None,
+                    status="filtered" if filt else "kept", filter=filt, reason=reason)
+                self.emit(SampleEvent(self.store.sample(s["id"])))
+                done += 1
+                self._progress("annotate", done, total)
+                self._check_stop()
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+    def finalize(self) -> None:
+        if not (self.task.is_classification and self.params.balance_classes):
+            return
+        kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
+        keep, counts = balance(kept, self.params.seed)
+        self.store.update_samples(
+            (s["id"], {"status": "filtered", "filter": "class_balance",
+                       "reason": f"down-sampled to {len(keep) // max(len(counts), 1)} per label"})
+            for s in kept if s["id"] not in keep)
+        missing = [lab for lab in self.task.labels if lab not in counts]
+        if missing and kept:
+            self.emit(NoticeEvent(f"no sample was annotated with {', '.join(missing)}; the "
+                                  "training set lacks those classes", "warning"))
+
+    def summary(self) -> dict:
+        c = self.store.counts(self.run_id)
+        pairs = self.store.training_pairs(self.run_id)
+        inputs_kept = len(self.store.samples(self.run_id, "stage = 'annotated' or status = 'kept'"))
+        return {"candidates": c["candidates"], "inputs_kept": inputs_kept,
+                "kept": c["kept"], "training_pairs": len(pairs), "filtered": c["filtered"],
+                "tokens_per_s": round(self._tps(), 1)}

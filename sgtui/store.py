@@ -1,0 +1,306 @@
+"""The SQLite store: tasks, runs, samples, marks, training progress and evaluations.
+
+sqlite-utils over SQLite in WAL mode. Every sample and every mark is committed the moment it
+exists. Schema changes are named migrations recorded in the database, so an older database is
+upgraded and a newer one is refused instead of being damaged. One Store (one connection) per
+thread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import sqlite_utils
+
+from .errors import RunBusy, SgtuiError
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = []
+
+
+def migration(fn: Callable[[sqlite_utils.Database], None]):
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["tasks"].create({"id": int, "name": str, "type": str, "definition": str, "source": str,
+                        "created": float}, pk="id")
+    db["runs"].create({"id": int, "task_id": int, "task": str, "params": str, "model": str,
+                       "backend": str, "status": str, "stage": str, "pid": int, "heartbeat": float,
+                       "created": float, "started": float, "finished": float, "timings": str,
+                       "summary": str, "error": str}, pk="id", foreign_keys=[("task_id", "tasks")])
+    db["samples"].create({"id": int, "run_id": int, "round": int, "slot": int, "stage": str,
+                          "input": str, "raw_output": str, "pseudo_label": str, "candidates": str,
+                          "votes": str, "output": str, "label": str, "status": str,
+                          "filter": str, "reason": str, "mark": str, "marked_at": float,
+                          "n_tokens": int, "created": float, "updated": float},
+                         pk="id", foreign_keys=[("run_id", "runs")])
+    db["samples"].create_index(["run_id", "round", "slot"], unique=True)
+    db["samples"].create_index(["run_id", "status"])
+
+
+@migration
+def m002_training_and_eval(db: sqlite_utils.Database) -> None:
+    db["train_progress"].create({"id": int, "run_id": int, "step": int, "epoch": float,
+                                 "loss": float, "tokens_per_s": float, "eta_s": float,
+                                 "total_steps": int, "created": float}, pk="id")
+    db["train_progress"].create_index(["run_id", "step"])
+    db["evals"].create({"id": int, "run_id": int, "system": str, "split": str, "metric": str,
+                        "score": float, "scores": str, "n": int, "model": str, "created": float},
+                       pk="id")
+    db["eval_items"].create({"eval_id": int, "idx": int, "input": str, "gold": str,
+                             "prediction": str, "score": float}, pk=("eval_id", "idx"))
+    db["artifacts"].create({"id": int, "run_id": int, "kind": str, "path": str, "created": float,
+                            "meta": str}, pk="id")
+
+
+def now() -> float:
+    return time.time()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self.db = sqlite_utils.Database(conn)
+            if str(path) != ":memory:":
+                self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise SgtuiError(f"not a usable sgtui database ({e})", path=str(path),
+                             fix="move the file away, or pass --db to use another database")
+
+    # -- schema -----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        db = self.db
+        if not db["_migrations"].exists():
+            db["_migrations"].create({"name": str, "applied": float}, pk="name")
+        applied = {r["name"] for r in db["_migrations"].rows}
+        known = {name for name, _ in MIGRATIONS}
+        unknown = applied - known
+        if unknown:
+            raise SgtuiError(
+                f"this database was written by a newer sgtui (schema {sorted(unknown)[-1]})",
+                path=str(self.path), fix="upgrade sgtui, or pass --db to use another database")
+        for name, fn in MIGRATIONS:
+            if name in applied:
+                continue
+            with db.conn:
+                db.execute("BEGIN IMMEDIATE")
+                # another process may have migrated meanwhile
+                if db.execute("select 1 from _migrations where name = ?", [name]).fetchone():
+                    continue
+                fn(db)
+                db["_migrations"].insert({"name": name, "applied": now()})
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- tasks ------------------------------------------------------------------------------
+    def add_task(self, task) -> int:
+        definition = task.to_json()
+        row = self.db.execute("select id from tasks where name = ? and definition = ?",
+                              [task.name, definition]).fetchone()
+        if row:
+            return row[0]
+        return self.db["tasks"].insert({"name": task.name, "type": task.type,
+                                        "definition": definition, "source": task.source,
+                                        "created": now()}).last_pk
+
+    def update_task(self, task_id: int, task) -> None:
+        self.db["tasks"].update(task_id, {"name": task.name, "type": task.type,
+                                          "definition": task.to_json(), "source": task.source})
+
+    def tasks(self) -> list[dict]:
+        return list(self.db["tasks"].rows_where(order_by="id"))
+
+    def get_task(self, task_id: int):
+        from .task import Task
+        row = self.db["tasks"].get(task_id)
+        return Task.from_dict(json.loads(row["definition"]), row["source"] or row["name"])
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, task, task_id: int, params: dict, model: str, backend: str) -> int:
+        return self.db["runs"].insert({
+            "task_id": task_id, "task": task.to_json(), "params": json.dumps(params),
+            "model": model, "backend": backend, "status": "created", "stage": "inputs",
+            "created": now(), "timings": "{}", "summary": "{}"}).last_pk
+
+    def run(self, run_id: int) -> dict:
+        try:
+            row = self.db["runs"].get(run_id)
+        except sqlite_utils.db.NotFoundError:
+            raise SgtuiError(f"there is no run {run_id} in this database", path=str(self.path),
+                             fix="list the runs with `sgtui runs`")
+        row = dict(row)
+        for key in ("params", "timings", "summary"):
+            row[key] = json.loads(row[key] or "{}")
+        return row
+
+    def runs(self) -> list[dict]:
+        return [self.run(r["id"]) for r in self.db["runs"].rows_where(order_by="id desc",
+                                                                       select="id")]
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        for key in ("params", "timings", "summary"):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key])
+        self.db["runs"].update(run_id, fields)
+
+    def claim_run(self, run_id: int) -> None:
+        """Mark the run as ours. Refuse if another live process holds it."""
+        with self.db.conn:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("select status, pid from runs where id = ?", [run_id]).fetchone()
+            if row is None:
+                raise SgtuiError(f"there is no run {run_id} in this database", path=str(self.path),
+                                 fix="list the runs with `sgtui runs`")
+            status, pid = row
+            if status == "running" and pid and pid != os.getpid() and _pid_alive(pid):
+                raise RunBusy(f"run {run_id} is busy: process {pid} is working on it",
+                              path=str(self.path), fix="wait for it to finish, or stop that process")
+            self.db.execute("update runs set status='running', pid=?, heartbeat=?, "
+                            "started=coalesce(started, ?) where id=?", [os.getpid(), now(), now(), run_id])
+
+    def release_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        fields: dict[str, Any] = {"status": status, "pid": None}
+        if status == "done":
+            fields["finished"] = now()
+        if error is not None:
+            fields["error"] = error
+        self.update_run(run_id, **fields)
+
+    # -- samples ----------------------------------------------------------------------------
+    def add_sample(self, run_id: int, **fields: Any) -> int:
+        """Insert one generated candidate. (run, round, slot) is unique, so a resumed run
+        never stores the same slot twice."""
+        fields = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in fields.items()}
+        t = now()
+        return self.db["samples"].insert({"run_id": run_id, "created": t, "updated": t, **fields}).last_pk
+
+    def update_sample(self, sample_id: int, **fields: Any) -> None:
+        fields = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in fields.items()}
+        fields["updated"] = now()
+        self.db["samples"].update(sample_id, fields)
+
+    def update_samples(self, updates: Iterable[tuple[int, dict]]) -> None:
+        with self.db.conn:
+            self.db.execute("BEGIN IMMEDIATE")
+            for sid, fields in updates:
+                self.update_sample(sid, **fields)
+
+    def samples(self, run_id: int, where: str = "", params: Iterable = (),
+                order_by: str = "round, slot") -> list[dict]:
+        clause = "run_id = ?" + (f" and ({where})" if where else "")
+        return [self._decode(r) for r in self.db["samples"].rows_where(
+            clause, [run_id, *params], order_by=order_by)]
+
+    @staticmethod
+    def _decode(row: dict) -> dict:
+        row = dict(row)
+        for key in ("candidates", "votes"):
+            if row.get(key):
+                row[key] = json.loads(row[key])
+        return row
+
+    def sample(self, sample_id: int) -> dict:
+        return self._decode(self.db["samples"].get(sample_id))
+
+    def mark(self, sample_id: int, mark: str | None) -> None:
+        """The person's keep/discard mark; None clears it. Committed at once."""
+        if mark not in ("keep", "discard", None):
+            raise ValueError(mark)
+        self.db.execute("update samples set mark = ?, marked_at = ?, updated = ? where id = ?",
+                        [mark, now(), now(), sample_id])
+
+    def counts(self, run_id: int) -> dict:
+        q = ("select stage, status, coalesce(filter, ''), count(*) from samples where run_id = ? "
+             "group by 1, 2, 3")
+        out: dict = {"candidates": 0, "inputs_kept": 0, "annotated": 0, "kept": 0,
+                     "filtered": {}, "marked_keep": 0, "marked_discard": 0}
+        for stage, status, filt, n in self.db.execute(q, [run_id]).fetchall():
+            out["candidates"] += n
+            if status == "filtered":
+                out["filtered"][filt] = out["filtered"].get(filt, 0) + n
+            elif status == "kept":
+                out["inputs_kept"] += n
+                if stage == "annotated":
+                    out["kept"] += n
+            if stage == "annotated":
+                out["annotated"] += n
+        for mark, n in self.db.execute("select mark, count(*) from samples where run_id = ? and "
+                                       "mark is not null group by 1", [run_id]).fetchall():
+            out[f"marked_{mark}"] = n
+        return out
+
+    def training_pairs(self, run_id: int) -> list[dict]:
+        """What fine-tuning uses: kept, annotated samples that the person did not discard, plus
+        any sample the person marked keep that has an answer, even if a filter dropped it."""
+        return self.samples(run_id, "output is not null and coalesce(mark, '') != 'discard' and "
+                                    "(status = 'kept' and stage = 'annotated' or mark = 'keep')",
+                            order_by="id")
+
+    # -- training progress, evaluations, artifacts -----------------------------------------
+    def add_progress(self, run_id: int, **fields: Any) -> None:
+        self.db["train_progress"].insert({"run_id": run_id, "created": now(), **fields})
+
+    def progress(self, run_id: int) -> list[dict]:
+        return list(self.db["train_progress"].rows_where("run_id = ?", [run_id], order_by="id"))
+
+    def add_eval(self, run_id: int | None, system: str, split: str, metric: str, score: float,
+                 scores: dict, model: str, items: list[dict]) -> int:
+        with self.db.conn:
+            self.db.execute("BEGIN IMMEDIATE")
+            eid = self.db["evals"].insert({"run_id": run_id, "system": system, "split": split,
+                                           "metric": metric, "score": score,
+                                           "scores": json.dumps(scores), "n": len(items),
+                                           "model": model, "created": now()}).last_pk
+            self.db["eval_items"].insert_all({"eval_id": eid, "idx": i, **it}
+                                             for i, it in enumerate(items))
+        return eid
+
+    def evals(self, run_id: int) -> list[dict]:
+        rows = []
+        for r in self.db["evals"].rows_where("run_id = ?", [run_id], order_by="id"):
+            r = dict(r)
+            r["scores"] = json.loads(r["scores"] or "{}")
+            rows.append(r)
+        return rows
+
+    def eval_items(self, eval_id: int) -> list[dict]:
+        return list(self.db["eval_items"].rows_where("eval_id = ?", [eval_id], order_by="idx"))
+
+    def add_artifact(self, run_id: int, kind: str, path: str, meta: dict | None = None) -> None:
+        self.db["artifacts"].insert({"run_id": run_id, "kind": kind, "path": path,
+                                     "created": now(), "meta": json.dumps(meta or {})})
+
+    def artifacts(self, run_id: int, kind: str | None = None) -> list[dict]:
+        where, params = "run_id = ?", [run_id]
+        if kind:
+            where += " and kind = ?"
+            params.append(kind)
+        return list(self.db["artifacts"].rows_where(where, params, order_by="id"))

@@ -1,0 +1,63 @@
+"""Starting and resuming synthesis runs: the glue between the CLI (or TUI) and the pipeline."""
+from __future__ import annotations
+
+import signal
+import threading
+
+from .errors import SgtuiError
+from .pipeline import Stopped, SynthesisRun
+from .store import Store
+
+
+def create_run(store: Store, task, params, model: str, backend: str) -> int:
+    task_id = store.add_task(task)
+    return store.create_run(task, task_id, params.to_dict(), model, backend)
+
+
+def open_run(store: Store, args, load_task, resolve_model, params_from_args):
+    """Create a run from CLI arguments, or reopen one with --resume. Returns (run id, generator)."""
+    import backends
+    if args.resume is not None:
+        row = store.run(args.resume)
+        if row["status"] == "done":
+            raise SgtuiError(f"run {args.resume} is already complete", path=str(store.path),
+                             fix="start a new run without --resume")
+        model, backend = row["model"], row["backend"]
+        run_id = args.resume
+    else:
+        task = load_task(args.task)
+        model, backend = resolve_model(args.model, args.backend)
+        params = params_from_args(args, task.type)
+        if backend not in backends.names():
+            raise SgtuiError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(backends.names())}")
+        generator = backends.load_generator(backend, model, **_gen_options(args, backend))
+        run_id = create_run(store, task, params, model, backend)
+        return run_id, generator
+    # resuming: make sure nobody else holds the run before loading a model
+    store.claim_run(run_id)
+    store.release_run(run_id, "stopped")
+    generator = backends.load_generator(backend, model, **_gen_options(args, backend))
+    return run_id, generator
+
+
+def _gen_options(args, backend: str) -> dict:
+    if backend == "transformers":
+        return {"trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
+    return {}
+
+
+def run_synthesis(store: Store, run_id: int, generator, emit) -> dict:
+    """Run (or finish) a synthesis run in this thread. SIGTERM stops it cleanly, like Ctrl-C."""
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        summary = SynthesisRun(store, run_id, generator, emit, stop).run()
+    except Stopped:
+        raise SgtuiError(f"run {run_id} stopped; all samples so far are saved",
+                         fix=f"continue it with: sgtui generate --resume {run_id}")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return summary

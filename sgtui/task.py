@@ -1,0 +1,192 @@
+"""The task: an instruction, 2-10 examples, a type, labels for classification.
+
+Task files are TOML (this project's format, see docs/TASKS.md) or JSON in the layout of the
+Natural-Instructions task.json files. Both are parsed with safe parsers (tomllib, json): a task
+file is data, never code.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import SgtuiError
+
+TYPES = ("generation", "classification")
+METRICS = {"generation": "rouge", "classification": "exact_match"}
+MIN_EXAMPLES, MAX_EXAMPLES = 2, 10
+# The paper's default extra noise terms for every task (SELF_GUIDE.md section 3.2).
+DEFAULT_EXTRA_NOISE = ["input", "output", "\n\n", "\\_\\_"]
+
+
+@dataclass
+class Example:
+    input: str
+    output: str
+
+
+@dataclass
+class Task:
+    name: str
+    type: str
+    instruction: str
+    examples: list[Example]
+    labels: list[str] = field(default_factory=list)
+    extra_noise_terms: list[str] = field(default_factory=lambda: list(DEFAULT_EXTRA_NOISE))
+    metric: str = ""
+    source: str = ""
+
+    @property
+    def is_classification(self) -> bool:
+        return self.type == "classification"
+
+    @property
+    def seed_inputs(self) -> list[str]:
+        return [e.input for e in self.examples]
+
+    @property
+    def seed_outputs(self) -> list[str]:
+        return [e.output for e in self.examples]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "<task>") -> "Task":
+        return parse_task(data, source)
+
+
+def _fail(source: str, message: str, fix: str) -> SgtuiError:
+    return SgtuiError(message, path=source, fix=fix)
+
+
+def _text(data: dict, key: str, source: str, required: bool = True) -> str:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise _fail(source, f"missing field '{key}'", f"add a '{key} = \"...\"' line")
+        return ""
+    if not isinstance(value, str):
+        raise _fail(source, f"field '{key}' must be text, got {type(value).__name__}",
+                    f"write {key} as a quoted string")
+    return value
+
+
+def parse_task(data: object, source: str = "<task>") -> Task:
+    """Validate a parsed task document. Raises SgtuiError naming the field and the fix."""
+    if not isinstance(data, dict):
+        raise _fail(source, "a task file must hold a table of fields",
+                    "see data/tasks/*.toml for the format")
+    name = data.get("name", data.get("task_id", data.get("task_name")))
+    if name is None:
+        name = Path(source).stem if source and source != "<task>" else None
+    if not isinstance(name, str) or not name.strip():
+        raise _fail(source, "missing field 'name'", "add a 'name = \"my-task\"' line")
+    ttype = data.get("type")
+    if ttype is None and "is_classification" in data:
+        ttype = "classification" if data["is_classification"] else "generation"
+    if ttype not in TYPES:
+        raise _fail(source, f"field 'type' must be 'generation' or 'classification', got {ttype!r}",
+                    "set type = \"generation\" or type = \"classification\"")
+    instruction = _text(data, "instruction", source).strip()
+    if not instruction:
+        raise _fail(source, "field 'instruction' is empty", "describe the task in one or two sentences")
+
+    raw_examples = data.get("examples")
+    if not isinstance(raw_examples, list):
+        raise _fail(source, "missing field 'examples' (a list of {input, output})",
+                    "add [[examples]] tables with input and output")
+    examples: list[Example] = []
+    for i, ex in enumerate(raw_examples, 1):
+        if not isinstance(ex, dict):
+            raise _fail(source, f"example {i} is not a table with input and output",
+                        "write each example as [[examples]] with input = ... and output = ...")
+        inp, out = ex.get("input"), ex.get("output")
+        if not isinstance(inp, str) or not isinstance(out, str):
+            raise _fail(source, f"example {i} needs text fields 'input' and 'output'",
+                        "give every example an input and an output string")
+        if not inp.strip() or not out.strip():
+            raise _fail(source, f"example {i} has an empty input or output",
+                        "fill in both input and output")
+        examples.append(Example(inp, out))
+    if not MIN_EXAMPLES <= len(examples) <= MAX_EXAMPLES:
+        raise _fail(source, f"a task needs {MIN_EXAMPLES} to {MAX_EXAMPLES} examples, this one has "
+                    f"{len(examples)}", "add or remove [[examples]] (about 3 works well)")
+
+    labels = data.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _fail(source, "field 'labels' must be a list of strings", "write labels = [\"yes\", \"no\"]")
+    labels = [lab for lab in dict.fromkeys(x.strip() for x in labels) if lab]
+    if ttype == "classification":
+        if len(labels) < 2:
+            raise _fail(source, "a classification task needs at least 2 labels",
+                        "add labels = [\"...\", \"...\"]")
+        for i, ex in enumerate(examples, 1):
+            if ex.output.strip() not in labels:
+                raise _fail(source, f"example {i}'s output {ex.output.strip()!r} is not one of the "
+                            f"labels {labels}", "make every example's output one of the labels")
+    elif labels:
+        raise _fail(source, "a generation task has no labels", "remove 'labels' or set type = \"classification\"")
+
+    noise = data.get("extra_noise_terms", data.get("optional_list"))
+    if noise is None:
+        noise = list(DEFAULT_EXTRA_NOISE)
+    if not isinstance(noise, list) or not all(isinstance(x, str) and x for x in noise):
+        raise _fail(source, "field 'extra_noise_terms' must be a list of non-empty strings",
+                    "write extra_noise_terms = [\"input\", \"output\"]")
+    metric = data.get("metric") or METRICS[ttype]
+    if metric not in ("rouge", "exact_match"):
+        raise _fail(source, f"field 'metric' must be 'rouge' or 'exact_match', got {metric!r}",
+                    "remove 'metric' to use the default for the task type")
+    return Task(name=name.strip(), type=ttype, instruction=instruction, examples=examples,
+                labels=labels, extra_noise_terms=noise, metric=metric, source=source)
+
+
+def load_task(path: str | Path) -> Task:
+    """Load a task file (.toml, or .json as in Natural-Instructions), or an NI task folder."""
+    p = Path(path)
+    if p.is_dir() and (p / "task.json").is_file():
+        p = p / "task.json"
+    source = str(path if not p.name == "task.json" else p)
+    if not p.exists():
+        raise SgtuiError("task file not found", path=str(path),
+                         fix="give a .toml task file (see data/tasks/) or an NI task folder")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SgtuiError(f"cannot read the task file: {e.strerror}", path=source,
+                         fix="check the path and its permissions")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SgtuiError("the task file is not UTF-8 text", path=source, fix="save it as UTF-8")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SgtuiError(f"the task file does not parse: {e}", path=source,
+                         fix="fix the syntax at the place named above")
+    return parse_task(data, source)
+
+
+def task_to_toml(task: Task) -> str:
+    """Serialise a task as this project's TOML format (used by the TUI's task editor)."""
+    def q(s: str) -> str:
+        return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+    lines = [f"name = {q(task.name)}", f"type = {q(task.type)}", f"instruction = {q(task.instruction)}"]
+    if task.labels:
+        lines.append("labels = [" + ", ".join(q(x) for x in task.labels) + "]")
+    lines.append("extra_noise_terms = [" + ", ".join(q(x) for x in task.extra_noise_terms) + "]")
+    lines.append(f"metric = {q(task.metric)}")
+    for ex in task.examples:
+        lines += ["", "[[examples]]", f"input = {q(ex.input)}", f"output = {q(ex.output)}"]
+    return "\n".join(lines) + "\n"

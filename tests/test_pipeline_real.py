@@ -1,0 +1,71 @@
+"""The synthesis pipeline against the real bundled model through llama.cpp."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sgtui.config import RunParams
+from sgtui.events import ProgressEvent, SampleEvent
+from sgtui.pipeline import SynthesisRun
+from sgtui.paths import REPO_DATA
+from sgtui.store import Store
+from sgtui.synthesis import create_run
+from sgtui.task import load_task
+
+pytestmark = pytest.mark.slow
+
+SMALL = dict(rounds=2, per_round=4, gen_max_tokens=48, n=3, best_of=3, ann_max_tokens=24)
+
+
+def test_two_rounds_generate_and_annotate(tmp_path, llama):
+    task = load_task(REPO_DATA / "tasks" / "sentiment.toml")
+    params = RunParams.defaults_for(task.type).override(input_length_filter=False, **SMALL)
+    store = Store(tmp_path / "p.db")
+    rid = create_run(store, task, params, llama.model_path, "llama-cpp")
+    events = []
+    summary = SynthesisRun(store, rid, llama, events.append).run()
+
+    rows = store.samples(rid)
+    # every slot of both rounds was generated and stored exactly once
+    assert sorted((r["round"], r["slot"]) for r in rows) == [(r, s) for r in range(2) for s in range(4)]
+    assert all(r["raw_output"] is not None for r in rows)
+    # each classification prompt carried a pseudo-label from the task's labels
+    assert {r["pseudo_label"] for r in rows} <= set(task.labels)
+    # every candidate either passed the input filters (and was annotated) or names its filter
+    for r in rows:
+        if r["stage"] == "input":
+            assert r["status"] == "filtered" and r["filter"] and r["reason"]
+        else:
+            assert r["stage"] == "annotated"
+            assert len(r["candidates"]) == 3
+            assert sum(r["votes"].values()) <= 3
+            if r["status"] == "kept":
+                assert r["label"] in task.labels and r["output"] == r["label"]
+    run = store.run(rid)
+    assert run["status"] == "done" and run["stage"] == "done"
+    assert summary["candidates"] == 8
+    assert set(run["timings"]) == {"inputs", "annotate", "balance"}
+    assert any(isinstance(e, SampleEvent) for e in events)
+    assert any(isinstance(e, ProgressEvent) and e.stage == "done" for e in events)
+    # kept classification samples are balanced across the labels that occur
+    kept = store.samples(rid, "status = 'kept'")
+    counts = {}
+    for r in kept:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    assert len(set(counts.values())) <= 1
+
+
+def test_generation_task_uses_output_length_filter(tmp_path, llama):
+    task = load_task(REPO_DATA / "tasks" / "city-fact.toml")
+    params = RunParams.defaults_for(task.type).override(**SMALL)
+    assert params.output_length_filter and not params.input_length_filter
+    store = Store(tmp_path / "g.db")
+    rid = create_run(store, task, params, llama.model_path, "llama-cpp")
+    SynthesisRun(store, rid, llama).run()
+    lo, hi = (None, None)
+    from sgtui.filters import length_window
+    lo, hi = length_window(task.seed_outputs)
+    for r in store.samples(rid, "stage = 'annotated' and status = 'kept'"):
+        assert len(r["output"]) < hi and (lo is None or len(r["output"]) >= lo)
+        assert json.dumps(r["votes"])  # vote counts are stored

@@ -1,0 +1,50 @@
+from sgtui.annotation import balance, map_to_label
+from sgtui.filters import LengthFilter, NoiseFilter
+from sgtui.vote import self_consistency_vote
+
+
+def test_majority_wins():
+    r = self_consistency_vote(["a", "b", "a", " a ", "c"])
+    assert r.winner == "a" and r.count == 3 and r.survivors == 5
+
+
+def test_ties_go_to_shortest_then_first_seen():
+    assert self_consistency_vote(["long answer", "short", "long answer", "short"]).winner == "short"
+    assert self_consistency_vote(["bb", "aa", "aa", "bb"]).winner == "bb"
+
+
+def test_min_frequency_uses_survivors_as_denominator():
+    # 10 candidates, 7 are noise; 1 of the 3 survivors is 33% >= 30%
+    cands = ["input x"] * 7 + ["p", "q", "r"]
+    r = self_consistency_vote(cands, [NoiseFilter(("input",))], 0.3)
+    assert r.survivors == 3 and r.winner == "p" and r.dropped == {"noise": 7}
+    # 4 distinct survivors: 25% < 30%: no consensus
+    r = self_consistency_vote(["p", "q", "r", "s"], [], 0.3)
+    assert r.winner is None and "no consensus" in r.reason
+
+
+def test_no_survivors():
+    r = self_consistency_vote(["", None, "   "], [])
+    assert r.winner is None and r.dropped["empty"] == 3
+
+
+def test_output_length_filter_applies_before_vote():
+    r = self_consistency_vote(["x" * 50] * 6 + ["ok"] * 2, [LengthFilter(None, 10)], 0.3)
+    assert r.winner == "ok" and r.survivors == 2
+
+
+def test_label_mapping_fixes_reference_noop():
+    labels = ["positive", "negative"]
+    assert map_to_label("positive", labels) == "positive"
+    assert map_to_label("The answer is negative.", labels) == "negative"
+    assert map_to_label("positive or negative", labels) is None
+    assert map_to_label("nonpositive", labels) is None
+
+
+def test_balance_downsamples_to_smallest_class():
+    samples = [{"id": i, "label": "a"} for i in range(5)] + [{"id": 10 + i, "label": "b"} for i in range(2)]
+    keep, counts = balance(samples, seed=1)
+    assert counts == {"a": 5, "b": 2}
+    assert len(keep) == 4 and {10, 11} <= keep
+    assert balance(samples, seed=1)[0] == keep  # deterministic
+    assert balance([], 0) == (set(), {})
