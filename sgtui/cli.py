@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import cli_eval
 from .errors import SgtuiError
 
 
@@ -24,7 +25,8 @@ def _add_run_params(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run parameters (defaults: the paper's, per task type)")
     g.add_argument("--rounds", type=int)
     g.add_argument("--per-round", type=int)
-    g.add_argument("--mode", choices=["paper", "small"])
+    g.add_argument("--mode", choices=["paper", "small"],
+                   help="input-generation prompt: the paper's, or the one small models follow")
     g.add_argument("--temperature", dest="gen_temperature", type=float)
     g.add_argument("--n", type=int, help="candidate answers per input for the vote")
     g.add_argument("--best-of", type=int)
@@ -32,13 +34,13 @@ def _add_run_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ann-max-tokens", type=int)
     g.add_argument("--min-frequency", type=float)
     g.add_argument("--seed", type=int)
-    for name in ("input-length-filter", "output-length-filter", "noise-filter"):
+    for name in ("input-length-filter", "output-length-filter", "noise-filter", "small-filters"):
         g.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction)
 
 
 PARAM_KEYS = ("rounds", "per_round", "mode", "gen_temperature", "n", "best_of", "gen_max_tokens",
               "ann_max_tokens", "min_frequency", "seed", "input_length_filter",
-              "output_length_filter", "noise_filter")
+              "output_length_filter", "noise_filter", "small_filters")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import cli_train
     cli_train.add_commands(sub, _add_model_args, _add_run_params)
+    cli_eval.add_eval_command(sub, _add_model_args)
     return ap
 
 
@@ -93,8 +96,9 @@ def resolve_model(model: str | None, backend: str | None) -> tuple[str, str]:
 
 
 def params_from_args(args, task_type: str):
-    from .config import RunParams
-    return RunParams.defaults_for(task_type).override(
+    from .config import DEFAULT_MODE, RunParams
+    mode = getattr(args, "mode", None) or DEFAULT_MODE
+    return RunParams.defaults_for(task_type, mode).override(
         **{k: getattr(args, k, None) for k in PARAM_KEYS})
 
 
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"generate": cmd_generate, "samples": cmd_samples, "mark": cmd_mark,
-                "runs": cmd_runs, "doctor": cmd_doctor, "tui": cmd_tui, None: cmd_tui}
+                "runs": cmd_runs, "doctor": cmd_doctor, "tui": cmd_tui, None: cmd_tui,
+                "eval": cli_eval.cmd_eval}
     from . import cli_train
     handlers.update(cli_train.HANDLERS)
     try:

@@ -8,10 +8,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 
+MODES = ("paper", "small")
+DEFAULT_MODE = "small"
+
+# The "small" mode for models that cannot follow the paper's long prompt (docs/METHOD.md).
+SMALL_MODE: dict[str, dict] = {
+    "classification": dict(mode="small", small_filters=True, max_low_quality=3),
+    "generation": dict(mode="small", small_filters=True, max_low_quality=3),
+}
+
+
 @dataclass(frozen=True)
 class RunParams:
     # input generation (section 2)
     mode: str = "paper"              # "paper": the paper's prompt; "small": see docs/METHOD.md
+    small_filters: bool = False      # prompt-echo, near-copy and degenerate-text filters
+    near_copy_threshold: float = 0.7
     rounds: int = 40
     per_round: int = 10
     gen_temperature: float = 0.7
@@ -35,11 +47,17 @@ class RunParams:
     seed: int = 0
 
     @classmethod
-    def defaults_for(cls, task_type: str) -> "RunParams":
+    def defaults_for(cls, task_type: str, mode: str = "paper") -> "RunParams":
+        if mode not in MODES:
+            raise ValueError(f"unknown input-generation mode {mode!r}")
         if task_type == "classification":
-            return cls()
-        return cls(rounds=20, gen_temperature=0.9, input_length_filter=False,
-                   output_length_filter=True)
+            p = cls()
+        else:
+            p = cls(rounds=20, gen_temperature=0.9, input_length_filter=False,
+                    output_length_filter=True)
+        if mode == "small":
+            p = replace(p, **SMALL_MODE[task_type])
+        return p
 
     def override(self, **changes) -> "RunParams":
         known = {f.name for f in fields(self)}

@@ -102,3 +102,100 @@ def first_failure(text: str, filters: Sequence) -> tuple[str, str] | None:
         if reason:
             return f.name, reason
     return None
+
+
+# -- filters for small-model failure modes (docs/METHOD.md, "small" mode) ---------------------
+
+ECHO_TERMS = ("[input]", "[output]", "[instruction]", "Input:", "Answer:", "###", "InputGenerator",
+              "high-quality", "low-quality", "Example inputs", "Inputs whose answer")
+
+
+@dataclass
+class PromptEchoFilter:
+    """Drops a candidate that repeats the prompt template's own words, or the instruction."""
+
+    instruction: str = ""
+    terms: tuple[str, ...] = ECHO_TERMS
+    threshold: float = 0.6
+    name: str = "prompt_echo"
+
+    def __call__(self, text: str) -> str | None:
+        for term in self.terms:
+            if term in text:
+                return f"repeats the template's {term!r}"
+        if self.instruction and len(text) >= 20:
+            score = rouge_l(text, self.instruction)
+            if score >= self.threshold:
+                return f"repeats the instruction (ROUGE-L {score:.2f})"
+        return None
+
+
+def _tokens(text: str) -> list[str]:
+    from rouge_score import tokenize
+    return tokenize.tokenize(text, None)
+
+
+def rouge_l(a: str, b: str) -> float:
+    """Word-level ROUGE-L F1 (rouge-score's tokenisation and LCS)."""
+    from rouge_score.rouge_scorer import _score_lcs
+    return _score_lcs(_tokens(b), _tokens(a)).fmeasure
+
+
+class NearCopyFilter:
+    """Drops a candidate whose ROUGE-L against a seed or pool input is above the threshold
+    (self-instruct uses 0.7)."""
+
+    name = "near_copy"
+
+    def __init__(self, references: Iterable[str] = (), threshold: float = 0.7):
+        self.threshold = threshold
+        self.refs: list[tuple[str, list[str]]] = []
+        for r in references:
+            self.add(r)
+
+    def add(self, text: str) -> None:
+        self.refs.append((text, _tokens(text)))
+
+    def __call__(self, text: str) -> str | None:
+        from rouge_score.rouge_scorer import _score_lcs
+        toks = _tokens(text)
+        if not toks:
+            return None
+        for ref, ref_toks in self.refs:
+            if not ref_toks:
+                continue
+            score = _score_lcs(ref_toks, toks).fmeasure
+            if score > self.threshold:
+                return f"ROUGE-L {score:.2f} with {ref[:40]!r}"
+        return None
+
+
+@dataclass
+class DegenerateFilter:
+    """Drops repetition, digit or symbol runs, and text with too few distinct characters."""
+
+    name: str = "degenerate"
+
+    def __call__(self, text: str) -> str | None:
+        words = text.split()
+        if len(words) >= 8:
+            unique = len(set(words)) / len(words)
+            if unique < 0.4:
+                return f"repetitive: {unique:.0%} distinct words"
+            grams = [" ".join(words[i:i + 3]) for i in range(len(words) - 2)]
+            top = max(grams.count(g) for g in set(grams))
+            if top >= 3 and top * 3 >= len(words) * 0.5:
+                return "a phrase repeats over and over"
+        stripped = "".join(text.split())
+        if len(stripped) >= 8:
+            non_alpha = sum(not c.isalpha() for c in stripped) / len(stripped)
+            if non_alpha > 0.5:
+                return f"{non_alpha:.0%} digits or symbols"
+        run = 0
+        for c in stripped:
+            run = run + 1 if not c.isalpha() else 0
+            if run >= 12:
+                return "a long run of digits or symbols"
+        if len(text) >= 20 and len(set(text)) / len(text) < 0.08:
+            return "too few distinct characters"
+        return None

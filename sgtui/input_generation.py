@@ -12,8 +12,9 @@ from typing import Sequence
 
 from .config import RunParams
 from .errors import SgtuiError
-from .filters import DuplicateFilter, EmptyFilter, LengthFilter, NoiseFilter, first_failure
-from .prompts import input_generation_prompt
+from .filters import (DegenerateFilter, DuplicateFilter, EmptyFilter, LengthFilter,
+                      NearCopyFilter, NoiseFilter, PromptEchoFilter, first_failure)
+from .prompts import SMALL_STOPS, input_generation_prompt, small_input_prompt
 from .task import Task
 
 
@@ -42,10 +43,28 @@ class InputGenerator:
         self.filters: list = [EmptyFilter()]
         if params.input_length_filter:
             self.filters.append(LengthFilter.from_seeds(task.seed_inputs, "length"))
+        if params.small_filters:
+            self.filters += [PromptEchoFilter(task.instruction), DegenerateFilter()]
         if params.noise_filter:
             self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
+        self.max_tokens = params.gen_max_tokens
+        self.stop: tuple[str, ...] = ()
+        if params.mode == "small":
+            # long enough for the longest seed input and then some, never more than the paper's
+            longest = max(count_tokens(x) for x in task.seed_inputs)
+            self.max_tokens = min(params.gen_max_tokens, int(longest * 1.5) + 8)
+            self.stop = SMALL_STOPS
 
-    def build_prompt(self, round_no: int, slot: int, pool: Sequence[str]) -> InputPrompt:
+    def round_filters(self, pool: Sequence[str], accepted: Sequence[str]) -> list:
+        """Filters that compare with what was seen before: rebuilt for each round."""
+        dynamic: list = [DuplicateFilter([*pool, *accepted])]
+        if self.params.small_filters:
+            dynamic.append(NearCopyFilter([*self.task.seed_inputs, *pool, *accepted],
+                                          self.params.near_copy_threshold))
+        return dynamic
+
+    def build_prompt(self, round_no: int, slot: int, pool: Sequence[tuple[str, str | None]]) -> InputPrompt:
+        """pool: (input, pseudo-label it was generated under) of earlier rounds."""
         p, task = self.params, self.task
         rng = slot_rng(p.seed, "input", round_no, slot)
         high = list(task.seed_inputs)
@@ -55,7 +74,14 @@ class InputGenerator:
         low = rng.sample(list(pool), k) if k else []
         # The reference code re-samples forever when a prompt is too long; shrink instead.
         while True:
-            text = input_generation_prompt(task, high, low, label)
+            if p.mode == "small":
+                seeds = [(e.input, e.output.strip() if task.is_classification else None)
+                         for e in task.examples]
+                items = seeds + list(low)
+                rng.shuffle(items)
+                text = small_input_prompt(task, items, label)
+            else:
+                text = input_generation_prompt(task, high, [x for x, _ in low], label)
             if self.count_tokens(text) < p.context_cutoff:
                 break
             if not low:
@@ -64,17 +90,16 @@ class InputGenerator:
                     f"more than the prompt limit of {p.context_cutoff}",
                     path=task.source, fix="shorten the instruction or the examples")
             low = low[:-1]
-        return InputPrompt(round_no, slot, text, label, rng.randrange(2**31))
+        return InputPrompt(round_no, slot, text, label, rng.randrange(2**31), self.stop,
+                           self.max_tokens)
 
-    def check(self, raw: str | None, dedup: DuplicateFilter) -> tuple[str, str | None, str | None]:
-        """Return (stored text, filter name, reason); filter None means kept."""
+    def check(self, raw: str | None, dynamic: Sequence) -> tuple[str, str | None, str | None]:
+        """Return (stored text, filter name, reason); filter None means kept. `dynamic` are
+        the round's filters from round_filters(); a kept text is added to them."""
         text = (raw or "").strip()
-        fail = first_failure(raw or "", self.filters[:1]) or first_failure(text, self.filters[1:])
-        if fail is None:
-            reason = dedup(text)
-            if reason:
-                fail = (dedup.name, reason)
+        fail = first_failure(text, [*self.filters, *dynamic])
         if fail:
             return text, fail[0], fail[1]
-        dedup.add(text)
+        for f in dynamic:
+            f.add(text)
         return text, None, None

@@ -18,13 +18,38 @@ from backends.base import Generator, SamplingParams
 from .annotation import OutputAnnotator, balance
 from .config import RunParams
 from .events import NoticeEvent, ProgressEvent, SampleEvent
-from .filters import DuplicateFilter
 from .input_generation import InputGenerator
 from .prompts import meta_messages
 from .store import Store
 from .task import Task
 
 Emit = Callable[[object], None]
+
+
+def annotation_warnings(task: Task, kept: list[dict], share: float = 0.9,
+                        copy_share: float = 0.5) -> list[str]:
+    """Annotation sanity: labels that carry no signal, or answers that copy the input."""
+    out: list[str] = []
+    if len(kept) < 5:
+        if not kept:
+            out.append("no sample survived annotation; there is nothing to train on")
+        return out
+    if task.is_classification:
+        counts: dict[str, int] = {}
+        for s in kept:
+            counts[s["label"]] = counts.get(s["label"], 0) + 1
+        top = max(counts, key=counts.get)
+        if counts[top] / len(kept) >= share:
+            out.append(f"the annotator gave {top!r} to {counts[top]} of {len(kept)} inputs: its "
+                       "labels carry little signal, and fine-tuning on them teaches one answer")
+    else:
+        from .filters import rouge_l
+        copies = sum(1 for s in kept if s["output"].strip() == s["input"].strip()
+                     or rouge_l(s["output"], s["input"]) >= 0.9)
+        if copies / len(kept) >= copy_share:
+            out.append(f"the annotator copied its input for {copies} of {len(kept)} samples: "
+                       "fine-tuning on them teaches copying")
+    return out
 
 
 class Stopped(Exception):
@@ -105,12 +130,12 @@ class SynthesisRun:
             self._check_stop()
             prior = self.store.samples(self.run_id, "round < ? and (stage = 'annotated' or "
                                        "status = 'kept')", [rnd])
-            pool = [r["input"] for r in prior]
+            pool = [(r["input"], r["pseudo_label"]) for r in prior]
             this_round = self.store.samples(self.run_id, "round = ? and status = 'kept'", [rnd])
-            dedup = DuplicateFilter(pool + [r["input"] for r in this_round])
+            dynamic = ig.round_filters([x for x, _ in pool], [r["input"] for r in this_round])
             prompts = [ig.build_prompt(rnd, s, pool) for s in missing]
             sp = SamplingParams(temperature=p.gen_temperature, top_k=p.gen_top_k, top_p=p.gen_top_p,
-                                max_tokens=p.gen_max_tokens, n=1, seed=p.seed)
+                                max_tokens=ig.max_tokens, n=1, seed=p.seed, stop=ig.stop)
             # completions may finish in any order; store them in slot order so the duplicate
             # filter sees the same sequence on a resumed run
             arrived: dict[int, object] = {}
@@ -123,7 +148,7 @@ class SynthesisRun:
                     arrived[comp.index] = comp
                     while nxt in arrived:
                         c, pr = arrived.pop(nxt), prompts[nxt]
-                        text, filt, reason = ig.check(c.text, dedup)
+                        text, filt, reason = ig.check(c.text, dynamic)
                         sid = self.store.add_sample(
                             self.run_id, round=rnd, slot=pr.slot, stage="input", input=text,
                             raw_output=c.text, pseudo_label=pr.pseudo_label,
@@ -177,9 +202,12 @@ class SynthesisRun:
                 close()
 
     def finalize(self) -> None:
+        kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
+        self.warnings = annotation_warnings(self.task, kept)
+        for w in self.warnings:
+            self.emit(NoticeEvent(w, "warning"))
         if not (self.task.is_classification and self.params.balance_classes):
             return
-        kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
         keep, counts = balance(kept, self.params.seed)
         self.store.update_samples(
             (s["id"], {"status": "filtered", "filter": "class_balance",
@@ -194,6 +222,10 @@ class SynthesisRun:
         c = self.store.counts(self.run_id)
         pairs = self.store.training_pairs(self.run_id)
         inputs_kept = len(self.store.samples(self.run_id, "stage = 'annotated' or status = 'kept'"))
+        if not hasattr(self, "warnings"):
+            kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
+            self.warnings = annotation_warnings(self.task, kept)
         return {"candidates": c["candidates"], "inputs_kept": inputs_kept,
+                "warnings": self.warnings,
                 "kept": c["kept"], "training_pairs": len(pairs), "filtered": c["filtered"],
                 "tokens_per_s": round(self._tps(), 1)}

@@ -64,6 +64,31 @@ def input_generation_prompt(task: Task, high: Sequence[str], low: Sequence[str],
     return head + tail
 
 
+SMALL_STOPS = ("###", "\nInput:", "\nAnswer:")
+
+
+def small_input_prompt(task: Task, items: Sequence[tuple[str, str | None]],
+                       label: str | None = None) -> str:
+    """The "small" mode's plain completion prompt: the instruction, then example inputs as
+    delimited items, and an open item for the model to continue. A classification prompt groups
+    the examples under their answers and ends in the group of the chosen pseudo-label."""
+    head = f"{task.instruction.strip()}\n\n"
+    if label is None:
+        body = "".join(f"Input: {x.strip()}\n###\n" for x, _ in items)
+        return head + "Example inputs for this task, each ending with ###.\n\n" + body + "Input:"
+    groups: dict[str, list[str]] = {lab: [] for lab in task.labels}
+    for x, lab in items:
+        groups.setdefault(lab or "", []).append(x)
+    order = [lab for lab in task.labels if lab != label and groups.get(lab)] + [label]
+    body = ""
+    for lab in order:
+        body += f'Inputs whose answer is "{lab}":\n'
+        body += "".join(f"Input: {x.strip()}\n###\n" for x in groups.get(lab, []))
+        body += "\n" if lab != label else ""
+    return head + "Example inputs for this task, grouped by answer, each ending with ###.\n\n" + \
+        body + "Input:"
+
+
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant.\n"
           "The assistant gives concise answers to the user's questions.")
 

@@ -1,0 +1,463 @@
+"""Batched llama.cpp generation: many sequences decoded together in one context.
+
+The sequential backend (backends/llama_cpp.py) evaluates one sequence at a time. Here every
+llama_decode call carries one token for each running sequence plus a chunk of prompt tokens,
+so the weights are read once per step for all of them (docs/PERFORMANCE.md has the figures).
+
+How the KV cache is shared (the context is created with a unified KV cache, so copying a
+sequence only tags the same cells with another sequence id; nothing is duplicated):
+- sequence 0 holds the longest token prefix common to all prompts of a call (the instruction
+  and the demonstrations); it is kept between calls and extended or trimmed as needed;
+- each prompt in flight has a holder sequence with its prompt minus the last token;
+- each candidate (one of n / best_of draws) copies the holder and decodes the prompt's last
+  token itself, so candidates started later still get fresh logits for their first draw.
+A candidate that ends (end-of-generation token, stop string, max_tokens) gives its slot to the
+next waiting candidate at once: continuous batching.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from sgtui.errors import SgtuiError
+
+from .base import Completion, SamplingParams
+from .llama_cpp import LlamaCppGenerator
+
+MAX_PARALLEL = 32      # beyond this a CPU is compute-bound: more sequences add latency only
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate sequence
+CELL_ALIGN = 256        # llama.cpp pads the KV cache to this many cells
+
+
+@dataclass
+class _Candidate:
+    group: "_Group"
+    number: int
+    seq: int
+    sampler: object
+    max_new: int
+    ready: bool = False          # the prompt is in the cache and `pending` can be decoded
+    pending: int = 0             # the token to decode next
+    pos: int = 0                 # its position
+    tokens: list[int] = field(default_factory=list)
+    buf: bytearray = field(default_factory=bytearray)
+    scanned: int = 0             # characters already searched for stop strings
+    logprob: float = 0.0
+    text: str | None = None
+    finish: str = "length"
+
+
+@dataclass
+class _Group:
+    """One prompt and the k candidates drawn from it."""
+
+    index: int
+    tokens: list[int]
+    seed: int
+    k: int
+    n_prefix: int = 0
+    holder: int = -1
+    filled: int = 0              # prompt tokens in the holder so far
+    started: int = 0             # candidates admitted so far
+    live: int = 0                # candidates admitted and not finished
+    done: list[_Candidate] = field(default_factory=list)
+
+    @property
+    def prompt_cells(self) -> int:
+        return len(self.tokens) - 1 - self.n_prefix
+
+    @property
+    def prefilled(self) -> bool:
+        return self.filled >= len(self.tokens) - 1
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How many candidates decode together and how big the KV cache is (in cells)."""
+
+    n_parallel: int
+    kv_cells: int
+    n_seq_max: int
+
+
+def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
+               n_parallel: int | None, cell_bytes: int, budget_bytes: int) -> BatchPlan:
+    """The batch-size rule. Every candidate in flight reserves 1 + max_new cells (the prompt's
+    last token and its own answer), every prompt in flight its unshared prompt cells, and the
+    shared prefix is counted once. The parallel count is the number of candidates in the call,
+    capped at MAX_PARALLEL (or n_parallel when given), then lowered until the cache fits the
+    memory budget; one sequence is always allowed."""
+    total = len(prompt_lens) * k
+    want = n_parallel if n_parallel else MAX_PARALLEL
+    b = max(1, min(total, want, 126))  # n_seq_max = 2b + 2 must stay within llama.cpp's 256
+    unique = max((p - 1 - n_prefix for p in prompt_lens), default=0)
+
+    def cells(b: int) -> int:
+        groups = min(len(prompt_lens), -(-b // k) + 1)
+        raw = n_prefix + groups * unique + b * (1 + max_new)
+        return -(-raw // CELL_ALIGN) * CELL_ALIGN
+
+    while b > 1 and not n_parallel and cells(b) * cell_bytes > budget_bytes:
+        b -= 1
+    return BatchPlan(b, cells(b), 2 * b + 2)
+
+
+def default_kv_budget() -> int:
+    """A quarter of the memory available now, at least 256 MiB."""
+    try:
+        import psutil
+        avail = psutil.virtual_memory().available
+    except Exception:  # pragma: no cover - psutil comes with accelerate
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(avail // 4, 256 << 20)
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+class BatchedLlamaCppGenerator(LlamaCppGenerator):
+    """LlamaCppGenerator whose generate() decodes many sequences at once."""
+
+    name = "llama-cpp"
+    supports_batch = True
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
+                 lora_path: str | None = None, verbose: bool = False,
+                 n_parallel: int | None = None, share_prefix: bool = True,
+                 kv_budget_mib: int | None = None, flash_attn: bool = True):
+        # The parent's high-level Llama is kept for loading, tokenizing and chat rendering only;
+        # its own context is made small because decoding happens in the context built below.
+        super().__init__(model_path, n_ctx=256, n_threads=n_threads, lora_path=lora_path,
+                         verbose=verbose)
+        import llama_cpp as L
+        self._L = L
+        self._ctx = None
+        self._ctx_plan: BatchPlan | None = None
+        self._batch = None
+        self._batch_size = 0
+        self._prefix: list[int] = []  # tokens held by sequence 0
+        self._pieces: dict[int, bytes] = {}
+        self._model = self.llm._model.model
+        self._vocab = self.llm._model.vocab
+        self.n_ctx = n_ctx if n_ctx > 0 else self.llm._model.n_ctx_train()
+        problem = None
+        if not hasattr(L, "llama_memory_seq_cp"):
+            problem = "this llama-cpp-python is too old for batched decoding"
+        elif L.llama_model_is_recurrent(self._model) or L.llama_model_is_hybrid(self._model):
+            problem = "batched decoding needs an attention-only model (this one is recurrent)"
+        elif n_parallel is not None and n_parallel < 1:
+            problem = "n_parallel must be at least 1"
+        if problem:
+            self.close()
+            raise SgtuiError(problem, path=self.model_path,
+                             fix="use --backend llama-cpp-sequential")
+        self.n_parallel = n_parallel
+        self.share_prefix = share_prefix
+        self.kv_budget = (kv_budget_mib << 20) if kv_budget_mib else default_kv_budget()
+        self.flash_attn = flash_attn
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        n_layer, n_head = L.llama_model_n_layer(self._model), L.llama_model_n_head(self._model)
+        n_embd, n_head_kv = L.llama_model_n_embd(self._model), L.llama_model_n_head_kv(self._model)
+        self.cell_bytes = 2 * 2 * n_layer * (n_embd // max(n_head, 1)) * n_head_kv  # K+V, f16
+        # Free our context before the model: the Llama's exit stack runs callbacks last-in
+        # first-out, so this runs before the model it was built on is freed.
+        self.llm._stack.callback(self._free_context)
+
+    # -- context --------------------------------------------------------------------------
+    def _free_context(self) -> None:
+        L = self._L
+        if self._batch is not None:
+            L.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        self._ctx_plan, self._prefix = None, []
+
+    def _ensure_context(self, plan: BatchPlan) -> None:
+        old = self._ctx_plan
+        if old and old.kv_cells >= plan.kv_cells and old.n_seq_max >= plan.n_seq_max:
+            return
+        self._free_context()
+        L = self._L
+        p = L.llama_context_default_params()
+        p.n_ctx = plan.kv_cells
+        p.n_seq_max = plan.n_seq_max
+        p.n_batch = p.n_ubatch = 512
+        src = self.llm.context_params
+        p.n_threads, p.n_threads_batch = src.n_threads, src.n_threads_batch
+        p.kv_unified = True  # one cell pool: copied sequences share cells
+        p.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
+                             else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        p.no_perf = True
+        ctx = L.llama_init_from_model(self._model, p)
+        if not ctx:
+            raise SgtuiError(f"llama.cpp could not create a context of {plan.kv_cells} cells "
+                             f"for {plan.n_parallel} sequences", path=self.model_path,
+                             fix="pass a smaller n_parallel or kv_budget_mib")
+        adapter = getattr(self.llm, "_lora_adapter", None)
+        if adapter is not None:
+            adapters = (L.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(self.llm.lora_scale)
+            if L.llama_set_adapters_lora(ctx, adapters, 1, scales):
+                L.llama_free(ctx)
+                raise SgtuiError("llama.cpp could not apply the LoRA adapter to the batched "
+                                 "context", path=self.model_path)
+        self._ctx, self._ctx_plan = ctx, plan
+        self._batch_size = L.llama_n_batch(ctx)
+        self._batch = L.llama_batch_init(self._batch_size, 0, 1)
+
+    # -- tokens ---------------------------------------------------------------------------
+    def _tokenize(self, prompt: str) -> list[int]:
+        """The tokens create_completion would evaluate for this prompt."""
+        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        bos = self.llm.token_bos()
+        if bos >= 0 and (self.llm._model.add_bos_token() or not toks):
+            toks = [bos] + toks
+        return toks
+
+    def _piece(self, tok: int) -> bytes:
+        piece = self._pieces.get(tok)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._L.llama_token_to_piece(self._vocab, tok, buf, 64, 0, False)
+            piece = self._pieces[tok] = buf.raw[:max(n, 0)]
+        return piece
+
+    def _sampler(self, params: SamplingParams, seed: int):
+        L = self._L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        return chain
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], params: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+        """Yield completions as they finish (with best_of > n, a prompt's n best once all its
+        candidates are done). Prompts are checked here, before any decoding."""
+        if self.llm is None:
+            raise SgtuiError("the model is closed", path=self.model_path)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError("seeds must give one seed per prompt")
+        k = max(params.n, params.best_of or params.n)
+        groups = []
+        for i, prompt in enumerate(prompts):
+            self._check_fits(prompt, params)
+            toks = self._tokenize(prompt)
+            if len(toks) + 1 >= self.n_ctx:  # only the BOS token can push it over
+                raise SgtuiError(f"a prompt of {len(toks)} tokens does not fit the model's "
+                                 f"context of {self.n_ctx} tokens", path=self.model_path,
+                                 fix="shorten the instruction or examples")
+            base = seeds[i] if seeds is not None else (params.seed or 0) * 1000003 + i
+            groups.append(_Group(i, toks, base, k))
+        if not groups:
+            return iter(())
+        return self._run(groups, params)
+
+    def _run(self, groups: list[_Group], params: SamplingParams) -> Iterator[Completion]:
+        L = self._L
+        prefix: list[int] = []
+        if self.share_prefix and len(groups) > 1:
+            n = common_prefix([g.tokens[:-1] for g in groups])
+            if n >= MIN_SHARED_PREFIX:
+                prefix = groups[0].tokens[:n]
+        max_new = max(1, min(params.max_tokens, self.n_ctx - min(len(g.tokens) for g in groups) - 1))
+        plan = plan_batch([len(g.tokens) for g in groups], groups[0].k, max_new, len(prefix),
+                          self.n_parallel, self.cell_bytes, self.kv_budget)
+        self._ensure_context(plan)
+        ctx = self._ctx
+        mem = L.llama_get_memory(ctx)
+        want_logprob = params.best_of is not None and params.best_of > params.n
+        stops = tuple(s for s in params.stop if s)
+        longest_stop = max((len(s) for s in stops), default=0)
+        free_seqs = list(range(plan.n_seq_max - 1, 0, -1))
+        waiting = deque(groups)
+        active: list[_Group] = []
+        running: list[_Candidate] = []
+        reserved = 0
+        try:
+            L.llama_memory_seq_keep(mem, 0)
+            self._load_prefix(prefix, mem)
+            for g in groups:
+                g.n_prefix = len(prefix)
+            reserved = len(prefix)
+            while waiting or active:
+                # admission: finish the prompts in flight first, then start new ones
+                while len(running) < plan.n_parallel and free_seqs:
+                    g = next((a for a in active if a.started < a.k), None)
+                    new = g is None
+                    if new:
+                        if not waiting or len(free_seqs) < 2:
+                            break
+                        g = waiting[0]
+                    g_max = max(1, min(params.max_tokens, self.n_ctx - len(g.tokens) - 1))
+                    need = 1 + g_max + (g.prompt_cells if new else 0)
+                    if reserved + need > plan.kv_cells and running:
+                        break
+                    if new:
+                        waiting.popleft()
+                        g.holder = free_seqs.pop()
+                        L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
+                        g.filled = g.n_prefix
+                        active.append(g)
+                    reserved += need
+                    j = g.started
+                    g.started += 1
+                    g.live += 1
+                    running.append(_Candidate(g, j, free_seqs.pop(),
+                                              self._sampler(params, (g.seed + j) % (2**31)),
+                                              g_max))
+                # candidates whose prompt is in the cache copy it and start
+                for c in running:
+                    if not c.ready and c.group.prefilled:
+                        L.llama_memory_seq_cp(mem, c.group.holder, c.seq, -1, -1)
+                        c.ready, c.pending, c.pos = True, c.group.tokens[-1], len(c.group.tokens) - 1
+                # one decode: a token for each ready candidate, then prompt chunks
+                batch = self._batch
+                dec = [c for c in running if c.ready]
+                n = 0
+                for c in dec:
+                    self._put(n, c.pending, c.pos, c.seq, True)
+                    n += 1
+                for g in active:
+                    end = len(g.tokens) - 1
+                    while g.filled < end and n < self._batch_size:
+                        self._put(n, g.tokens[g.filled], g.filled, g.holder, False)
+                        g.filled += 1
+                        n += 1
+                if n == 0:
+                    raise RuntimeError("batched decoding stalled with nothing to decode")
+                batch.n_tokens = n
+                rc = L.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise SgtuiError(f"llama.cpp could not decode a batch (code {rc})",
+                                     path=self.model_path,
+                                     fix="pass a smaller n_parallel, or use --backend "
+                                         "llama-cpp-sequential")
+                lse = self._logsumexp(len(dec)) if want_logprob and dec else None
+                finished: list[_Candidate] = []
+                for r, c in enumerate(dec):
+                    tok = L.llama_sampler_sample(c.sampler, ctx, r)
+                    if lse is not None:
+                        c.logprob += float(lse[1][r, tok] - lse[0][r])
+                    if L.llama_vocab_is_eog(self._vocab, tok):
+                        c.finish = "stop"
+                        finished.append(c)
+                        continue
+                    c.tokens.append(tok)
+                    c.buf += self._piece(tok)
+                    if stops and self._hit_stop(c, stops, longest_stop):
+                        finished.append(c)
+                        continue
+                    if len(c.tokens) >= c.max_new:
+                        finished.append(c)
+                        continue
+                    c.pending, c.pos = tok, c.pos + 1
+                out: list[Completion] = []
+                for c in finished:
+                    running.remove(c)
+                    L.llama_memory_seq_rm(mem, c.seq, -1, -1)
+                    L.llama_sampler_free(c.sampler)
+                    c.sampler = None
+                    free_seqs.append(c.seq)
+                    reserved -= 1 + c.max_new
+                    g = c.group
+                    g.live -= 1
+                    g.done.append(c)
+                    if g.k == params.n:
+                        out.append(self._completion(c, c.number))
+                    if g.live == 0 and g.started == g.k:
+                        if g.k > params.n:
+                            best = sorted(g.done, key=lambda d: (-d.logprob, d.number))
+                            out.extend(self._completion(d, s) for s, d in enumerate(best[:params.n]))
+                        L.llama_memory_seq_rm(mem, g.holder, -1, -1)
+                        free_seqs.append(g.holder)
+                        reserved -= g.prompt_cells
+                        active.remove(g)
+                yield from out
+        finally:
+            for c in running:
+                if c.sampler is not None:
+                    L.llama_sampler_free(c.sampler)
+                    c.sampler = None
+            if self._ctx is not None:
+                L.llama_memory_seq_keep(L.llama_get_memory(self._ctx), 0)
+
+    def _load_prefix(self, prefix: list[int], mem) -> None:
+        """Make sequence 0 hold exactly `prefix`, reusing what an earlier call left there."""
+        keep = common_prefix([self._prefix, prefix]) if self._prefix else 0
+        if keep < len(self._prefix):
+            self._L.llama_memory_seq_rm(mem, 0, keep, -1)
+        self._prefix = prefix[:keep]
+        for start in range(keep, len(prefix), self._batch_size):
+            chunk = prefix[start:start + self._batch_size]
+            for i, tok in enumerate(chunk):
+                self._put(i, tok, start + i, 0, False)
+            self._batch.n_tokens = len(chunk)
+            rc = self._L.llama_decode(self._ctx, self._batch)
+            if rc != 0:
+                self._L.llama_memory_seq_rm(mem, 0, -1, -1)
+                self._prefix = []
+                raise SgtuiError(f"llama.cpp could not decode the shared prompt (code {rc})",
+                                 path=self.model_path)
+            self._prefix = prefix[:start + len(chunk)]
+
+    def _put(self, i: int, tok: int, pos: int, seq: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = tok
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    def _logsumexp(self, rows: int):
+        """(log-sum-exp per row, the logits) of the first `rows` outputs of the last decode."""
+        import numpy as np
+        ptr = self._L.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(ptr, shape=(rows, self.n_vocab))
+        m = logits.max(axis=1)
+        lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
+        return lse, logits
+
+    @staticmethod
+    def _hit_stop(c: _Candidate, stops: tuple[str, ...], longest: int) -> bool:
+        text = c.buf.decode("utf-8", "ignore")
+        start = max(0, c.scanned - longest + 1)
+        cut = min((p for p in (text.find(s, start) for s in stops) if p >= 0), default=-1)
+        c.scanned = len(text)
+        if cut < 0:
+            return False
+        c.text, c.finish = text[:cut], "stop"
+        return True
+
+    @staticmethod
+    def _completion(c: _Candidate, sample: int) -> Completion:
+        text = c.text if c.text is not None else c.buf.decode("utf-8", "ignore")
+        return Completion(index=c.group.index, sample=sample, text=text, n_tokens=len(c.tokens),
+                          logprob=c.logprob, finish_reason=c.finish)
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self._free_context()
+        super().close()

@@ -1,0 +1,338 @@
+"""Fine-tuning: the training parameters, the training data, and the child process that trains.
+
+The training itself (torch, peft, unsloth) lives in backends/training.py and runs in a child
+process (sgtui/train_worker.py), so cancelling is a terminate and every byte of GPU memory is
+returned when the child exits. The parent reads the child's JSON progress lines; the child also
+writes them to the store's train_progress table, which the TUI can poll.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import deque
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from .errors import SgtuiError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+TRAINERS = ("auto", "unsloth", "peft")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Everything that decides what a training produces. Defaults and reasons: docs/TRAINING.md."""
+
+    epochs: int = 3                # the paper's 3
+    lr: float = 2e-4               # LoRA needs more than the paper's full fine-tuning 5e-5
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    batch_size: int = 8
+    max_len: int = 1024            # examples longer than this (tokens) are dropped and counted
+    seed: int = 42                 # the paper's Trainer seed
+    seeds_only: bool = False       # train on the task's own examples: few-shot fine-tuning baseline
+    precision: str = "auto"        # CPU: bf16 autocast where the CPU has it, else fp32
+    trainer: str = "auto"          # unsloth on CUDA when installed, else transformers + peft
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+
+    def override(self, **changes) -> "TrainParams":
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown training parameter(s): {', '.join(sorted(unknown))}")
+        new = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        checks = [(self.epochs >= 1, "--epochs must be at least 1"),
+                  (self.lr > 0, "--lr must be positive"),
+                  (self.rank >= 1, "--rank must be at least 1"),
+                  (self.alpha > 0, "--alpha must be positive"),
+                  (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+                  (self.batch_size >= 1, "--batch-size must be at least 1"),
+                  (self.max_len >= 16, "--max-len must be at least 16"),
+                  (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
+                  (self.trainer in TRAINERS, f"--trainer must be one of {TRAINERS}")]
+        for ok, message in checks:
+            if not ok:
+                raise SgtuiError(message, fix="change the value and run again")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainParams":
+        return cls().override(**d)
+
+    def to_argv(self) -> list[str]:
+        """Command-line options for the worker, one per field."""
+        argv: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + flag[2:])
+            else:
+                argv += [flag, str(value)]
+        return argv
+
+
+def add_param_args(parser) -> None:
+    """The TrainParams options, shared by the worker and `sgtui train` / `sgtui run`."""
+    import argparse
+    defaults = TrainParams()
+    g = parser.add_argument_group("training (defaults: docs/TRAINING.md)")
+    for f in fields(TrainParams):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            g.add_argument(flag, dest=f.name, type=type(default), default=None,
+                           help=f"default {default}")
+
+
+def params_from_args(args) -> TrainParams:
+    return TrainParams().override(**{f.name: getattr(args, f.name, None) for f in fields(TrainParams)})
+
+
+# -- where things go --------------------------------------------------------------------------
+def run_dir(run_id: int) -> Path:
+    from .paths import runs_dir
+    return runs_dir() / f"run-{run_id}"
+
+
+def adapter_dir(run_id: int) -> Path:
+    return run_dir(run_id) / "adapter"
+
+
+def checkpoints_dir(run_id: int) -> Path:
+    return run_dir(run_id) / "checkpoints"
+
+
+# -- training data --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChatFormat:
+    """The model's chat template and the special-token texts it is rendered with, taken from
+    the same place the generation backend takes them, so a training prompt is byte-identical
+    to the evaluation prompt."""
+
+    template: str | None
+    bos: str
+    eos: str
+    # whether the generator puts BOS before the prompt's tokens: llama.cpp does when the GGUF
+    # says so; the transformers generator tokenises without special tokens
+    add_bos: bool = False
+
+    def render(self, messages) -> str:
+        from backends.chat import render_template
+        return render_template(self.template, messages, self.bos, self.eos, True)
+
+
+def chat_format(model_path: str | Path, trust_remote_code: bool = False) -> ChatFormat:
+    p = Path(model_path)
+    if p.is_file():
+        # exactly what backends/llama_cpp.py does, from the vocabulary alone (no weights read)
+        from backends.llama_cpp import check_gguf
+        check_gguf(p)
+        from llama_cpp import Llama
+        llm = Llama(model_path=str(p), vocab_only=True, verbose=False)
+        try:
+            md = llm.metadata or {}
+            eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+            bos_id = llm.token_bos()
+            bos = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") \
+                if bos_id >= 0 else ""
+            return ChatFormat(md.get("tokenizer.chat_template"), bos, eos,
+                              bool(llm._model.add_bos_token()) and bos_id >= 0)
+        finally:
+            llm.close()
+    if not p.is_dir():
+        raise SgtuiError("model not found", path=str(p),
+                         fix="pass --model with a .gguf file or a Hugging Face folder")
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    return ChatFormat(tok.chat_template, tok.bos_token or "", tok.eos_token or "")
+
+
+def _task_of(store, run_id: int):
+    from .task import Task
+    return Task.from_dict(json.loads(store.run(run_id)["task"]), f"run {run_id}")
+
+
+def training_pairs(store, run_id: int, seeds_only: bool = False) -> list[tuple[str, str]]:
+    """The (input, output) pairs to train on; refuses an empty set, saying why it is empty."""
+    task = _task_of(store, run_id)
+    if seeds_only:
+        return [(e.input, e.output) for e in task.examples]
+    pairs = [(r["input"], r["output"]) for r in store.training_pairs(run_id)
+             if (r["output"] or "").strip()]
+    if pairs:
+        return pairs
+    counts = store.counts(run_id)
+    dropped = ", ".join(f"{name or 'unknown'} {n}" for name, n in
+                        sorted(counts["filtered"].items(), key=lambda kv: -kv[1]))
+    why = (f"{counts['candidates']} candidate inputs; filtered: {dropped or 'none'}; "
+           f"{counts['kept']} annotated samples kept; {counts['marked_discard']} discarded by hand")
+    raise SgtuiError(f"run {run_id} has no training pairs, so training did not start ({why})",
+                     path=str(store.path),
+                     fix=f"generate more data (sgtui generate --resume {run_id}, or a new run with "
+                         "more --rounds), mark filtered samples keep (sgtui mark keep ID), or "
+                         "train on the task's examples with --seeds-only")
+
+
+def render_pairs(task, pairs: Sequence[tuple[str, str]], fmt: ChatFormat) -> list[tuple[str, str]]:
+    """(prompt, answer) texts: the meta prompt rendered with the model's template, and the
+    stripped answer followed by the EOS text (SELF_GUIDE.md section 5.2)."""
+    from .prompts import meta_messages
+    return [(fmt.render(meta_messages(task, x)), y.strip() + fmt.eos) for x, y in pairs]
+
+
+def write_data(path: Path, texts: Sequence[tuple[str, str]]) -> None:
+    """The rendered set is saved with the run, so a resumed training sees the same data even
+    if marks change meanwhile."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for prompt, answer in texts:
+            f.write(json.dumps({"prompt": prompt, "answer": answer}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_data(path: Path) -> list[tuple[str, str]]:
+    with path.open(encoding="utf-8") as f:
+        return [(d["prompt"], d["answer"]) for d in map(json.loads, f) if d]
+
+
+# -- the child process ------------------------------------------------------------------------
+@dataclass
+class TrainOutcome:
+    adapter: str
+    steps: int
+    final_loss: float | None
+    events: list[dict]
+
+
+class TrainingJob:
+    """One training in a child process. start() spawns it; events() yields its JSON progress
+    lines; cancel() terminates it; wait() returns the outcome or raises SgtuiError.
+
+    Thread use (the TUI): one thread iterates events() or calls wait(); cancel() may be called
+    from any thread."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.cancelled = False
+        self.events_seen: list[dict] = []
+        self._error: dict | None = None
+        self._done: dict | None = None
+
+    def start(self, db: str | Path, run_id: int, params: TrainParams, *, resume: bool = False,
+              model: str | None = None, trust_remote_code: bool = False) -> None:
+        from .store import Store
+        store = Store(db)
+        try:
+            store.run(run_id)
+            if not resume or not latest_checkpoint(run_id):
+                training_pairs(store, run_id, params.seeds_only)  # refuse early, cleanly
+        finally:
+            store.close()
+        argv = [sys.executable, "-m", "sgtui.train_worker", "--db", str(db), "--run", str(run_id),
+                *params.to_argv()]
+        if resume:
+            argv.append("--resume")
+        if model:
+            argv += ["--model", str(model)]
+        if trust_remote_code:
+            argv.append("--trust-remote-code")
+        rdir = run_dir(run_id)
+        rdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = rdir / "train.log"
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
+                                         stdin=subprocess.DEVNULL, env=env)
+        finally:
+            log.close()
+
+    def events(self) -> Iterator[dict]:
+        assert self.proc is not None and self.proc.stdout is not None, "start() first"
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.events_seen.append(event)
+            if event.get("event") == "error":
+                self._error = event
+            elif event.get("event") == "done":
+                self._done = event
+            yield event
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, on_event: Callable[[dict], None] | None = None) -> TrainOutcome:
+        assert self.proc is not None, "start() first"
+        for event in self.events():
+            if on_event:
+                on_event(event)
+        code = self.proc.wait()
+        if self.cancelled:
+            raise SgtuiError("training cancelled; the last epoch checkpoint is kept",
+                             fix="continue it with --resume")
+        if self._error is not None:
+            e = self._error
+            raise SgtuiError(e.get("message", "training failed"), path=e.get("path"),
+                             fix=e.get("fix"))
+        if code != 0 or self._done is None:
+            tail = self._log_tail()
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            raise SgtuiError(f"the training process {how}" + (f": {tail}" if tail else ""),
+                             path=str(self.log_path),
+                             fix="read the log named above; resume with --resume")
+        losses = [e["loss"] for e in self.events_seen if e.get("event") == "progress"]
+        return TrainOutcome(self._done["adapter"], int(self._done.get("steps", 0)),
+                            losses[-1] if losses else None, self.events_seen)
+
+    def _log_tail(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        with self.log_path.open(encoding="utf-8", errors="replace") as f:
+            lines = deque((ln.rstrip() for ln in f if ln.strip()), maxlen=1)
+        return lines[0][-300:] if lines else ""
+
+
+def latest_checkpoint(run_id: int) -> Path | None:
+    from backends.training import latest_checkpoint as latest
+    return latest(checkpoints_dir(run_id))
+
+
+def format_progress(event: dict) -> str:
+    """One human line for a progress event."""
+    eta = int(event.get("eta_s") or 0)
+    return (f"epoch {event['epoch']:.2f}  step {event['step']}/{event['total_steps']}  "
+            f"loss {event['loss']:.4f}  {event['tokens_per_s']:.0f} tok/s  "
+            f"ETA {eta // 60}:{eta % 60:02d}")

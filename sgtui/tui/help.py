@@ -1,0 +1,71 @@
+"""The help screen (`?`): every key binding, from the bindings themselves, so the help, the
+footer and docs/TUI.md never disagree."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Footer, Markdown
+
+from .widgets import Modal
+
+INTRO = ("sgtui follows SELF-GUIDE: the model writes task inputs, answers each one several times "
+         "and keeps the majority answer, filters drop the noisy ones, you keep or discard what is "
+         "left, and the model is fine-tuned on what you kept. Screens: 1 Tasks → 2 Generate → "
+         "3 Review → 4 Train → 5 Evaluate; 6 Runs lists every run. The mouse works too.")
+
+KEY_NAMES = {"question_mark": "?", "slash": "/", "space": "space", "escape": "esc",
+             "enter": "enter", "ctrl+s": "ctrl+s", "ctrl+d": "ctrl+d"}
+
+
+def key_label(b: Binding) -> str:
+    if b.key_display:
+        return b.key_display
+    return ", ".join(KEY_NAMES.get(k, k) for k in b.key.split(","))
+
+
+def sections() -> list[tuple[str, list[Binding]]]:
+    from .app import SgtuiApp
+    from .bulk import BulkMarks
+    from .model_picker import ModelPicker
+    from .params import ParamsForm
+    from .task_form import TaskForm
+    out: list[tuple[str, list[Binding]]] = [("Everywhere", [
+        Binding("1-6", "", "go to Tasks, Generate, Review, Train, Evaluate, Runs"),
+        *[b for b in SgtuiApp.BINDINGS if isinstance(b, Binding) and b.show]])]
+    for name, cls in SgtuiApp.SCREENS.items():
+        out.append((name.capitalize(), list(cls.BINDINGS)))  # type: ignore[attr-defined]
+    out += [("Task form", list(TaskForm.BINDINGS)), ("Run parameters", list(ParamsForm.BINDINGS)),
+            ("Bulk marks (Review, b)", list(BulkMarks.BINDINGS)),
+            ("Model picker (m)", list(ModelPicker.BINDINGS))]
+    return out
+
+
+def bindings_markdown() -> str:
+    lines = []
+    for title, bindings in sections():
+        lines += [f"### {title}", "", "| key | action |", "|---|---|"]
+        for b in bindings:
+            lines.append(f"| `{key_label(b)}` | {b.description} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class HelpScreen(Modal):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self, page: str = "") -> None:
+        super().__init__()
+        self.page = page
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box", classes="dialog"):
+            with VerticalScroll(id="help-scroll"):
+                yield Markdown(f"## sgtui help\n\n{INTRO}\n\n{bindings_markdown()}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#help-scroll").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,215 @@
+"""The one thread that owns the loaded model.
+
+llama.cpp contexts are not thread-safe, so a single long-lived thread loads the generator once
+and serves every generation request in turn. It talks to the UI only by posting messages, and
+the pipeline's events are buffered and posted at most every `interval` seconds, so the UI is
+never flooded and never waited on.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from textual.message import Message
+
+from ..config import RunParams
+from ..errors import SgtuiError
+from ..events import NoticeEvent, ProgressEvent, SampleEvent
+from ..pipeline import Stopped, SynthesisRun
+from ..store import Store
+from ..synthesis import create_run
+from .messages import GenerationNotice, GenerationProgress, GenerationState, SamplesArrived
+
+Post = Callable[[Message], object]
+GeneratorFactory = Callable[[str, str], object]
+
+
+def load_generator(backend: str, model: str) -> object:
+    import backends
+    return backends.load_generator(backend, model)
+
+
+@dataclass
+class GenerateRequest:
+    """Continue run `run_id`, or create a new run from the task and parameters."""
+
+    run_id: int | None = None
+    task_id: int | None = None
+    params: RunParams | None = None
+    model: str = ""
+    backend: str = ""
+
+
+class EventBatcher:
+    """Collects pipeline events from the model thread and posts them in batches from its own
+    small thread, so a burst of samples becomes one message and a slow one is not held back."""
+
+    def __init__(self, run_id: int, post: Post, interval: float = 0.08) -> None:
+        self.run_id = run_id
+        self.post = post
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._samples: dict[int, dict] = {}
+        self._stages: dict[str, ProgressEvent] = {}
+        self._progress_new = False
+        self._notices: list[NoticeEvent] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sgtui-batcher", daemon=True)
+
+    def start(self) -> "EventBatcher":
+        self._thread.start()
+        return self
+
+    def add(self, event: object) -> None:
+        with self._lock:
+            if isinstance(event, SampleEvent):
+                self._samples[event.sample["id"]] = event.sample
+            elif isinstance(event, ProgressEvent):
+                self._stages[event.stage] = event
+                self._progress_new = True
+            elif isinstance(event, NoticeEvent):
+                self._notices.append(event)
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.interval):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows = list(self._samples.values())
+            stages = dict(self._stages) if self._progress_new else None
+            notices = self._notices
+            self._samples, self._progress_new, self._notices = {}, False, []
+        if rows:
+            self.post(SamplesArrived(self.run_id, rows))
+        if stages is not None:
+            self.post(GenerationProgress(self.run_id, stages))
+        for n in notices:
+            self.post(GenerationNotice(self.run_id, n.text, n.level))
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush()
+
+
+class ModelOwner:
+    """Serves generation requests in the thread that calls serve(); that thread alone ever
+    loads or calls the generator. pause/resume/stop may be called from any thread."""
+
+    def __init__(self, db_path: str | Path, post: Post, factory: GeneratorFactory | None = None,
+                 interval: float = 0.08) -> None:
+        self.db_path = str(db_path)
+        self.post = post
+        self.factory = factory or load_generator
+        self.interval = interval
+        self.requests: queue.Queue[GenerateRequest | None] = queue.Queue()
+        self.stop = threading.Event()
+        self.running = threading.Event()   # cleared while paused
+        self.running.set()
+        self.busy = False
+        self.loaded: tuple[str, str] | None = None
+        self.loads = 0
+
+    # -- called from the UI thread ------------------------------------------------------------
+    def submit(self, request: GenerateRequest) -> None:
+        self.busy = True
+        self.requests.put(request)
+
+    def pause(self) -> None:
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
+
+    def stop_run(self) -> None:
+        self.stop.set()
+        self.running.set()
+
+    def shutdown(self) -> None:
+        self.stop_run()
+        self.requests.put(None)
+
+    # -- the owner thread ---------------------------------------------------------------------
+    def serve(self) -> None:
+        store = Store(self.db_path)
+        generator = None
+        try:
+            while True:
+                request = self.requests.get()
+                if request is None:
+                    return
+                self.stop.clear()
+                self.running.set()
+                try:
+                    generator = self._serve_one(store, request, generator)
+                finally:
+                    self.busy = not self.requests.empty()
+        finally:
+            if generator is not None:
+                generator.close()
+            store.close()
+
+    def _serve_one(self, store: Store, request: GenerateRequest, generator):
+        run_id = request.run_id
+        try:
+            if run_id is None:
+                task = store.get_task(request.task_id)
+                run_id = create_run(store, task, request.params, request.model, request.backend)
+                self.post(GenerationState(run_id, "created"))
+            row = store.run(run_id)
+            wanted = (row["model"], row["backend"])
+            if generator is None or self.loaded != wanted:
+                if generator is not None:
+                    generator.close()
+                    generator, self.loaded = None, None
+                self.post(GenerationState(run_id, "loading", Path(wanted[0]).name))
+                generator = self.factory(wanted[1], wanted[0])
+                self.loaded = wanted
+                self.loads += 1
+        except SgtuiError as e:
+            self.post(GenerationState(run_id, "failed", _describe(e)))
+            return generator
+        except Exception as e:  # a broken model file, an unexpected backend error
+            self.post(GenerationState(run_id, "failed", f"{type(e).__name__}: {e}"))
+            return generator
+        if self.stop.is_set():
+            self.post(GenerationState(run_id, "stopped"))
+            return generator
+        batcher = EventBatcher(run_id, self.post, self.interval).start()
+        self.post(GenerationState(run_id, "running"))
+        state, detail = "done", ""
+        try:
+            SynthesisRun(store, run_id, generator, self._emitter(run_id, batcher), self.stop).run()
+        except Stopped:
+            state = "stopped"
+        except SgtuiError as e:
+            state, detail = "failed", _describe(e)
+        except Exception as e:
+            state, detail = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            batcher.close()
+        self.post(GenerationState(run_id, state, detail))
+        return generator
+
+    def _emitter(self, run_id: int, batcher: EventBatcher) -> Callable[[object], None]:
+        def emit(event: object) -> None:
+            batcher.add(event)
+            if self.running.is_set() or self.stop.is_set():
+                return
+            # paused: hold the pipeline between two samples, in this thread, until resumed
+            batcher.flush()
+            self.post(GenerationState(run_id, "paused"))
+            while not self.running.wait(0.1):
+                pass
+            if not self.stop.is_set():
+                self.post(GenerationState(run_id, "running"))
+        return emit
+
+
+def _describe(e: SgtuiError) -> str:
+    return f"{e.message} (fix: {e.fix})" if e.fix else e.message

@@ -1,0 +1,338 @@
+"""The Review screen: keep or discard samples one by one or by filter reason, search, and a
+detail pane with the candidate answers and their votes. Works while generation runs: new
+samples join the list as they arrive. Every mark is written (and committed) at once."""
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter, deque
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Input, Static
+
+from ..store import Store
+from .bulk import BulkMarks, group_of
+from .messages import GenerationState, Loaded, MarksFailed, SamplesArrived
+from .widgets import Page, answer_of, mark_text, short, status_text
+
+VIEWS = ("all", "kept", "filtered", "unmarked", "marked")
+
+
+def in_training(row: dict) -> bool:
+    """Store.training_pairs' rule, for one row."""
+    if not row.get("output") or row.get("mark") == "discard":
+        return False
+    return (row.get("status") == "kept" and row.get("stage") == "annotated") or row.get("mark") == "keep"
+
+
+class ReviewScreen(Page):
+    PAGE = "review"
+    BINDINGS = [
+        Binding("k", "mark('keep')", "Keep"),
+        Binding("d", "mark('discard')", "Discard"),
+        Binding("space", "toggle_mark", "Toggle"),
+        Binding("u", "mark('clear')", "Clear", show=False),
+        Binding("b", "bulk", "Bulk"),
+        Binding("v", "view", "View"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("escape", "leave_search", "Back to list", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_id: int | None = None
+        self.rows: dict[int, dict] = {}
+        self.local_marks: dict[int, str | None] = {}
+        self.view = "all"
+        self.query_text = ""
+        self._pending: deque[tuple[list[int], str | None]] = deque()
+        self._lock = threading.Lock()
+        self._writing = False
+
+    def compose_page(self) -> ComposeResult:
+        yield Static(id="rev-head")
+        yield Input(id="rev-search", placeholder="/ search inputs and answers", compact=True)
+        yield DataTable(id="rev-table", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="rev-detail-box"):
+            yield Static(id="rev-detail")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#rev-table", DataTable)
+        for key, label, width in (("mark", "mark", 4), ("id", "id", 5), ("status", "status", 13),
+                                  ("input", "input", 34), ("answer", "answer", 14)):
+            table.add_column(label, key=key, width=width)
+        self.sg.selection.subscribe(self, self._on_selection)
+        self.sg.generation.subscribe(self, self._on_generation)
+        self.show_run(self.sg.current_run_id)
+        table.focus()
+
+    # -- loading ------------------------------------------------------------------------------
+    def _on_selection(self, what: str) -> None:
+        if what == "run" and self.sg.current_run_id != self.run_id:
+            self.show_run(self.sg.current_run_id)
+
+    def show_run(self, run_id: int | None) -> None:
+        self.run_id = run_id
+        self.rows = {}
+        self.local_marks = {}
+        self.query_one("#rev-table", DataTable).clear()
+        self.task_name = ""
+        if run_id is not None:
+            self.load_run(run_id)
+        self._render_head()
+        self._render_detail()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="review-load")
+    def load_run(self, run_id: int) -> None:
+        store = Store(self.sg.db_path)
+        try:
+            self.post_message(Loaded("review-run", (store.run(run_id), store.samples(run_id)),
+                                     run_id))
+        finally:
+            store.close()
+
+    def on_loaded(self, message: Loaded) -> None:
+        if message.what == "review-run" and message.key == self.run_id:
+            run, rows = message.data  # type: ignore[misc]
+            self.task_name = json.loads(run["task"]).get("name", "")
+            self._merge(rows)
+
+    def _on_generation(self, message: object) -> None:
+        if isinstance(message, SamplesArrived) and message.run_id == self.run_id:
+            self._merge(message.rows)
+        elif (isinstance(message, GenerationState) and message.run_id == self.run_id
+              and message.state in ("done", "stopped", "failed")):
+            self.load_run(message.run_id)
+
+    # -- the table ----------------------------------------------------------------------------
+    def _visible(self, row: dict) -> bool:
+        v = self.view
+        if v == "kept" and not (row.get("status") == "kept" and row.get("stage") == "annotated"):
+            return False
+        if v == "filtered" and row.get("status") != "filtered":
+            return False
+        if v == "unmarked" and row.get("mark"):
+            return False
+        if v == "marked" and not row.get("mark"):
+            return False
+        q = self.query_text.lower()
+        if q and q not in (row.get("input") or "").lower() and q not in answer_of(row).lower():
+            return False
+        return True
+
+    def _cells(self, row: dict) -> tuple:
+        used = in_training(row)
+        return (mark_text(row.get("mark")), Text(str(row["id"]), style="" if used else "dim"),
+                status_text(row), short(row.get("input"), 34), short(answer_of(row), 14))
+
+    def _merge(self, rows: list[dict]) -> None:
+        table = self.query_one("#rev-table", DataTable)
+        for row in rows:
+            old = self.rows.get(row["id"])
+            if old is not None and (old.get("updated") or 0) > (row.get("updated") or 0):
+                continue
+            row = dict(row)
+            if row["id"] in self.local_marks:  # marks made here win over an older read
+                row["mark"] = self.local_marks[row["id"]]
+            self.rows[row["id"]] = row
+            self._place(table, row)
+        self._render_head()
+        self._render_detail()
+
+    def _place(self, table: DataTable, row: dict) -> None:
+        key = str(row["id"])
+        present = key in table.rows
+        if not self._visible(row):
+            if present:
+                table.remove_row(key)
+            return
+        cells = self._cells(row)
+        if present:
+            for col, value in zip(("mark", "id", "status", "input", "answer"), cells):
+                table.update_cell(key, col, value)
+        else:
+            table.add_row(*cells, key=key)
+
+    def _rebuild(self) -> None:
+        table = self.query_one("#rev-table", DataTable)
+        table.clear()
+        for row in sorted(self.rows.values(), key=lambda r: (r["round"], r["slot"])):
+            if self._visible(row):
+                table.add_row(*self._cells(row), key=str(row["id"]))
+        self._render_head()
+        self._render_detail()
+
+    def current(self) -> dict | None:
+        table = self.query_one("#rev-table", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.rows.get(int(key)) if key is not None else None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._render_detail()
+
+    def _render_head(self) -> None:
+        head = Text()
+        if self.run_id is None:
+            head.append("No run yet: generate one first (2 Generate).", style="bold")
+        else:
+            rows = self.rows.values()
+            kept = sum(1 for r in rows if r.get("status") == "kept" and r.get("stage") == "annotated")
+            marks = Counter(r.get("mark") for r in rows)
+            pairs = sum(1 for r in rows if in_training(r))
+            head.append(f"run {self.run_id} ", style="bold")
+            head.append(f"{self.task_name} ", style="bold cyan")
+            head.append(f"· {len(self.rows)} samples · kept {kept} · ")
+            head.append(f"keep {marks['keep']}", style="green")
+            head.append(" / ")
+            head.append(f"drop {marks['discard']}", style="red")
+            head.append(f" · training pairs {pairs} · view {self.view}", style="bold")
+        self.query_one("#rev-head", Static).update(head)
+
+    def _render_detail(self) -> None:
+        row = self.current()
+        box = self.query_one("#rev-detail", Static)
+        if row is None:
+            box.update(Text("Nothing to show here." if self.run_id else "", style="dim"))
+            return
+        t = Text()
+        t.append(f"#{row['id']} ", style="bold")
+        t.append_text(status_text(row))
+        if row.get("reason"):
+            t.append(f" ({row['reason']})", style="red")
+        t.append("  mark: ")
+        t.append_text(mark_text(row.get("mark")))
+        t.append("  in training" if in_training(row) else "  not in training",
+                 style="green" if in_training(row) else "dim")
+        if row.get("pseudo_label"):
+            t.append(f"  asked for: {row['pseudo_label']}", style="dim")
+        t.append("\ninput: ", style="bold")
+        t.append((row.get("input") or "") + "\n")
+        if row.get("output"):
+            t.append("answer: ", style="bold")
+            t.append(answer_of(row) + "\n", style="green")
+        votes = row.get("votes") or {}
+        if votes:
+            t.append("votes: ", style="bold")
+            t.append(", ".join(f"{short(k, 30)} ×{v}" for k, v in votes.items()) + "\n")
+        for i, cand in enumerate(row.get("candidates") or [], 1):
+            t.append(f"  {i}. ", style="dim")
+            t.append(short(cand, 200) + "\n")
+        box.update(t)
+
+    # -- marks --------------------------------------------------------------------------------
+    def action_mark(self, mark: str) -> None:
+        row = self.current()
+        if row is None:
+            return
+        self.apply_marks([row["id"]], None if mark == "clear" else mark)
+        table = self.query_one("#rev-table", DataTable)
+        # step to the next sample, unless the mark moved this one out of the view already
+        if str(row["id"]) in table.rows and table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+
+    def action_toggle_mark(self) -> None:
+        row = self.current()
+        if row is None:
+            return
+        # flip whether the sample goes into training
+        self.apply_marks([row["id"]], "discard" if in_training(row) else "keep")
+
+    def apply_marks(self, ids: list[int], mark: str | None) -> None:
+        """Show the marks at once and hand them to the writer thread, in order."""
+        table = self.query_one("#rev-table", DataTable)
+        for sid in ids:
+            self.local_marks[sid] = mark
+            if sid in self.rows:
+                self.rows[sid]["mark"] = mark
+                self._place(table, self.rows[sid])
+        with self._lock:
+            self._pending.append((ids, mark))
+            start = not self._writing
+            self._writing = True
+        if start:
+            self.write_marks()
+        self._render_head()
+        self._render_detail()
+
+    @work(thread=True, exit_on_error=False, group="marks")
+    def write_marks(self) -> None:
+        # one writer at a time, so marks reach the database in the order they were made
+        finished = False
+        store = None
+        try:
+            store = Store(self.sg.db_path)
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        self._writing = False
+                        finished = True
+                        return
+                    ids, mark = self._pending.popleft()
+                try:
+                    if len(ids) == 1:
+                        store.mark(ids[0], mark)
+                    else:
+                        with store.db.conn:
+                            store.db.execute("BEGIN IMMEDIATE")
+                            for sid in ids:
+                                store.mark(sid, mark)
+                except Exception as e:
+                    self.post_message(MarksFailed(ids, f"{type(e).__name__}: {e}"))
+        except Exception as e:  # the database could not be opened at all
+            with self._lock:
+                lost = [sid for ids, _ in self._pending for sid in ids]
+                self._pending.clear()
+            self.post_message(MarksFailed(lost, f"{type(e).__name__}: {e}"))
+        finally:
+            if not finished:
+                with self._lock:
+                    self._writing = False
+            if store is not None:
+                store.close()
+
+    def on_marks_failed(self, message: MarksFailed) -> None:
+        self.notify(f"could not save {len(message.ids)} mark(s): {message.error}", severity="error")
+        for sid in message.ids:
+            self.local_marks.pop(sid, None)
+        if self.run_id is not None:
+            self.load_run(self.run_id)
+
+    def action_bulk(self) -> None:
+        if not self.rows:
+            return
+        groups = Counter(group_of(r) for r in self.rows.values())
+        cur = self.current()
+
+        def chosen(result: tuple[str, str | None] | None) -> None:
+            if result is None:
+                return
+            group, mark = result
+            ids = [r["id"] for r in self.rows.values() if group_of(r) == group]
+            self.apply_marks(ids, mark)
+            self.notify(f"{mark or 'cleared'}: {len(ids)} sample(s) in {group}")
+        self.app.push_screen(BulkMarks(dict(groups), group_of(cur) if cur else None), chosen)
+
+    # -- view and search ----------------------------------------------------------------------
+    def action_view(self) -> None:
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self._rebuild()
+
+    def action_search(self) -> None:
+        self.query_one("#rev-search", Input).focus()
+
+    def action_leave_search(self) -> None:
+        self.query_one("#rev-table", DataTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "rev-search":
+            self.query_text = event.value.strip()
+            self._rebuild()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_leave_search()

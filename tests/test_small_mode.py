@@ -1,0 +1,84 @@
+"""The small-model input-generation mode, its filters and the annotation sanity checks."""
+from sgtui.config import RunParams
+from sgtui.filters import DegenerateFilter, NearCopyFilter, PromptEchoFilter
+from sgtui.input_generation import InputGenerator
+from sgtui.paths import REPO_DATA
+from sgtui.pipeline import annotation_warnings
+from sgtui.prompts import SMALL_STOPS, small_input_prompt
+from sgtui.task import load_task
+
+CLS = load_task(REPO_DATA / "tasks" / "sentiment.toml")
+GEN = load_task(REPO_DATA / "tasks" / "formal-rewrite.toml")
+
+
+def test_generation_prompt_lists_inputs_and_leaves_an_open_item():
+    text = small_input_prompt(GEN, [(x, None) for x in GEN.seed_inputs])
+    assert text.startswith(GEN.instruction)
+    assert text.endswith("Input:")
+    assert text.count("\n###\n") == len(GEN.seed_inputs)
+
+
+def test_classification_prompt_groups_by_label_and_ends_under_pseudo_label():
+    items = [(e.input, e.output) for e in CLS.examples]
+    text = small_input_prompt(CLS, items, "negative")
+    last_group = text.rsplit('Inputs whose answer is "', 1)[1]
+    assert last_group.startswith('negative"')
+    assert "Stopped charging" in last_group and "kettle" not in last_group
+    assert text.endswith("Input:")
+
+
+def test_small_mode_sets_stops_and_max_tokens_from_seeds():
+    p = RunParams.defaults_for("generation", "small")
+    ig = InputGenerator(GEN, p, count_tokens=lambda s: len(s.split()))
+    assert ig.stop == SMALL_STOPS
+    longest = max(len(x.split()) for x in GEN.seed_inputs)
+    assert ig.max_tokens == int(longest * 1.5) + 8
+    pr = ig.build_prompt(0, 0, [("a pool input", None)])
+    assert pr.max_tokens == ig.max_tokens and pr.stop == SMALL_STOPS
+    # the same slot builds the same prompt (resume)
+    assert ig.build_prompt(0, 0, [("a pool input", None)]).text == pr.text
+
+
+def test_paper_mode_is_unchanged():
+    p = RunParams.defaults_for("classification", "paper")
+    ig = InputGenerator(CLS, p)
+    pr = ig.build_prompt(1, 3, [])
+    assert "InputGenerator" in pr.text and pr.text.endswith("[input]=\n")
+    assert pr.pseudo_label in CLS.labels and pr.stop == ()
+
+
+def test_prompt_echo():
+    f = PromptEchoFilter("Rewrite the casual sentence so that it is polite and formal.")
+    assert f("[input] = something") and f("Input: x") and f("See ### here")
+    assert "instruction" in f("Rewrite the casual sentence so that it is polite and formal please")
+    assert f("Could you close the door?") is None
+
+
+def test_near_copy():
+    f = NearCopyFilter(["can u send me the file asap"], 0.7)
+    assert f("can u send me the file asap pls")
+    assert f("where is the nearest train station") is None
+    f.add("where is the nearest train station")
+    assert f("where is the nearest train station now")
+
+
+def test_degenerate():
+    f = DegenerateFilter()
+    assert f("<<5.2.1.3.3.4.4.5.6.7.8.1.2>>")
+    assert f("the cat the cat the cat the cat the cat the cat the cat the cat")
+    assert f("aaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+    assert f("The kettle boils fast and looks great on the counter.") is None
+    assert f("Call me at 555 1234 tomorrow please") is None
+
+
+def test_annotation_warnings():
+    kept = [{"label": "neutral", "input": f"x{i}", "output": "neutral"} for i in range(9)]
+    kept.append({"label": "yes", "input": "y", "output": "yes"})
+    from sgtui.task import Task, Example
+    t = Task("t", "classification", "i", [Example("a", "neutral"), Example("b", "yes")],
+             labels=["neutral", "yes"])
+    assert "'neutral' to 9 of 10" in annotation_warnings(t, kept)[0]
+    g = Task("g", "generation", "i", [Example("a", "b"), Example("c", "d")])
+    copies = [{"input": f"text number {i}", "output": f"text number {i}"} for i in range(6)]
+    assert "copied its input for 6 of 6" in annotation_warnings(g, copies)[0]
+    assert annotation_warnings(g, []) == ["no sample survived annotation; there is nothing to train on"]
