@@ -68,11 +68,11 @@ class _Group:
 
     @property
     def prompt_cells(self) -> int:
-        return len(self.tokens) - 1 - self.n_prefix
+        return len(self.tokens) - self.n_prefix
 
     @property
     def prefilled(self) -> bool:
-        return self.filled >= len(self.tokens) - 1
+        return self.filled >= len(self.tokens)
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,23 @@ class BatchPlan:
 
 def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
                n_parallel: int | None, cell_bytes: int, budget_bytes: int) -> BatchPlan:
-    """The batch-size rule. Every candidate in flight reserves 1 + max_new cells (the prompt's
-    last token and its own answer), every prompt in flight its unshared prompt cells, and the
-    shared prefix is counted once. The parallel count is the number of candidates in the call,
-    capped at MAX_PARALLEL (or n_parallel when given), then lowered until the cache fits the
-    memory budget; one sequence is always allowed."""
+    """The batch-size rule.
+
+    Parallel count: n_parallel when given; otherwise the number of candidates in the call
+    (prompts x k, k = max(n, best_of)), at most MAX_PARALLEL and rounded down to a multiple
+    of k so that whole prompts fit; then lowered until the KV cache fits the memory budget
+    (one sequence is always allowed).
+    KV cells: each candidate in flight reserves 1 + max_new cells, each prompt in flight its
+    unshared prompt tokens, the shared prefix is counted once; rounded up to 256."""
     total = len(prompt_lens) * k
-    want = n_parallel if n_parallel else MAX_PARALLEL
-    b = max(1, min(total, want, 126))  # n_seq_max = 2b + 2 must stay within llama.cpp's 256
-    unique = max((p - 1 - n_prefix for p in prompt_lens), default=0)
+    if n_parallel:
+        b = n_parallel
+    else:
+        b = min(total, MAX_PARALLEL)
+        if k < b:
+            b -= b % k
+    b = max(1, min(b, 126))  # n_seq_max = 2b + 2 must stay within llama.cpp's 256
+    unique = max((p - n_prefix for p in prompt_lens), default=0)
 
     def cells(b: int) -> int:
         groups = min(len(prompt_lens), -(-b // k) + 1)
@@ -142,6 +150,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         # its own context is made small because decoding happens in the context built below.
         super().__init__(model_path, n_ctx=256, n_threads=n_threads, lora_path=lora_path,
                          verbose=verbose)
+        self.verbose = verbose
         import llama_cpp as L
         self._L = L
         self._ctx = None
@@ -203,7 +212,9 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         p.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
                              else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.no_perf = True
-        ctx = L.llama_init_from_model(self._model, p)
+        from llama_cpp._utils import suppress_stdout_stderr
+        with suppress_stdout_stderr(disable=self.verbose):
+            ctx = L.llama_init_from_model(self._model, p)
         if not ctx:
             raise SgtuiError(f"llama.cpp could not create a context of {plan.kv_cells} cells "
                              f"for {plan.n_parallel} sequences", path=self.model_path,
@@ -282,98 +293,108 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             n = common_prefix([g.tokens[:-1] for g in groups])
             if n >= MIN_SHARED_PREFIX:
                 prefix = groups[0].tokens[:n]
-        max_new = max(1, min(params.max_tokens, self.n_ctx - min(len(g.tokens) for g in groups) - 1))
-        plan = plan_batch([len(g.tokens) for g in groups], groups[0].k, max_new, len(prefix),
+        k = groups[0].k
+        shortest = min(len(g.tokens) for g in groups)
+        max_new = max(1, min(params.max_tokens, self.n_ctx - shortest - 1))
+        plan = plan_batch([len(g.tokens) for g in groups], k, max_new, len(prefix),
                           self.n_parallel, self.cell_bytes, self.kv_budget)
         self._ensure_context(plan)
         ctx = self._ctx
         mem = L.llama_get_memory(ctx)
         want_logprob = params.best_of is not None and params.best_of > params.n
         stops = tuple(s for s in params.stop if s)
-        longest_stop = max((len(s) for s in stops), default=0)
         free_seqs = list(range(plan.n_seq_max - 1, 0, -1))
         waiting = deque(groups)
         active: list[_Group] = []
         running: list[_Candidate] = []
-        reserved = 0
+        reserved = len(prefix)
+        block = min(k, plan.n_parallel)
         try:
             L.llama_memory_seq_keep(mem, 0)
             self._load_prefix(prefix, mem)
-            for g in groups:
-                g.n_prefix = len(prefix)
-            reserved = len(prefix)
             while waiting or active:
-                # admission: finish the prompts in flight first, then start new ones
+                # Admission: the rest of the prompts in flight first, one slot at a time; a
+                # new prompt only when a block of slots is free, so that its candidates start
+                # together and all draw their first token from the prompt's own logits.
                 while len(running) < plan.n_parallel and free_seqs:
                     g = next((a for a in active if a.started < a.k), None)
                     new = g is None
                     if new:
-                        if not waiting or len(free_seqs) < 2:
+                        free = plan.n_parallel - len(running)
+                        if not waiting or len(free_seqs) < 2 or (running and free < block):
                             break
                         g = waiting[0]
                     g_max = max(1, min(params.max_tokens, self.n_ctx - len(g.tokens) - 1))
-                    need = 1 + g_max + (g.prompt_cells if new else 0)
-                    if reserved + need > plan.kv_cells and running:
+                    cells = 1 + g_max
+                    if new:
+                        g.n_prefix = len(prefix)
+                        cells += g.prompt_cells
+                    if running and reserved + cells > plan.kv_cells:
                         break
+                    reserved += cells
                     if new:
                         waiting.popleft()
                         g.holder = free_seqs.pop()
                         L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
                         g.filled = g.n_prefix
                         active.append(g)
-                    reserved += need
-                    j = g.started
+                    seed = (g.seed + g.started) % (2**31)
+                    running.append(_Candidate(g, g.started, free_seqs.pop(),
+                                              self._sampler(params, seed), g_max))
                     g.started += 1
                     g.live += 1
-                    running.append(_Candidate(g, j, free_seqs.pop(),
-                                              self._sampler(params, (g.seed + j) % (2**31)),
-                                              g_max))
-                # candidates whose prompt is in the cache copy it and start
+                # A candidate started after its prompt's logits are gone decodes the prompt's
+                # last token again in its own sequence.
                 for c in running:
                     if not c.ready and c.group.prefilled:
-                        L.llama_memory_seq_cp(mem, c.group.holder, c.seq, -1, -1)
-                        c.ready, c.pending, c.pos = True, c.group.tokens[-1], len(c.group.tokens) - 1
-                # one decode: a token for each ready candidate, then prompt chunks
-                batch = self._batch
+                        g = c.group
+                        L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
+                        L.llama_memory_seq_rm(mem, c.seq, len(g.tokens) - 1, -1)
+                        c.ready, c.pending, c.pos = True, g.tokens[-1], len(g.tokens) - 1
+                # One decode: a token for each ready candidate, then prompt chunks.
                 dec = [c for c in running if c.ready]
                 n = 0
                 for c in dec:
                     self._put(n, c.pending, c.pos, c.seq, True)
                     n += 1
+                n_out = n
+                primed: list[tuple[_Group, int, int]] = []  # prompt, batch index, output row
                 for g in active:
-                    end = len(g.tokens) - 1
+                    end = len(g.tokens)
                     while g.filled < end and n < self._batch_size:
-                        self._put(n, g.tokens[g.filled], g.filled, g.holder, False)
+                        last = g.filled == end - 1
+                        self._put(n, g.tokens[g.filled], g.filled, g.holder, last)
+                        if last:
+                            primed.append((g, n, n_out))
+                            n_out += 1
                         g.filled += 1
                         n += 1
                 if n == 0:
                     raise RuntimeError("batched decoding stalled with nothing to decode")
-                batch.n_tokens = n
-                rc = L.llama_decode(ctx, batch)
+                self._batch.n_tokens = n
+                rc = L.llama_decode(ctx, self._batch)
                 if rc != 0:
                     raise SgtuiError(f"llama.cpp could not decode a batch (code {rc})",
                                      path=self.model_path,
                                      fix="pass a smaller n_parallel, or use --backend "
                                          "llama-cpp-sequential")
-                lse = self._logsumexp(len(dec)) if want_logprob and dec else None
+                lse = self._logsumexp(n_out) if want_logprob else None
                 finished: list[_Candidate] = []
                 for r, c in enumerate(dec):
                     tok = L.llama_sampler_sample(c.sampler, ctx, r)
-                    if lse is not None:
-                        c.logprob += float(lse[1][r, tok] - lse[0][r])
-                    if L.llama_vocab_is_eog(self._vocab, tok):
-                        c.finish = "stop"
+                    lp = float(lse[1][r, tok] - lse[0][r]) if lse is not None else 0.0
+                    c.pos += 1
+                    if self._accept(c, tok, lp, stops):
                         finished.append(c)
-                        continue
-                    c.tokens.append(tok)
-                    c.buf += self._piece(tok)
-                    if stops and self._hit_stop(c, stops, longest_stop):
-                        finished.append(c)
-                        continue
-                    if len(c.tokens) >= c.max_new:
-                        finished.append(c)
-                        continue
-                    c.pending, c.pos = tok, c.pos + 1
+                for g, idx, row in primed:
+                    for c in running:
+                        if c.group is g and not c.ready:
+                            L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
+                            c.ready, c.pos = True, len(g.tokens)
+                            tok = L.llama_sampler_sample(c.sampler, ctx, idx)
+                            lp = float(lse[1][row, tok] - lse[0][row]) if lse is not None else 0.0
+                            if self._accept(c, tok, lp, stops):
+                                finished.append(c)
                 out: list[Completion] = []
                 for c in finished:
                     running.remove(c)
@@ -390,7 +411,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                     if g.live == 0 and g.started == g.k:
                         if g.k > params.n:
                             best = sorted(g.done, key=lambda d: (-d.logprob, d.number))
-                            out.extend(self._completion(d, s) for s, d in enumerate(best[:params.n]))
+                            out.extend(self._completion(d, i) for i, d in enumerate(best[:params.n]))
                         L.llama_memory_seq_rm(mem, g.holder, -1, -1)
                         free_seqs.append(g.holder)
                         reserved -= g.prompt_cells
@@ -403,6 +424,21 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                     c.sampler = None
             if self._ctx is not None:
                 L.llama_memory_seq_keep(L.llama_get_memory(self._ctx), 0)
+
+    def _accept(self, c: _Candidate, tok: int, logprob: float, stops: tuple[str, ...]) -> bool:
+        """Take a sampled token; True when the candidate is finished."""
+        c.logprob += logprob
+        if self._L.llama_vocab_is_eog(self._vocab, tok):
+            c.finish = "stop"
+            return True
+        c.tokens.append(tok)
+        c.buf += self._piece(tok)
+        if stops and self._hit_stop(c, stops):
+            return True
+        if len(c.tokens) >= c.max_new:
+            return True
+        c.pending = tok
+        return False
 
     def _load_prefix(self, prefix: list[int], mem) -> None:
         """Make sequence 0 hold exactly `prefix`, reusing what an earlier call left there."""
@@ -441,9 +477,11 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         return lse, logits
 
     @staticmethod
-    def _hit_stop(c: _Candidate, stops: tuple[str, ...], longest: int) -> bool:
+    def _hit_stop(c: _Candidate, stops: tuple[str, ...]) -> bool:
+        """Cut the text at the first stop string. Only the new text, plus enough of the old
+        to hold a stop string that straddles the boundary, is searched."""
         text = c.buf.decode("utf-8", "ignore")
-        start = max(0, c.scanned - longest + 1)
+        start = max(0, c.scanned - max(len(s) for s in stops) + 1)
         cut = min((p for p in (text.find(s, start) for s in stops) if p >= 0), default=-1)
         c.scanned = len(text)
         if cut < 0:

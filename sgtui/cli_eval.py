@@ -20,7 +20,8 @@ def add_eval_command(sub, add_model_args) -> None:
                                            "as task937 (default: the task of --run)")
     p.add_argument("--split", metavar="SPEC",
                    help="a JSONL file of {input, output} rows, or an NI split such as "
-                        "task937:test or FOLDER:validation (default: the NI task's test split)")
+                        "task937:test or FOLDER:validation (default: the NI task's test split, "
+                        "or NAME.eval.jsonl beside NAME.toml)")
     p.add_argument("--limit", type=int, metavar="N", help="score N rows drawn by a seeded shuffle")
     p.add_argument("--seed", type=int, default=0, help="the shuffle seed for --limit (default 0)")
     p.add_argument("--adapter", metavar="PATH.gguf", help="a LoRA adapter in GGUF form: adds the "
@@ -55,6 +56,9 @@ def _default_split(args, task) -> str:
     folder = src.parent if src.name == "task.json" else src
     if (folder / "test.jsonl").is_file():
         return f"{folder}:test"
+    beside = src.with_name(src.stem + ".eval.jsonl")  # docs/TASKS.md: NAME.eval.jsonl
+    if src.suffix and beside.is_file():
+        return str(beside)
     raise SgtuiError("no evaluation split given", path=task.source or None,
                      fix="pass --split with a JSONL file of {input, output} rows, or an NI split "
                          "such as task937:test")

@@ -1,9 +1,259 @@
-"""Training, evaluation, export and the whole loop on the command line (filled in by the
-training and evaluation modules)."""
+"""`sgtui train`, `sgtui export` and `sgtui run` (generate -> train -> evaluate before/after).
+
+Training runs in a child process (sgtui.training.TrainingJob); this module only starts it,
+shows its progress and reports. Nothing here imports torch.
+"""
 from __future__ import annotations
 
-HANDLERS: dict = {}
+import sys
+import time
+from pathlib import Path
+
+from .errors import SgtuiError
+
+RUN_EVAL_LIMIT = 100  # rows of an NI test split that `sgtui run` scores by default
+RUN_PREFIXED = ("seed",)  # `sgtui run` has a generation --seed; training's is --train-seed
 
 
 def add_commands(sub, add_model_args, add_run_params) -> None:
+    from .export import FORMATS
+    from .training import add_param_args
+
+    p = sub.add_parser("train", help="fine-tune the model on a run's training pairs (LoRA)",
+                       description="LoRA fine-tuning in a child process; progress every second, "
+                                   "a checkpoint every epoch, the adapter in the run's folder.")
+    p.add_argument("run", type=int)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last epoch checkpoint (its parameters are kept)")
+    p.add_argument("--model", help="the base model (default: the run's model)")
+    p.add_argument("--db", help="the SQLite database (default: $SGTUI_HOME/sgtui.db)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let transformers run code shipped with a model (off by default)")
+    p.add_argument("--quiet", action="store_true", help="print only the result")
+    add_param_args(p)
+
+    p = sub.add_parser("export", help="export a run's adapter (adapter, merged or gguf)")
+    p.add_argument("run", type=int)
+    p.add_argument("--format", choices=FORMATS, default="gguf",
+                   help="adapter: the peft folder; merged: a HF folder with the LoRA merged in; "
+                        "gguf: a llama.cpp LoRA adapter for the base GGUF (default)")
+    p.add_argument("--out", metavar="PATH", help="default: <run folder>/export/")
+    p.add_argument("--base", metavar="MODEL",
+                   help="the base model (default: the one the adapter was trained on); for "
+                        "gguf of a HF-folder base, the base's converted .gguf")
+    p.add_argument("--db")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+    p = sub.add_parser("run", help="the whole loop: generate, fine-tune, evaluate before/after")
+    p.add_argument("task", help="a task file (.toml / NI .json), an NI task folder or NI task id")
+    add_model_args(p)
+    add_run_params(p)
+    add_param_args(p, prefixed=RUN_PREFIXED)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval-split", metavar="SPEC",
+                   help="a JSONL file of {input, output} rows or an NI split such as "
+                        "task937:test (default: an NI task's test split; a task file needs one)")
+    g.add_argument("--eval-limit", type=int, metavar="N",
+                   help=f"score N rows (default {RUN_EVAL_LIMIT} for an NI test split; all rows "
+                        "of --eval-split)")
+    g.add_argument("--no-eval", action="store_true", help="stop after training and export")
+    p.add_argument("--quiet", action="store_true", help="print only summaries and the table")
+
+
+# -- progress ---------------------------------------------------------------------------------
+class TrainPrinter:
+    """Progress lines on stderr: one live line on a terminal, a line every ~5 s otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, event: dict) -> None:
+        from .training import format_progress
+        kind = event.get("event")
+        if self.quiet or kind in ("error", "done"):
+            return
+        if kind == "progress":
+            now = time.monotonic()
+            final = event["step"] >= event["total_steps"]
+            if not (final or event.get("epoch_end") or self.tty or now - self.last >= 5.0):
+                return
+            self.last = now
+            line = format_progress(event)
+            if self.tty:
+                end = "\n" if final or event.get("epoch_end") else ""
+                print("\r" + line.ljust(78), end=end, file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
+        elif kind == "start":
+            print(f"training {event['examples']} examples ({event['dropped']} dropped as longer "
+                  f"than --max-len) for {event['epochs']} epochs, {event['total_steps']} steps: "
+                  f"{event['backend']} on {event['device']}, {event['precision']}",
+                  file=sys.stderr, flush=True)
+        elif kind == "resumed":
+            print(f"resuming after epoch {event['epoch']} (step {event['step']})",
+                  file=sys.stderr, flush=True)
+        elif kind == "checkpoint":
+            if self.tty:
+                print(file=sys.stderr)
+            print(f"checkpoint: epoch {event['epoch']} -> {event['path']}", file=sys.stderr,
+                  flush=True)
+        elif kind == "notice":
+            print(f"[notice] {event['text']}", file=sys.stderr, flush=True)
+
+
+def _db_path(db: str | None) -> str:
+    from .paths import default_db
+    return str(db or default_db())
+
+
+def train_run(db: str, run_id: int, params, *, resume: bool = False, model: str | None = None,
+              trust_remote_code: bool = False, quiet: bool = False):
+    """Run one training in a child process, showing progress; Ctrl-C cancels it."""
+    from .training import TrainingJob
+    job = TrainingJob()
+    job.start(db, run_id, params, resume=resume, model=model,
+              trust_remote_code=trust_remote_code)
+    try:
+        return job.wait(on_event=TrainPrinter(quiet))
+    except KeyboardInterrupt:
+        job.cancel()
+        if job.proc is not None:
+            job.proc.wait()
+        raise
+
+
+def cmd_train(args) -> int:
+    from .training import params_from_args
+    params = params_from_args(args)
+    if args.resume and not args.quiet:
+        given = [k for k in params.to_dict() if getattr(args, k, None) is not None]
+        if given:
+            print(f"[notice] --resume keeps the checkpoint's parameters; ignoring "
+                  f"{', '.join('--' + k.replace('_', '-') for k in given)}", file=sys.stderr)
+    outcome = train_run(_db_path(args.db), args.run, params, resume=args.resume,
+                        model=args.model, trust_remote_code=args.trust_remote_code,
+                        quiet=args.quiet)
+    loss = f", final loss {outcome.final_loss:.4f}" if outcome.final_loss is not None else ""
+    print(f"run {args.run}: trained {outcome.steps} steps{loss}")
+    print(f"  adapter: {outcome.adapter}")
+    print(f"  next: sgtui export {args.run} --format gguf")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .cli import _store
+    from .export import export_run
+    store = _store(args.db)
+    path = export_run(store, args.run, args.format, args.out, args.base, args.trust_remote_code)
+    print(f"run {args.run}: exported {args.format} -> {path}")
+    if args.format == "gguf":
+        print("  use it with llama.cpp beside the base GGUF: "
+              "Llama(model_path=BASE.gguf, lora_path=THIS.gguf)")
+    return 0
+
+
+# -- sgtui run --------------------------------------------------------------------------------
+def _resolve_task(spec: str) -> Path:
+    from .paths import shared_ni
+    p = Path(spec)
+    ni = shared_ni()
+    if not p.exists() and ni is not None and "/" not in spec and (ni / spec).is_dir():
+        return ni / spec
+    return p
+
+
+def _default_eval_split(task_path: Path) -> str | None:
+    folder = task_path if task_path.is_dir() else task_path.parent
+    if (folder / "test.jsonl").is_file() and ((folder / "task.json").is_file()):
+        return f"{folder}:test"
     return None
+
+
+def _eval_generators(model: str, backend: str, adapter_dir: str, gguf_adapter: str | None,
+                     trust_remote_code: bool):
+    """(base, fine-tuned) generator factories: llama.cpp with the GGUF adapter for a GGUF base,
+    transformers + peft for a Hugging Face folder."""
+    import backends
+    if gguf_adapter:
+        name = backend if backend.startswith("llama-cpp") else "llama-cpp"
+        return (lambda: backends.load_generator(name, model),
+                lambda: backends.load_generator(name, model, lora_path=gguf_adapter))
+    opts = {"trust_remote_code": trust_remote_code}
+    return (lambda: backends.load_generator("transformers", model, **opts),
+            lambda: backends.load_generator("transformers", model, adapter=adapter_dir, **opts))
+
+
+def cmd_run(args) -> int:
+    from .cli import Printer, _store, params_from_args as run_params, print_summary, resolve_model
+    from .export import export_run
+    from .synthesis import open_run, run_synthesis
+    from .task import load_task
+    from .training import params_from_args
+
+    train_params = params_from_args(args, RUN_PREFIXED)
+    task_path = _resolve_task(args.task)
+    args.task, args.resume = str(task_path), None
+    # check the evaluation split before hours of generation and training
+    rows, split = [], None
+    spec = None if args.no_eval else (args.eval_split or _default_eval_split(task_path))
+    if spec:
+        from . import evaluation as ev
+        limit = args.eval_limit or (RUN_EVAL_LIMIT if not args.eval_split else None)
+        rows, split = ev.load_rows(spec, limit, seed=0)
+    elif not args.no_eval and not args.quiet:
+        print("[notice] no evaluation split for this task, so `run` stops after training; pass "
+              "--eval-split FILE.jsonl (rows of {input, output}) to compare before/after",
+              file=sys.stderr)
+
+    store = _store(args.db)
+    run_id, generator = open_run(store, args, load_task, resolve_model, run_params)
+    try:
+        summary = run_synthesis(store, run_id, generator, Printer(args.quiet))
+    finally:
+        generator.close()  # free the model before training loads its own copy
+    print_summary(run_id, summary, store)
+
+    row = store.run(run_id)
+    outcome = train_run(str(store.path), run_id, train_params,
+                        trust_remote_code=args.trust_remote_code, quiet=args.quiet)
+    print(f"run {run_id}: trained {outcome.steps} steps; adapter {outcome.adapter}")
+    model, backend = row["model"], row["backend"]
+    gguf_adapter = None
+    if Path(model).is_file():
+        gguf_adapter = str(export_run(store, run_id, "gguf"))
+        print(f"  llama.cpp adapter: {gguf_adapter}")
+    if not spec:
+        print(f"  evaluate later: sgtui eval --run {run_id} --split FILE.jsonl "
+              f"--adapter {gguf_adapter or '(export --format gguf first)'}")
+        return 0
+
+    from . import evaluation as ev
+    task = store.get_task(row["task_id"])
+    make_base, make_tuned = _eval_generators(model, backend, outcome.adapter, gguf_adapter,
+                                             args.trust_remote_code)
+    results = []
+    max_tokens = None
+    for system, make in (("base", make_base), ("self-guide", make_tuned)):
+        gen = make()
+        try:
+            if max_tokens is None:  # one answer budget for both systems
+                max_tokens = ev.default_max_tokens(gen, task, rows)
+            if not args.quiet:
+                print(f"evaluating {system} on {len(rows)} rows of {split}", file=sys.stderr)
+            result = ev.evaluate(gen, task, rows, max_tokens=max_tokens)
+        finally:
+            gen.close()
+        label = model if system == "base" else f"{model} + {gguf_adapter or outcome.adapter}"
+        ev.save(store, run_id, system, split, result, label)
+        results.append((system, result))
+    trivial = ev.trivial_baseline(task, rows)
+    ev.save(store, run_id, "trivial", split, trivial, "none")
+    results.append(("trivial", trivial))
+    print(f"\n{task.name} on {split} (scores x100, greedy):")
+    print(ev.comparison_table(results))
+    return 0
+
+
+HANDLERS = {"train": cmd_train, "export": cmd_export, "run": cmd_run}

@@ -83,23 +83,36 @@ class TrainParams:
         return argv
 
 
-def add_param_args(parser) -> None:
-    """The TrainParams options, shared by the worker and `sgtui train` / `sgtui run`."""
+def add_param_args(parser, prefixed: Sequence[str] = ()) -> None:
+    """The TrainParams options, shared by the worker, `sgtui train` and `sgtui run`. Names in
+    `prefixed` get a --train- prefix (`sgtui run` already has a generation --seed)."""
     import argparse
     defaults = TrainParams()
     g = parser.add_argument_group("training (defaults: docs/TRAINING.md)")
     for f in fields(TrainParams):
-        flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        name = f"train_{f.name}" if f.name in prefixed else f.name
+        flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                           help=_HELP.get(f.name))
         else:
-            g.add_argument(flag, dest=f.name, type=type(default), default=None,
-                           help=f"default {default}")
+            choices = {"precision": PRECISIONS, "trainer": TRAINERS}.get(f.name)
+            g.add_argument(flag, dest=name, type=type(default), default=None, choices=choices,
+                           help=(_HELP.get(f.name, "") + f" (default {default})").strip())
 
 
-def params_from_args(args) -> TrainParams:
-    return TrainParams().override(**{f.name: getattr(args, f.name, None) for f in fields(TrainParams)})
+_HELP = {"seeds_only": "train on the task's own examples only (the few-shot fine-tuning "
+                       "baseline)",
+         "max_len": "drop examples longer than this many tokens",
+         "precision": "CPU arithmetic: auto picks bf16 autocast only where it is faster",
+         "trainer": "auto: unsloth on CUDA when installed, else transformers + peft"}
+
+
+def params_from_args(args, prefixed: Sequence[str] = ()) -> TrainParams:
+    return TrainParams().override(**{
+        f.name: getattr(args, f"train_{f.name}" if f.name in prefixed else f.name, None)
+        for f in fields(TrainParams)})
 
 
 # -- where things go --------------------------------------------------------------------------

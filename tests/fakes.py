@@ -122,7 +122,8 @@ async def settle(app, pilot) -> None:
     """Wait for every worker except the long-lived model owner."""
     await pilot.pause()
     workers = [w for w in app.workers if w.group != "model"]
-    await app.workers.wait_for_complete(workers)
+    if workers:  # an empty list would mean "all", the model owner included
+        await app.workers.wait_for_complete(workers)
     await pilot.pause()
 
 

@@ -262,6 +262,20 @@ def test_real_evaluation_is_stored(tmp_path, llama, ni_dir):
         [(it["input"], it["gold"], it["prediction"]) for it in result.items]
 
 
+def test_cli_eval_trivial_uses_the_eval_file_beside_the_task(tmp_path):
+    task = tmp_path / "t.toml"
+    task.write_text('name="t"\ntype="classification"\ninstruction="do"\nlabels=["x","y"]\n'
+                    '[[examples]]\ninput="a"\noutput="x"\n[[examples]]\ninput="c"\noutput="y"\n')
+    write_jsonl(tmp_path / "t.eval.jsonl", [{"input": "q", "output": o} for o in "xxy"])
+    db = tmp_path / "t.db"
+    p = sgtui("eval", str(task), "--systems", "trivial", "--db", str(db), tmp_path=tmp_path,
+              timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[2].split()[:4] == ["trivial", "exact_match", "66.7", "3"]
+    (split, run_id), = Store(db).db.execute("select split, run_id from evals").fetchall()
+    assert split == "t.eval.jsonl" and run_id is None
+
+
 def _run_with_pairs(db, task, model, pairs) -> int:
     store = Store(db)
     rid = store.create_run(task, store.add_task(task), {}, model, "llama-cpp")

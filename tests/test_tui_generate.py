@@ -15,18 +15,17 @@ from sgtui.tui.messages import GenerationProgress, SamplesArrived
 from sgtui.tui.model_owner import EventBatcher
 from sgtui.tui.params import defaults
 
-pytestmark = pytest.mark.asyncio
 
 
 async def open_generate(pilot, task_name: str = "review-sentiment") -> None:
     """From the task list, pick the task with the keyboard and press g."""
     app = pilot.app
-    table = app.screen.query_one("#tasks-table", DataTable)
+    table = app.page("tasks").query_one("#tasks-table", DataTable)
     names = [table.get_row_at(i)[0] for i in range(table.row_count)]
     for _ in range(names.index(task_name) - table.cursor_row):
         await pilot.press("down")
     await pilot.press("g")
-    await wait_until(pilot, lambda: app.current_mode == "generate", what="the Generate screen")
+    await wait_until(pilot, lambda: app.page_name == "generate", what="the Generate screen")
 
 
 async def set_params(pilot, **values: object) -> None:
@@ -40,18 +39,19 @@ async def set_params(pilot, **values: object) -> None:
         field.value = ""
         await pilot.press(*str(value))
     await pilot.press("ctrl+s")
-    await wait_until(pilot, lambda: app.screen.__class__.__name__ == "GenerateScreen")
+    await wait_until(pilot, lambda: app.screen is app.main)
 
 
 SMALL = dict(rounds=2, per_round=4, n=3, best_of=3)
 
 
+@pytest.mark.asyncio
 async def test_samples_stream_into_the_table(tmp_path):
     factory = FakeFactory()
     app = make_app(tmp_path / "g.db", factory)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_generate(pilot)
-        screen = app.screen
+        screen = app.page("generate")
         # the form starts from the paper's defaults for a classification task
         assert screen.params == defaults("classification")
         await set_params(pilot, **SMALL)
@@ -78,14 +78,15 @@ async def test_samples_stream_into_the_table(tmp_path):
         assert store.run(run_id)["status"] == "done"
 
 
+@pytest.mark.asyncio
 async def test_pause_stop_and_resume(tmp_path):
-    factory = FakeFactory(delay=0.03)
+    factory = FakeFactory(delay=0.08)
     app = make_app(tmp_path / "p.db", factory)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_generate(pilot)
-        await set_params(pilot, rounds=3, per_round=4, n=2, best_of=2)
+        await set_params(pilot, rounds=4, per_round=5, n=2, best_of=2)
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.screen.query_one("#gen-table", DataTable).row_count >= 2,
+        await wait_until(pilot, lambda: app.page("generate").query_one("#gen-table", DataTable).row_count >= 2,
                          what="the first samples")
         await pilot.press("space")
         await wait_until(pilot, lambda: app.gen_state == "paused", what="pause")
@@ -104,11 +105,12 @@ async def test_pause_stop_and_resume(tmp_path):
         await wait_until(pilot, lambda: app.gen_state == "done", timeout=20, what="the resumed run")
         rows = store.samples(run_id)
         # every slot exactly once across the stop and the resume
-        assert sorted((r["round"], r["slot"]) for r in rows) == [(r, s) for r in range(3)
-                                                                 for s in range(4)]
+        assert sorted((r["round"], r["slot"]) for r in rows) == [(r, s) for r in range(4)
+                                                                 for s in range(5)]
         assert len(factory.loads) == 1  # the resume reused the loaded model
 
 
+@pytest.mark.asyncio
 async def test_keys_are_answered_while_generating(tmp_path):
     factory = FakeFactory(delay=0.02)
     app = make_app(tmp_path / "k.db", factory)
@@ -120,13 +122,14 @@ async def test_keys_are_answered_while_generating(tmp_path):
         for key, mode in (("3", "review"), ("6", "runs"), ("2", "generate")):
             t = time.monotonic()
             await pilot.press(key)
-            await wait_until(pilot, lambda: app.current_mode == mode, timeout=2)
+            await wait_until(pilot, lambda: app.page_name == mode, timeout=2)
             assert time.monotonic() - t < 1.0
         assert app.gen_state == "running"
         await pilot.press("x")
         await wait_until(pilot, lambda: app.gen_state == "stopped")
 
 
+@pytest.mark.asyncio
 async def test_a_failing_model_is_reported(tmp_path):
     factory = FakeFactory(fail_after=3)
     app = make_app(tmp_path / "f.db", factory)
@@ -140,6 +143,7 @@ async def test_a_failing_model_is_reported(tmp_path):
         assert Store(tmp_path / "f.db").run(app.current_run_id)["status"] == "failed"
 
 
+@pytest.mark.asyncio
 async def test_params_form_rejects_bad_values(tmp_path):
     app = make_app(tmp_path / "v.db")
     async with app.run_test(size=(80, 24)) as pilot:
@@ -157,7 +161,7 @@ async def test_params_form_rejects_bad_values(tmp_path):
         await pilot.pause()
         assert form.query_one("#p-best_of", Input).value == str(defaults("classification").best_of)
         await pilot.press("escape")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "GenerateScreen")
+        await wait_until(pilot, lambda: app.screen is app.main)
 
 
 def test_batcher_posts_batches_and_flushes_on_close():

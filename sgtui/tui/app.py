@@ -15,16 +15,12 @@ from textual.signal import Signal
 from ..paths import default_db
 from ..store import Store
 from . import bootstrap
-from .evaluate import EvaluateScreen
-from .generate import GenerateScreen
 from .help import HelpScreen
 from .messages import GenerationNotice, GenerationProgress, GenerationState, SamplesArrived
 from .model_owner import GenerateRequest, GeneratorFactory, ModelOwner
 from .model_picker import ModelPicker
-from .review import ReviewScreen
-from .runs import RunsScreen
-from .tasks import TasksScreen
-from .train import TrainScreen
+from .shell import PAGE_CLASSES, MainScreen
+from .widgets import Page
 
 TERMINAL = ("done", "stopped", "failed")
 
@@ -33,10 +29,7 @@ class SgtuiApp(App):
     CSS_PATH = "sgtui.tcss"
     TITLE = "sgtui"
     ENABLE_COMMAND_PALETTE = False  # the footer's room at 80 columns goes to the screen's keys
-    SCREENS = {"tasks": TasksScreen, "generate": GenerateScreen, "review": ReviewScreen,
-               "train": TrainScreen, "evaluate": EvaluateScreen, "runs": RunsScreen}
-    MODES = {name: name for name in SCREENS}
-    DEFAULT_MODE = "tasks"
+    PAGES = PAGE_CLASSES
     BINDINGS = [
         Binding("1", "goto('tasks')", "Tasks", show=False),
         Binding("2", "goto('generate')", "Generate", show=False),
@@ -78,13 +71,26 @@ class SgtuiApp(App):
         self.train_proc = None  # the training child process, owned by the Train screen
 
     # -- navigation ---------------------------------------------------------------------------
+    def get_default_screen(self) -> MainScreen:
+        self.main = MainScreen()
+        return self.main
+
+    @property
+    def page_name(self) -> str:
+        return self.main.current
+
+    def page(self, name: str) -> Page:
+        return self.main.page(name)
+
     def action_goto(self, name: str) -> None:
-        if self.current_mode != name:
-            self.switch_mode(name)
+        # from a dialog or the task form, go back to the main screen first
+        while self.screen is not self.main and len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.main.show(name)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.current_mode))
+            self.push_screen(HelpScreen(self.page_name))
 
     def action_pick_model(self) -> None:
         def chosen(result: tuple[str, str] | None) -> None:

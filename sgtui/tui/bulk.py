@@ -4,10 +4,10 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from .widgets import Modal
+from .widgets import KeyBar, Modal
 
 
 def group_of(row: dict) -> str:
@@ -40,7 +40,7 @@ class BulkMarks(Modal):
                          "all · u clear marks", markup=True)
             yield OptionList(*[Option(f"{g}  ({n})", id=g) for g, n in self.groups.items()],
                              id="bulk-groups")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         ol = self.query_one(OptionList)

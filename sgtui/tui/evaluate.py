@@ -41,15 +41,15 @@ def score_table(evals: list[dict]) -> tuple[list[str], list[tuple[str, str, dict
     return systems, [(split, metric, v) for (split, metric), v in table.items()]
 
 
-class EvaluateScreen(Page):
+class EvaluatePage(Page):
     PAGE = "evaluate"
     BINDINGS = [
         Binding("c", "changed", "Changed only"),
         Binding("n", "next_pair", "Next split"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.run_id: int | None = None
         self.evals: list[dict] = []
         self.pairs: list[tuple[dict, dict]] = []
@@ -80,7 +80,7 @@ class EvaluateScreen(Page):
         if what == "run" and self.sg.current_run_id != self.run_id:
             self.show_run(self.sg.current_run_id)
 
-    def on_screen_resume(self) -> None:
+    def on_page_shown(self) -> None:
         if self.run_id is not None:
             self.load(self.run_id)  # an evaluation may have finished meanwhile
 

@@ -44,7 +44,7 @@ def stage_counts(rows: dict[int, dict], params: RunParams | None) -> dict:
     return c
 
 
-class GenerateScreen(Page):
+class GeneratePage(Page):
     PAGE = "generate"
     BINDINGS = [
         Binding("s", "start", "Start"),
@@ -54,8 +54,8 @@ class GenerateScreen(Page):
         Binding("p", "params", "Parameters"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.run_id: int | None = None
         self.run_row: dict | None = None
         self.rows: dict[int, dict] = {}

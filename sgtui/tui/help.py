@@ -5,9 +5,9 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Footer, Markdown
+from textual.widgets import Markdown
 
-from .widgets import Modal
+from .widgets import KeyBar, Modal
 
 INTRO = ("sgtui follows SELF-GUIDE: the model writes task inputs, answers each one several times "
          "and keeps the majority answer, filters drop the noisy ones, you keep or discard what is "
@@ -33,7 +33,7 @@ def sections() -> list[tuple[str, list[Binding]]]:
     out: list[tuple[str, list[Binding]]] = [("Everywhere", [
         Binding("1-6", "", "go to Tasks, Generate, Review, Train, Evaluate, Runs"),
         *[b for b in SgtuiApp.BINDINGS if isinstance(b, Binding) and b.show]])]
-    for name, cls in SgtuiApp.SCREENS.items():
+    for name, cls in SgtuiApp.PAGES.items():
         out.append((name.capitalize(), list(cls.BINDINGS)))  # type: ignore[attr-defined]
     out += [("Task form", list(TaskForm.BINDINGS)), ("Run parameters", list(ParamsForm.BINDINGS)),
             ("Bulk marks (Review, b)", list(BulkMarks.BINDINGS)),
@@ -62,7 +62,7 @@ class HelpScreen(Modal):
         with Vertical(id="help-box", classes="dialog"):
             with VerticalScroll(id="help-scroll"):
                 yield Markdown(f"## sgtui help\n\n{INTRO}\n\n{bindings_markdown()}")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#help-scroll").focus()

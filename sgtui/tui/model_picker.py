@@ -8,12 +8,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Input, Label, OptionList, Select, Static
+from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from ..errors import SgtuiError
 from . import bootstrap
-from .widgets import Modal
+from .widgets import KeyBar, Modal
 
 
 def backend_choices() -> list[tuple[str, str]]:
@@ -52,7 +52,7 @@ class ModelPicker(Modal):
                 yield Select(backend_choices(), value="auto", allow_blank=False,
                              id="model-backend", compact=True)
             yield Static(id="model-error")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         ol = self.query_one("#model-list", OptionList)

@@ -9,11 +9,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.widgets import Button, Footer, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Input, Label, Select, Static, Switch
 
 from .. import config
 from ..config import RunParams
-from .widgets import Modal
+from .widgets import KeyBar, Modal
 
 MODES: tuple[str, ...] = getattr(config, "MODES", ("paper", "small"))
 LABELS = {"per_round": "per round", "gen_temperature": "gen temp", "gen_top_k": "gen top_k",
@@ -108,7 +108,7 @@ class ParamsForm(Modal):
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", id="p-save", variant="primary", compact=True)
                 yield Button("Cancel (esc)", id="p-cancel", compact=True)
-        yield Footer()
+        yield KeyBar()
 
     def values(self) -> dict[str, object]:
         out: dict[str, object] = {}

@@ -29,7 +29,7 @@ def in_training(row: dict) -> bool:
     return (row.get("status") == "kept" and row.get("stage") == "annotated") or row.get("mark") == "keep"
 
 
-class ReviewScreen(Page):
+class ReviewPage(Page):
     PAGE = "review"
     BINDINGS = [
         Binding("k", "mark('keep')", "Keep"),
@@ -42,8 +42,8 @@ class ReviewScreen(Page):
         Binding("escape", "leave_search", "Back to list", show=False),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.run_id: int | None = None
         self.rows: dict[int, dict] = {}
         self.local_marks: dict[int, str | None] = {}
@@ -68,7 +68,6 @@ class ReviewScreen(Page):
         self.sg.selection.subscribe(self, self._on_selection)
         self.sg.generation.subscribe(self, self._on_generation)
         self.show_run(self.sg.current_run_id)
-        table.focus()
 
     # -- loading ------------------------------------------------------------------------------
     def _on_selection(self, what: str) -> None:

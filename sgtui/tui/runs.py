@@ -23,7 +23,7 @@ STATUS_STYLE = {"done": "green", "running": "bold yellow", "stopped": "yellow", 
                 "created": "dim"}
 
 
-class RunsScreen(Page):
+class RunsPage(Page):
     PAGE = "runs"
     BINDINGS = [
         Binding("enter", "open", "Open (review)", show=False),
@@ -33,8 +33,8 @@ class RunsScreen(Page):
         Binding("e", "evaluate", "Evaluate"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.runs: dict[int, dict] = {}
 
     def compose_page(self) -> ComposeResult:
@@ -50,9 +50,8 @@ class RunsScreen(Page):
             table.add_column(label, key=key, width=width)
         self.sg.generation.subscribe(self, self._on_generation)
         self.load()
-        table.focus()
 
-    def on_screen_resume(self) -> None:
+    def on_page_shown(self) -> None:
         self.load()
 
     def _on_generation(self, message: object) -> None:

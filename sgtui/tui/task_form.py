@@ -9,11 +9,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
 from ..errors import SgtuiError
 from ..task import TYPES, Example, Task, parse_task
-from .widgets import Modal, _Common, short
+from .widgets import KeyBar, Modal, _Common, short
 
 from textual.screen import Screen
 
@@ -39,7 +39,7 @@ class ExampleEditor(Modal):
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", id="ex-save", variant="primary", compact=True)
                 yield Button("Cancel (esc)", id="ex-cancel", compact=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_save() if event.button.id == "ex-save" else self.action_cancel()
@@ -91,7 +91,7 @@ class TaskForm(_Common, Screen):
                 yield Button("Save (ctrl+s)", id="f-save", variant="primary", compact=True)
                 yield Button("Add example (a)", id="f-add", compact=True)
                 yield Button("Cancel (esc)", id="f-cancel", compact=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one("#f-examples", DataTable)

@@ -14,7 +14,7 @@ from .task_form import TaskForm
 from .widgets import Page, short
 
 
-class TasksScreen(Page):
+class TasksPage(Page):
     PAGE = "tasks"
     BINDINGS = [
         Binding("n", "new", "New"),
@@ -35,7 +35,6 @@ class TasksScreen(Page):
         table.add_column("ex", key="ex", width=3)
         self.sg.selection.subscribe(self, self._on_selection)
         self.refresh_tasks()
-        table.focus()
 
     def _on_selection(self, what: str) -> None:
         if what == "task":

@@ -31,15 +31,15 @@ def latest_session(rows: list[dict]) -> list[dict]:
     return rows[start:]
 
 
-class TrainScreen(Page):
+class TrainPage(Page):
     PAGE = "train"
     BINDINGS = [
         Binding("t", "train", "Train"),
         Binding("c", "cancel", "Cancel training"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.run_id: int | None = None
         self.training_run: int | None = None
         self.cancelled = False

@@ -4,9 +4,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
+from textual.content import Content
 from textual.app import ComposeResult
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Static, TextArea
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static, TextArea
 
 if TYPE_CHECKING:
     from .app import SgtuiApp
@@ -19,12 +21,50 @@ class NavBar(Static):
     """One line: the screens with their number keys, clickable."""
 
     def __init__(self, current: str) -> None:
+        super().__init__(self.markup_for(current), classes="navbar", markup=True)
+
+    @staticmethod
+    def markup_for(current: str) -> str:
         parts = []
         for i, (name, title) in enumerate(PAGES, 1):
             style = "reverse bold" if name == current else "bold"
             parts.append(f"[@click=app.goto('{name}')][{style}] {i} {title} [/][/]")
         parts.append("[@click=app.help][dim] ? help[/][/]")
-        super().__init__(" ".join(parts), classes="navbar", markup=True)
+        return " ".join(parts)
+
+    def set_current(self, current: str) -> None:
+        self.update(self.markup_for(current))
+
+
+class KeyBar(Static):
+    """The footer of key bindings: what the focused widget, its page, the screen and the app
+    bind, as one line of text. (Textual's Footer rebuilds a widget per key on every focus
+    change, which made switching pages take several times longer on a small machine.) A click
+    on a key presses it."""
+
+    DEFAULT_CSS = "KeyBar { height: 1; dock: bottom; background: $panel; }"
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self._bindings_changed(self.screen)
+
+    def _bindings_changed(self, screen: object) -> None:
+        seen: set[str] = set()
+        parts = []
+        for _node, binding, enabled, _tip in self.screen.active_bindings.values():
+            if not binding.show or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            key = self.app.get_key_display(binding)
+            if enabled:
+                parts.append(f"[@click=press({binding.key!r})][bold $accent] {key}[/] "
+                             f"{binding.description}[/]")
+            else:
+                parts.append(f"[dim] {key} {binding.description}[/]")
+        self.update(Content.from_markup(" ".join(parts)) if parts else "")
+
+    def action_press(self, key: str) -> None:
+        self.app.simulate_key(key)
 
 
 class _Common:
@@ -43,18 +83,27 @@ class _Common:
                 t.cursor_blink = False
 
 
-class Page(_Common, Screen):
-    """A top-level screen with the navigation bar above and the footer of bindings below."""
+class Page(_Common, Vertical):
+    """One of the six screens. All of them live in the main screen's content switcher, so
+    going from one to another only changes which is displayed (fast, and a hidden one keeps
+    taking live updates). Its bindings apply while the focus is inside it."""
 
     PAGE = ""
+    MAIN = "DataTable"  # what gets the focus when the page is shown
 
     def compose(self) -> ComposeResult:
-        yield NavBar(self.PAGE)
         yield from self.compose_page()
-        yield Footer()
 
     def compose_page(self) -> ComposeResult:
         yield from ()
+
+    def on_page_shown(self) -> None:
+        """Called each time the page is brought to the front."""
+
+    def focus_main(self) -> None:
+        found = self.query(self.MAIN)
+        if found:
+            found.first().focus()
 
 
 class Modal(_Common, ModalScreen):

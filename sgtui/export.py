@@ -1,0 +1,240 @@
+"""Exporting a trained adapter: as is, merged into the base model, or as a llama.cpp LoRA GGUF.
+
+- adapter: a copy of the peft folder (adapter_model.safetensors + adapter_config.json);
+- merged:  base + LoRA merged (merge_and_unload) into a Hugging Face folder, safetensors;
+- gguf:    a LoRA adapter GGUF that llama.cpp loads beside the base GGUF
+           (Llama(model_path=base.gguf, lora_path=adapter.gguf)).
+
+The GGUF is written with the `gguf` package (llama.cpp's convert_lora_to_gguf.py is not in the
+llama-cpp-python wheel). What llama.cpp expects (src/llama-adapter.cpp): general.type
+"adapter", adapter.type "lora", adapter.lora.alpha (float32), general.architecture equal to the
+base's; per adapted weight W (ggml shape ne = [in, out]) a pair "<W name>.lora_a" with
+ne = [in, r] and "<W name>.lora_b" with ne = [r, out], i.e. peft's lora_A (r x in) and lora_B
+(out x r) as they are in numpy order; it scales by alpha / r. For the llama architecture the
+HF-to-GGUF converter permutes the rows of attn_q / attn_k for its rope layout (and transformers
+un-permutes them when it reads a GGUF), so lora_B of q_proj / k_proj gets the same row
+permutation. tests/test_export.py checks this against transformers + peft.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SgtuiError
+
+FORMATS = ("adapter", "merged", "gguf")
+ADAPTER_FILE = "adapter_model.safetensors"
+# peft key: [base_model.model.]<module>.lora_A[.<adapter name>].weight
+_PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])"
+                       r"(?:\.[A-Za-z0-9_]+)?\.weight$")
+# Hugging Face model_type -> llama.cpp architecture, where the names differ
+_HF_ARCH = {"mistral": "llama"}
+# architectures whose HF-to-GGUF conversion permutes the q/k rows (convert_hf_to_gguf.py)
+_PERMUTED_QK = {"llama"}
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    arch: str
+    n_blocks: int
+    n_head: int
+    n_head_kv: int
+    shapes: dict[str, tuple[int, ...]]  # GGUF tensor name -> ne (empty for a HF folder)
+
+
+def find_adapter(store, run_id: int) -> Path:
+    from .training import adapter_dir
+    rows = store.artifacts(run_id, "adapter")
+    candidates = [Path(r["path"]) for r in reversed(rows)] + [adapter_dir(run_id)]
+    for c in candidates:
+        if (c / ADAPTER_FILE).is_file() and (c / "adapter_config.json").is_file():
+            return c
+    raise SgtuiError(f"run {run_id} has no trained adapter", path=str(candidates[-1]),
+                     fix=f"train it first: sgtui train {run_id}")
+
+
+def base_model_of(adapter: Path, fallback: str | None = None) -> str:
+    info = adapter / "sgtui_training.json"
+    if info.is_file():
+        return json.loads(info.read_text())["base_model"]
+    if fallback:
+        return fallback
+    raise SgtuiError("the adapter does not say which base model it was trained on",
+                     path=str(adapter), fix="pass --base with the base model")
+
+
+def default_out(run_id: int, fmt: str) -> Path:
+    from .training import run_dir
+    name = {"adapter": "adapter", "merged": "merged", "gguf": "adapter.gguf"}[fmt]
+    return run_dir(run_id) / "export" / name
+
+
+def export_run(store, run_id: int, fmt: str, out: str | Path | None = None,
+               base: str | None = None, trust_remote_code: bool = False) -> Path:
+    """Export run `run_id`'s adapter and record it as an artifact "export-<fmt>"."""
+    if fmt not in FORMATS:
+        raise SgtuiError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    adapter = find_adapter(store, run_id)
+    dest = Path(out) if out else default_out(run_id, fmt)
+    base_model = base or base_model_of(adapter, store.run(run_id)["model"])
+    if fmt == "adapter":
+        path = export_adapter(adapter, dest)
+    elif fmt == "merged":
+        path = export_merged(adapter, base_model, dest, trust_remote_code)
+    else:
+        path = export_gguf(adapter, base_model, dest)
+    store.add_artifact(run_id, f"export-{fmt}", str(path), {"base_model": base_model,
+                                                            "adapter": str(adapter)})
+    return path
+
+
+def export_adapter(adapter: Path, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(adapter, dest)
+    return dest
+
+
+def export_merged(adapter: Path, base_model: str | Path, dest: Path,
+                  trust_remote_code: bool = False) -> Path:
+    from backends.training import _forget_gguf_quantizer, hf_folder
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = hf_folder(base_model, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto",
+                                                 trust_remote_code=trust_remote_code)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    _forget_gguf_quantizer(model)
+    tmp = dest.parent / f".{dest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
+
+# -- GGUF -------------------------------------------------------------------------------------
+def base_info(base_model: str | Path) -> BaseInfo:
+    """Architecture and head counts from the base GGUF (or a HF folder's config.json)."""
+    p = Path(base_model)
+    if p.is_file():
+        from backends.llama_cpp import check_gguf
+        from gguf import GGUFReader
+        check_gguf(p)
+        reader = GGUFReader(str(p))
+
+        def field(key: str, default=None):
+            f = reader.fields.get(key)
+            return f.contents() if f is not None else default
+
+        arch = field("general.architecture")
+        n_head = int(field(f"{arch}.attention.head_count", 0) or 0)
+        shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+        return BaseInfo(arch, int(field(f"{arch}.block_count")), n_head,
+                        int(field(f"{arch}.attention.head_count_kv", n_head) or n_head), shapes)
+    cfg_path = p / "config.json"
+    if not cfg_path.is_file():
+        raise SgtuiError("base model not found (no GGUF file, no config.json)", path=str(p),
+                         fix="pass --base with the base model's GGUF file")
+    cfg = json.loads(cfg_path.read_text())
+    arch = _HF_ARCH.get(cfg.get("model_type"), cfg.get("model_type"))
+    n_head = int(cfg.get("num_attention_heads", 0))
+    return BaseInfo(arch, int(cfg["num_hidden_layers"]), n_head,
+                    int(cfg.get("num_key_value_heads") or n_head), {})
+
+
+def permute_rows(w, n_head: int):
+    """The HF-to-GGUF rope permutation of a q/k projection's output rows (applied to lora_B)."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def gguf_lora_tensors(adapter: Path, info: BaseInfo) -> tuple[dict[str, object], float]:
+    """(GGUF tensor name -> float32 numpy array, alpha for llama.cpp) from a peft adapter."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("use_dora"):
+        raise SgtuiError("only plain LoRA adapters can be written as GGUF", path=str(adapter),
+                         fix="export --format merged instead")
+    if cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("modules_to_save"):
+        raise SgtuiError("the adapter uses per-module ranks, alphas or saved modules, which a "
+                         "llama.cpp LoRA GGUF cannot hold", path=str(adapter),
+                         fix="export --format merged instead")
+    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    if cfg.get("use_rslora"):  # rsLoRA scales by alpha/sqrt(r); llama.cpp by alpha/r
+        alpha *= math.sqrt(r)
+    arch_enum = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == info.arch), None)
+    if arch_enum is None:
+        raise SgtuiError(f"llama.cpp does not know the architecture {info.arch!r}",
+                         path=str(adapter), fix="export --format merged instead")
+    names = gguf.get_tensor_name_map(arch_enum, info.n_blocks)
+    raw = load_file(str(adapter / ADAPTER_FILE))
+    pairs: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in raw.items():
+        m = _PEFT_KEY.match(key)
+        if not m:
+            raise SgtuiError(f"unexpected tensor {key!r} in the adapter (only LoRA A/B "
+                             "matrices can be exported)", path=str(adapter),
+                             fix="export --format merged instead")
+        pairs.setdefault(m["module"], {})[m["ab"]] = value.astype(np.float32)
+    out: dict[str, object] = {}
+    for module, ab in sorted(pairs.items()):
+        target = names.get_name(module)
+        if target is None or set(ab) != {"A", "B"}:
+            raise SgtuiError(f"cannot map the adapted module {module!r} to a llama.cpp tensor",
+                             path=str(adapter), fix="export --format merged instead")
+        a, b = ab["A"], ab["B"]
+        if info.arch in _PERMUTED_QK and target.endswith(".attn_q"):
+            b = permute_rows(b, info.n_head)
+        elif info.arch in _PERMUTED_QK and target.endswith(".attn_k"):
+            b = permute_rows(b, info.n_head_kv)
+        weight = target + ".weight"
+        base_shape = info.shapes.get(weight)
+        if info.shapes and base_shape is None:
+            raise SgtuiError(f"the base GGUF has no tensor {weight!r}", path=str(adapter),
+                             fix="pass the base model the adapter was trained on")
+        # ggml ne of A is [in, r], of B [r, out]; the base weight's ne is [in, out]
+        if base_shape is not None and (base_shape[0] != a.shape[1] or base_shape[1] != b.shape[0]):
+            raise SgtuiError(f"the adapter's {weight} does not fit the base model's shape "
+                             f"{list(base_shape)}", path=str(adapter),
+                             fix="pass the base model the adapter was trained on")
+        out[weight + ".lora_a"] = np.ascontiguousarray(a)
+        out[weight + ".lora_b"] = np.ascontiguousarray(b)
+    if not out:
+        raise SgtuiError("the adapter holds no LoRA tensors", path=str(adapter),
+                         fix="train the run again")
+    return out, alpha
+
+
+def export_gguf(adapter: Path, base_model: str | Path, dest: Path) -> Path:
+    import gguf
+
+    info = base_info(base_model)
+    tensors, alpha = gguf_lora_tensors(adapter, info)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp"
+    writer = gguf.GGUFWriter(str(tmp), info.arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    writer.add_name(f"sgtui LoRA adapter for {Path(base_model).name}")
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(dest)
+    return dest
