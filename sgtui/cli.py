@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--db")
 
+    p = sub.add_parser("search", help="the paper's 'one parameter fits all' grid search")
+    p.add_argument("--tasks", required=True, help="comma-separated task files or NI task ids")
+    p.add_argument("--grid", default=None, help="key=v1,v2;key=... over mode, gen_temperature, "
+                   "rounds, small_filters, epochs")
+    p.add_argument("--name", default="default", help="the search's name (resume by reusing it)")
+    p.add_argument("--split", default="validation", help="NI split to score on")
+    p.add_argument("--eval-limit", type=int, default=50)
+    p.add_argument("--db")
+
     p = sub.add_parser("doctor", help="show the bundled model, backends and data folder")
 
     p = sub.add_parser("tui", help="open the terminal UI")
@@ -211,6 +220,21 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .paths import bundled_model
+    from .search import DEFAULT_GRID, parse_grid, real_measure, run_search
+    store = _store(args.db)
+    configs = parse_grid(args.grid or DEFAULT_GRID)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    measure = real_measure(store, str(bundled_model()), args.split, args.eval_limit, {})
+    ranking = run_search(store, args.name, configs, tasks, measure)
+    for typ in sorted({r.task_type for r in ranking}):
+        print(f"\n{typ}: configurations by minimum improvement over base few-shot")
+        for r in [r for r in ranking if r.task_type == typ]:
+            print(f"  {r.min_delta:+6.1f}  {json.dumps(r.config, sort_keys=True)}")
+    return 0
+
+
 def cmd_tui(args) -> int:
     try:
         from .tui.app import run_app
@@ -224,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"generate": cmd_generate, "samples": cmd_samples, "mark": cmd_mark,
-                "runs": cmd_runs, "doctor": cmd_doctor, "tui": cmd_tui, None: cmd_tui,
+                "runs": cmd_runs, "doctor": cmd_doctor, "search": cmd_search, "tui": cmd_tui, None: cmd_tui,
                 "eval": cli_eval.cmd_eval}
     from . import cli_train
     handlers.update(cli_train.HANDLERS)

@@ -59,6 +59,13 @@ def m002_training_and_eval(db: sqlite_utils.Database) -> None:
                             "meta": str}, pk="id")
 
 
+@migration
+def m003_search(db: sqlite_utils.Database) -> None:
+    db["search_cells"].create({"search": str, "config": str, "task": str, "task_type": str,
+                               "base": float, "score": float, "delta": float, "cell": str,
+                               "created": float}, pk=("search", "config", "task"))
+
+
 def now() -> float:
     return time.time()
 

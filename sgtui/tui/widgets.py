@@ -42,13 +42,22 @@ class KeyBar(Static):
     change, which made switching pages take several times longer on a small machine.) A click
     on a key presses it."""
 
-    DEFAULT_CSS = "KeyBar { height: 1; dock: bottom; background: $panel; }"
+    DEFAULT_CSS = "KeyBar { height: 1; background: $panel; }"
 
     def on_mount(self) -> None:
+        self._markup = ""
+        self._pending = False
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
-        self._bindings_changed(self.screen)
+        self._show_keys()
 
     def _bindings_changed(self, screen: object) -> None:
+        # one focus change fires this several times; redraw once, after they settle
+        if not self._pending:
+            self._pending = True
+            self.call_after_refresh(self._show_keys)
+
+    def _show_keys(self) -> None:
+        self._pending = False
         seen: set[str] = set()
         parts = []
         for _node, binding, enabled, _tip in self.screen.active_bindings.values():
@@ -61,7 +70,10 @@ class KeyBar(Static):
                              f"{binding.description}[/]")
             else:
                 parts.append(f"[dim] {key} {binding.description}[/]")
-        self.update(Content.from_markup(" ".join(parts)) if parts else "")
+        markup = " ".join(parts)
+        if markup != self._markup:
+            self._markup = markup
+            self.update(Content.from_markup(markup))
 
     def action_press(self, key: str) -> None:
         self.app.simulate_key(key)
