@@ -17,6 +17,7 @@ next waiting candidate at once: continuous batching.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class _Candidate:
     ready: bool = False          # the prompt is in the cache and `pending` can be decoded
     pending: int = 0             # the token to decode next
     pos: int = 0                 # its position
+    branch: int = -1             # candidates with equal branch have the same history
     tokens: list[int] = field(default_factory=list)
     buf: bytearray = field(default_factory=bytearray)
     scanned: int = 0             # characters already searched for stop strings
@@ -73,6 +75,23 @@ class _Group:
     @property
     def prefilled(self) -> bool:
         return self.filled >= len(self.tokens)
+
+
+@dataclass
+class _Call:
+    """The state of one generate() call."""
+
+    params: SamplingParams
+    plan: "BatchPlan"
+    prefix_len: int
+    stops: tuple[str, ...]
+    want_logprob: bool
+    waiting: deque[_Group]
+    active: list[_Group] = field(default_factory=list)
+    running: list[_Candidate] = field(default_factory=list)
+    free_seqs: list[int] = field(default_factory=list)
+    reserved: int = 0
+    branches: Iterator[int] = field(default_factory=itertools.count)
 
 
 @dataclass(frozen=True)
@@ -207,7 +226,9 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         p.n_seq_max = plan.n_seq_max
         p.n_batch = p.n_ubatch = 512
         src = self.llm.context_params
-        p.n_threads, p.n_threads_batch = src.n_threads, src.n_threads_batch
+        # The thread count asked for applies to prompt chunks too (llama-cpp-python would use
+        # every core for them); on a shared machine more threads than free cores collapse.
+        p.n_threads = p.n_threads_batch = src.n_threads
         p.kv_unified = True  # one cell pool: copied sequences share cells
         p.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
                              else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
@@ -229,7 +250,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                                  "context", path=self.model_path)
         self._ctx, self._ctx_plan = ctx, plan
         self._batch_size = L.llama_n_batch(ctx)
-        self._batch = L.llama_batch_init(self._batch_size, 0, 1)
+        self._batch = L.llama_batch_init(self._batch_size, 0, plan.n_seq_max)
 
     # -- tokens ---------------------------------------------------------------------------
     def _tokenize(self, prompt: str) -> list[int]:
@@ -293,137 +314,160 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             n = common_prefix([g.tokens[:-1] for g in groups])
             if n >= MIN_SHARED_PREFIX:
                 prefix = groups[0].tokens[:n]
-        k = groups[0].k
         shortest = min(len(g.tokens) for g in groups)
         max_new = max(1, min(params.max_tokens, self.n_ctx - shortest - 1))
-        plan = plan_batch([len(g.tokens) for g in groups], k, max_new, len(prefix),
+        plan = plan_batch([len(g.tokens) for g in groups], groups[0].k, max_new, len(prefix),
                           self.n_parallel, self.cell_bytes, self.kv_budget)
         self._ensure_context(plan)
-        ctx = self._ctx
-        mem = L.llama_get_memory(ctx)
-        want_logprob = params.best_of is not None and params.best_of > params.n
-        stops = tuple(s for s in params.stop if s)
-        free_seqs = list(range(plan.n_seq_max - 1, 0, -1))
-        waiting = deque(groups)
-        active: list[_Group] = []
-        running: list[_Candidate] = []
-        reserved = len(prefix)
-        block = min(k, plan.n_parallel)
+        mem = L.llama_get_memory(self._ctx)
+        call = _Call(params, plan, len(prefix), tuple(s for s in params.stop if s),
+                     params.best_of is not None and params.best_of > params.n,
+                     deque(groups), free_seqs=list(range(plan.n_seq_max - 1, 0, -1)),
+                     reserved=len(prefix))
         try:
             L.llama_memory_seq_keep(mem, 0)
             self._load_prefix(prefix, mem)
-            while waiting or active:
-                # Admission: the rest of the prompts in flight first, one slot at a time; a
-                # new prompt only when a block of slots is free, so that its candidates start
-                # together and all draw their first token from the prompt's own logits.
-                while len(running) < plan.n_parallel and free_seqs:
-                    g = next((a for a in active if a.started < a.k), None)
-                    new = g is None
-                    if new:
-                        free = plan.n_parallel - len(running)
-                        if not waiting or len(free_seqs) < 2 or (running and free < block):
-                            break
-                        g = waiting[0]
-                    g_max = max(1, min(params.max_tokens, self.n_ctx - len(g.tokens) - 1))
-                    cells = 1 + g_max
-                    if new:
-                        g.n_prefix = len(prefix)
-                        cells += g.prompt_cells
-                    if running and reserved + cells > plan.kv_cells:
-                        break
-                    reserved += cells
-                    if new:
-                        waiting.popleft()
-                        g.holder = free_seqs.pop()
-                        L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
-                        g.filled = g.n_prefix
-                        active.append(g)
-                    seed = (g.seed + g.started) % (2**31)
-                    running.append(_Candidate(g, g.started, free_seqs.pop(),
-                                              self._sampler(params, seed), g_max))
-                    g.started += 1
-                    g.live += 1
-                # A candidate started after its prompt's logits are gone decodes the prompt's
-                # last token again in its own sequence.
-                for c in running:
-                    if not c.ready and c.group.prefilled:
-                        g = c.group
-                        L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
-                        L.llama_memory_seq_rm(mem, c.seq, len(g.tokens) - 1, -1)
-                        c.ready, c.pending, c.pos = True, g.tokens[-1], len(g.tokens) - 1
-                # One decode: a token for each ready candidate, then prompt chunks.
-                dec = [c for c in running if c.ready]
-                n = 0
-                for c in dec:
-                    self._put(n, c.pending, c.pos, c.seq, True)
-                    n += 1
-                n_out = n
-                primed: list[tuple[_Group, int, int]] = []  # prompt, batch index, output row
-                for g in active:
-                    end = len(g.tokens)
-                    while g.filled < end and n < self._batch_size:
-                        last = g.filled == end - 1
-                        self._put(n, g.tokens[g.filled], g.filled, g.holder, last)
-                        if last:
-                            primed.append((g, n, n_out))
-                            n_out += 1
-                        g.filled += 1
-                        n += 1
-                if n == 0:
-                    raise RuntimeError("batched decoding stalled with nothing to decode")
-                self._batch.n_tokens = n
-                rc = L.llama_decode(ctx, self._batch)
+            while call.waiting or call.active:
+                self._admit(call, mem)
+                self._start_late(call, mem)
+                entries, primed = self._fill_batch(call)
+                rc = L.llama_decode(self._ctx, self._batch)
                 if rc != 0:
                     raise SgtuiError(f"llama.cpp could not decode a batch (code {rc})",
                                      path=self.model_path,
                                      fix="pass a smaller n_parallel, or use --backend "
                                          "llama-cpp-sequential")
-                lse = self._logsumexp(n_out) if want_logprob else None
-                finished: list[_Candidate] = []
-                for r, c in enumerate(dec):
-                    tok = L.llama_sampler_sample(c.sampler, ctx, r)
-                    lp = float(lse[1][r, tok] - lse[0][r]) if lse is not None else 0.0
-                    c.pos += 1
-                    if self._accept(c, tok, lp, stops):
-                        finished.append(c)
-                for g, idx, row in primed:
-                    for c in running:
-                        if c.group is g and not c.ready:
-                            L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
-                            c.ready, c.pos = True, len(g.tokens)
-                            tok = L.llama_sampler_sample(c.sampler, ctx, idx)
-                            lp = float(lse[1][row, tok] - lse[0][row]) if lse is not None else 0.0
-                            if self._accept(c, tok, lp, stops):
-                                finished.append(c)
-                out: list[Completion] = []
-                for c in finished:
-                    running.remove(c)
-                    L.llama_memory_seq_rm(mem, c.seq, -1, -1)
-                    L.llama_sampler_free(c.sampler)
-                    c.sampler = None
-                    free_seqs.append(c.seq)
-                    reserved -= 1 + c.max_new
-                    g = c.group
-                    g.live -= 1
-                    g.done.append(c)
-                    if g.k == params.n:
-                        out.append(self._completion(c, c.number))
-                    if g.live == 0 and g.started == g.k:
-                        if g.k > params.n:
-                            best = sorted(g.done, key=lambda d: (-d.logprob, d.number))
-                            out.extend(self._completion(d, i) for i, d in enumerate(best[:params.n]))
-                        L.llama_memory_seq_rm(mem, g.holder, -1, -1)
-                        free_seqs.append(g.holder)
-                        reserved -= g.prompt_cells
-                        active.remove(g)
-                yield from out
+                finished = self._sample(call, entries, primed, mem)
+                yield from self._retire(call, finished, mem)
         finally:
-            for c in running:
+            for c in call.running:
                 if c.sampler is not None:
                     L.llama_sampler_free(c.sampler)
                     c.sampler = None
             if self._ctx is not None:
                 L.llama_memory_seq_keep(L.llama_get_memory(self._ctx), 0)
+
+    def _admit(self, call: _Call, mem) -> None:
+        """Give free slots to candidates: the rest of the prompts in flight first, one slot at a
+        time; a new prompt only when a block of slots is free, so that its candidates start
+        together and all draw their first token from the prompt's own logits."""
+        L, plan = self._L, call.plan
+        block = min(call.waiting[0].k if call.waiting else 1, plan.n_parallel)
+        while len(call.running) < plan.n_parallel and call.free_seqs:
+            g = next((a for a in call.active if a.started < a.k), None)
+            new = g is None
+            if new:
+                free = plan.n_parallel - len(call.running)
+                if not call.waiting or len(call.free_seqs) < 2 or (call.running and free < block):
+                    return
+                g = call.waiting[0]
+                g.n_prefix = call.prefix_len
+            g_max = max(1, min(call.params.max_tokens, self.n_ctx - len(g.tokens) - 1))
+            cells = 1 + g_max + (g.prompt_cells if new else 0)
+            if call.running and call.reserved + cells > plan.kv_cells:
+                return
+            call.reserved += cells
+            if new:
+                call.waiting.popleft()
+                g.holder = call.free_seqs.pop()
+                L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
+                g.filled = g.n_prefix
+                call.active.append(g)
+            seed = (g.seed + g.started) % (2**31)
+            call.running.append(_Candidate(g, g.started, call.free_seqs.pop(),
+                                           self._sampler(call.params, seed), g_max))
+            g.started += 1
+            g.live += 1
+
+    def _start_late(self, call: _Call, mem) -> None:
+        """A candidate admitted after its prompt's logits are gone decodes the prompt's last
+        token again in its own sequence."""
+        L = self._L
+        for c in call.running:
+            g = c.group
+            if not c.ready and g.prefilled:
+                L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
+                L.llama_memory_seq_rm(mem, c.seq, len(g.tokens) - 1, -1)
+                c.ready, c.pending, c.pos = True, g.tokens[-1], len(g.tokens) - 1
+                c.branch = next(call.branches)
+
+    def _fill_batch(self, call: _Call) -> tuple[list[list[_Candidate]], list[tuple[_Group, int]]]:
+        """Candidates with the same history (same prompt, same tokens so far) have the same
+        cache and logits: they share one batch token tagged with all their sequence ids, and
+        each draws from that row with its own sampler. Then prompt chunks fill the batch."""
+        by_key: dict[tuple[int, int], list[_Candidate]] = {}
+        for c in call.running:
+            if c.ready:
+                by_key.setdefault((c.branch, c.pending), []).append(c)
+        entries = list(by_key.values())
+        for n, cs in enumerate(entries):
+            self._put(n, cs[0].pending, cs[0].pos, [c.seq for c in cs], True)
+        n = len(entries)
+        primed: list[tuple[_Group, int]] = []  # prompts whose last token is in this batch
+        for g in call.active:
+            end = len(g.tokens)
+            while g.filled < end and n < self._batch_size:
+                last = g.filled == end - 1
+                self._put(n, g.tokens[g.filled], g.filled, [g.holder], last)
+                if last:
+                    primed.append((g, n))
+                g.filled += 1
+                n += 1
+        if n == 0:
+            raise RuntimeError("batched decoding stalled with nothing to decode")
+        self._batch.n_tokens = n
+        return entries, primed
+
+    def _sample(self, call: _Call, entries: list[list[_Candidate]],
+                primed: list[tuple[_Group, int]], mem) -> list[_Candidate]:
+        L, ctx = self._L, self._ctx
+        n_out = len(entries) + len(primed)
+        lse, logits = self._logsumexp(n_out) if call.want_logprob else (None, None)
+        rows: list[tuple[int, int, list[_Candidate]]] = [
+            (r, r, cs) for r, cs in enumerate(entries)]
+        for j, (g, idx) in enumerate(primed):
+            cs = [c for c in call.running if c.group is g and not c.ready]
+            for c in cs:
+                L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
+                c.ready, c.pos, c.branch = True, len(g.tokens) - 1, next(call.branches)
+            rows.append((idx, len(entries) + j, cs))
+        finished: list[_Candidate] = []
+        for idx, row, cs in rows:
+            forks: dict[int, int] = {}
+            for c in cs:
+                tok = L.llama_sampler_sample(c.sampler, ctx, idx)
+                lp = float(logits[row, tok] - lse[row]) if lse is not None else 0.0
+                c.pos += 1
+                # candidates that drew the same token still share a history
+                c.branch = forks.setdefault(tok, next(call.branches))
+                if self._accept(c, tok, lp, call.stops):
+                    finished.append(c)
+        return finished
+
+    def _retire(self, call: _Call, finished: list[_Candidate], mem) -> list[Completion]:
+        L, params = self._L, call.params
+        out: list[Completion] = []
+        for c in finished:
+            call.running.remove(c)
+            L.llama_memory_seq_rm(mem, c.seq, -1, -1)
+            L.llama_sampler_free(c.sampler)
+            c.sampler = None
+            call.free_seqs.append(c.seq)
+            call.reserved -= 1 + c.max_new
+            g = c.group
+            g.live -= 1
+            g.done.append(c)
+            if g.k == params.n:
+                out.append(self._completion(c, c.number))
+            if g.live == 0 and g.started == g.k:
+                if g.k > params.n:
+                    best = sorted(g.done, key=lambda d: (-d.logprob, d.number))
+                    out.extend(self._completion(d, i) for i, d in enumerate(best[:params.n]))
+                L.llama_memory_seq_rm(mem, g.holder, -1, -1)
+                call.free_seqs.append(g.holder)
+                call.reserved -= g.prompt_cells
+                call.active.remove(g)
+        return out
 
     def _accept(self, c: _Candidate, tok: int, logprob: float, stops: tuple[str, ...]) -> bool:
         """Take a sampled token; True when the candidate is finished."""
@@ -449,7 +493,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         for start in range(keep, len(prefix), self._batch_size):
             chunk = prefix[start:start + self._batch_size]
             for i, tok in enumerate(chunk):
-                self._put(i, tok, start + i, 0, False)
+                self._put(i, tok, start + i, [0], False)
             self._batch.n_tokens = len(chunk)
             rc = self._L.llama_decode(self._ctx, self._batch)
             if rc != 0:
@@ -459,12 +503,14 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                                  path=self.model_path)
             self._prefix = prefix[:start + len(chunk)]
 
-    def _put(self, i: int, tok: int, pos: int, seq: int, logits: bool) -> None:
+    def _put(self, i: int, tok: int, pos: int, seqs: list[int], logits: bool) -> None:
         b = self._batch
         b.token[i] = tok
         b.pos[i] = pos
-        b.n_seq_id[i] = 1
-        b.seq_id[i][0] = seq
+        b.n_seq_id[i] = len(seqs)
+        ids = b.seq_id[i]
+        for j, s in enumerate(seqs):
+            ids[j] = s
         b.logits[i] = logits
 
     def _logsumexp(self, rows: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -243,6 +244,23 @@ def cmd_tui(args) -> int:
     return run_app(db=getattr(args, "db", None), model=getattr(args, "model", None)) or 0
 
 
+def _database_error(e: Exception, db: str | None) -> str | None:
+    """A clear message for SQLite failures the person can act on; None for the rest (bugs)."""
+    from .paths import default_db
+    text = str(e)
+    path = db or default_db()
+    if "disk is full" in text:  # SQLITE_FULL: "database or disk is full"
+        return (f"{path}: the disk is full; everything committed so far is kept.\n"
+                "  fix: free some space, then resume the run (sgtui generate --resume RUN)")
+    if "malformed" in text or "not a database" in text:
+        return (f"{path}: the database is damaged ({text})\n  fix: restore a backup, or "
+                "salvage it with `sqlite3 DB .recover`, or pass --db to use another database")
+    if "locked" in text or "busy" in text:
+        return (f"{path}: the database stayed locked by another process ({text})\n"
+                "  fix: wait for the other sgtui process to finish, then try again")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -267,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
                   "so far is kept.\n  fix: free some space, then resume the run", file=sys.stderr)
             return 2
         raise
+    except sqlite3.DatabaseError as e:
+        message = _database_error(e, getattr(args, "db", None))
+        if message is None:
+            raise
+        print(f"sgtui: {message}", file=sys.stderr)
+        return 2
     sys.stdout.flush()
     return code or 0
 

@@ -22,6 +22,7 @@ import math
 import re
 import shutil
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import SgtuiError
@@ -127,20 +128,33 @@ def base_info(base_model: str | Path) -> BaseInfo:
     """Architecture and head counts from the base GGUF (or a HF folder's config.json)."""
     p = Path(base_model)
     if p.is_file():
-        from backends.llama_cpp import check_gguf
-        from gguf import GGUFReader
-        check_gguf(p)
-        reader = GGUFReader(str(p))
+        st = p.stat()
+        return _gguf_info(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    return _hf_info(p)
 
-        def field(key: str, default=None):
-            f = reader.fields.get(key)
-            return f.contents() if f is not None else default
 
-        arch = field("general.architecture")
-        n_head = int(field(f"{arch}.attention.head_count", 0) or 0)
-        shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
-        return BaseInfo(arch, int(field(f"{arch}.block_count")), n_head,
-                        int(field(f"{arch}.attention.head_count_kv", n_head) or n_head), shapes)
+@lru_cache(maxsize=4)
+def _gguf_info(path: str, size: int, mtime_ns: int) -> BaseInfo:
+    """Reading a GGUF's header takes seconds (its vocabulary is parsed in Python): once per
+    file version."""
+    p = Path(path)
+    from backends.llama_cpp import check_gguf
+    from gguf import GGUFReader
+    check_gguf(p)
+    reader = GGUFReader(str(p))
+
+    def field(key: str, default=None):
+        f = reader.fields.get(key)
+        return f.contents() if f is not None else default
+
+    arch = field("general.architecture")
+    n_head = int(field(f"{arch}.attention.head_count", 0) or 0)
+    shapes = {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors}
+    return BaseInfo(arch, int(field(f"{arch}.block_count")), n_head,
+                    int(field(f"{arch}.attention.head_count_kv", n_head) or n_head), shapes)
+
+
+def _hf_info(p: Path) -> BaseInfo:
     cfg_path = p / "config.json"
     if not cfg_path.is_file():
         raise SgtuiError("base model not found (no GGUF file, no config.json)", path=str(p),

@@ -144,8 +144,14 @@ def parse_task(data: object, source: str = "<task>") -> Task:
     if metric not in ("rouge", "exact_match"):
         raise _fail(source, f"field 'metric' must be 'rouge' or 'exact_match', got {metric!r}",
                     "remove 'metric' to use the default for the task type")
-    return Task(name=name.strip(), type=ttype, instruction=instruction, examples=examples,
+    task = Task(name=name.strip(), type=ttype, instruction=instruction, examples=examples,
                 labels=labels, extra_noise_terms=noise, metric=metric, source=source)
+    try:
+        task.to_json().encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. a "\ud800" escape in JSON
+        raise _fail(source, f"the task holds text that is not valid Unicode ({e.object[e.start]!r})",
+                    "remove the broken character (a lone \\uD800-\\uDFFF escape)") from None
+    return task
 
 
 def load_task(path: str | Path) -> Task:
@@ -180,7 +186,8 @@ def load_task(path: str | Path) -> Task:
 def task_to_toml(task: Task) -> str:
     """Serialise a task as this project's TOML format (used by the TUI's task editor)."""
     def q(s: str) -> str:
-        return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        # a JSON string is a TOML basic string, except that TOML also forbids a raw DEL
+        return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
 
     lines = [f"name = {q(task.name)}", f"type = {q(task.type)}", f"instruction = {q(task.instruction)}"]
     if task.labels:

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from .store import Store
 
     # SIGTERM (cancel) ends through Python, so the lock is released; memory goes with the process
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     store = None
     rdir = run_dir(args.run)
     try:
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         if store is not None:
             store.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

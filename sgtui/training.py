@@ -30,7 +30,7 @@ class TrainParams:
     lr: float = 2e-4               # LoRA needs more than the paper's full fine-tuning 5e-5
     rank: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0            # measured: 0.05 made a CPU step 2x slower (docs)
     batch_size: int = 8
     max_len: int = 1024            # examples longer than this (tokens) are dropped and counted
     seed: int = 42                 # the paper's Trainer seed

@@ -136,3 +136,75 @@ def make_app(db, factory: "FakeFactory | None" = None, **kwargs):
     from sgtui.tui.app import SgtuiApp
     return SgtuiApp(db=db, model="fake.gguf", backend="llama-cpp",
                     generator_factory=factory or FakeFactory(), cursor_blink=False, **kwargs)
+
+
+def make_reviewed_run(db, n_kept: int = 3) -> int:
+    """A finished run of the sentiment task written straight into the store: kept answers with
+    votes, inputs dropped by each kind of filter, and one input still waiting for its answer."""
+    from sgtui.config import RunParams
+    from sgtui.paths import REPO_DATA
+    from sgtui.store import Store
+    from sgtui.synthesis import create_run
+    from sgtui.task import load_task
+
+    store = Store(db)
+    task = load_task(REPO_DATA / "tasks" / "sentiment.toml")
+    params = RunParams.defaults_for(task.type).override(rounds=1, per_round=n_kept + 4, n=3)
+    rid = create_run(store, task, params, "fake.gguf", "llama-cpp")
+    slot = 0
+    for i in range(n_kept):
+        label = "positive" if i % 2 == 0 else "negative"
+        store.add_sample(rid, round=0, slot=slot, stage="annotated", input=REVIEW_INPUTS[i],
+                         raw_output=REVIEW_INPUTS[i], pseudo_label=label,
+                         candidates=[label, label, "neutral"], votes={label: 2, "neutral": 1},
+                         output=label, label=label, status="kept")
+        slot += 1
+    for filt, reason, text in (("noise", "contains 'Of course!'", "Of course! Here is a review."),
+                               ("noise", "contains 'input'", "The input was a toaster review."),
+                               ("length", "12 chars, shorter than 40", "Bad product.")):
+        store.add_sample(rid, round=0, slot=slot, stage="input", input=text, raw_output=text,
+                         pseudo_label="positive", status="filtered", filter=filt, reason=reason)
+        slot += 1
+    store.add_sample(rid, round=0, slot=slot, stage="input", input=REVIEW_INPUTS[-1],
+                     raw_output=REVIEW_INPUTS[-1], pseudo_label="negative", status="kept")
+    store.update_run(rid, status="done", stage="done")
+    store.close()
+    return rid
+
+
+FAKE_TRAINER = r"""
+import json, sys, time
+steps, delay = int(sys.argv[1]), float(sys.argv[2])
+print(json.dumps({"event": "start", "backend": "fake", "device": "cpu", "precision": "fp32"}), flush=True)
+for step in range(1, steps + 1):
+    time.sleep(delay)
+    print(json.dumps({"event": "progress", "step": step, "epoch": step / steps,
+                      "loss": 2.0 / step, "tokens_per_s": 100.0, "eta_s": (steps - step) * delay,
+                      "total_steps": steps, "epoch_end": step == steps}), flush=True)
+print(json.dumps({"event": "done", "adapter": "fake-adapter", "steps": steps}), flush=True)
+"""
+
+
+def fake_training_job(steps: int = 5, delay: float = 0.05):
+    """A TrainingJob whose child process is a small script printing the worker's JSON lines:
+    the Train page's process handling (progress, cancel = terminate) runs for real, the
+    training does not."""
+    import subprocess
+    import sys
+
+    from sgtui.training import TrainingJob
+
+    class FakeTrainingJob(TrainingJob):
+        def start(self, db, run_id, params, **kwargs) -> None:
+            self.started_with = (str(db), run_id, params)
+            self.proc = subprocess.Popen([sys.executable, "-c", FAKE_TRAINER, str(steps),
+                                          str(delay)], stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    jobs: list = []
+
+    def factory():
+        jobs.append(FakeTrainingJob())
+        return jobs[-1]
+    factory.jobs = jobs  # type: ignore[attr-defined]
+    return factory

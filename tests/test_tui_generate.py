@@ -63,7 +63,7 @@ async def test_samples_stream_into_the_table(tmp_path):
         store = Store(tmp_path / "g.db")
         rows = store.samples(run_id)
         assert len(rows) == 8
-        table = screen.query_one("#gen-table", DataTable)
+        table = screen.query_one("#gen-table")
         assert table.row_count == 8
         text = screen_text(app)
         assert "8/8" in text and "done" in text
@@ -86,7 +86,7 @@ async def test_pause_stop_and_resume(tmp_path):
         await open_generate(pilot)
         await set_params(pilot, rounds=4, per_round=5, n=2, best_of=2)
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.page("generate").query_one("#gen-table", DataTable).row_count >= 2,
+        await wait_until(pilot, lambda: app.page("generate").query_one("#gen-table").row_count >= 2,
                          what="the first samples")
         await pilot.press("space")
         await wait_until(pilot, lambda: app.gen_state == "paused", what="pause")
@@ -112,7 +112,7 @@ async def test_pause_stop_and_resume(tmp_path):
 
 @pytest.mark.asyncio
 async def test_keys_are_answered_while_generating(tmp_path):
-    factory = FakeFactory(delay=0.02)
+    factory = FakeFactory(delay=0.05)
     app = make_app(tmp_path / "k.db", factory)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_generate(pilot)
@@ -123,7 +123,7 @@ async def test_keys_are_answered_while_generating(tmp_path):
             t = time.monotonic()
             await pilot.press(key)
             await wait_until(pilot, lambda: app.page_name == mode, timeout=2)
-            assert time.monotonic() - t < 1.0
+            assert time.monotonic() - t < 0.5
         assert app.gen_state == "running"
         await pilot.press("x")
         await wait_until(pilot, lambda: app.gen_state == "stopped")

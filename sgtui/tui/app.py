@@ -6,6 +6,7 @@ signals) and keeps what several screens share.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from textual import work
 from textual.app import App
@@ -14,6 +15,7 @@ from textual.signal import Signal
 
 from ..paths import default_db
 from ..store import Store
+from ..training import TrainingJob
 from . import bootstrap
 from .help import HelpScreen
 from .messages import GenerationNotice, GenerationProgress, GenerationState, SamplesArrived
@@ -44,7 +46,8 @@ class SgtuiApp(App):
 
     def __init__(self, db: str | Path | None = None, model: str | None = None,
                  backend: str | None = None, generator_factory: GeneratorFactory | None = None,
-                 cursor_blink: bool = True, train_command: list[str] | None = None) -> None:
+                 cursor_blink: bool = True,
+                 train_job_factory: Callable[[], TrainingJob] | None = None) -> None:
         super().__init__()
         self.db_path = Path(db) if db else default_db()
         self.store = Store(self.db_path)  # the UI thread's own connection
@@ -55,7 +58,7 @@ class SgtuiApp(App):
         if model and model not in self.known_models:
             self.known_models.append(model)
         self.cursor_blink = cursor_blink
-        self.train_command = train_command
+        self.train_job_factory: Callable[[], TrainingJob] = train_job_factory or TrainingJob
         tasks = self.store.tasks()
         self.current_task_id: int | None = tasks[0]["id"] if tasks else None
         runs = self.store.runs()
@@ -68,7 +71,7 @@ class SgtuiApp(App):
         self.gen_stages: dict = {}
         self.selection = Signal[str](self, "selection")      # "task" | "run" | "model"
         self.generation = Signal[object](self, "generation")  # the worker messages
-        self.train_proc = None  # the training child process, owned by the Train screen
+        self.train_job: TrainingJob | None = None  # the training child process (Train page)
 
     # -- navigation ---------------------------------------------------------------------------
     def get_default_screen(self) -> MainScreen:
@@ -107,9 +110,9 @@ class SgtuiApp(App):
 
     def shutdown(self) -> None:
         self.owner.shutdown()
-        proc, self.train_proc = self.train_proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        job, self.train_job = self.train_job, None
+        if job is not None:
+            job.cancel()
 
     # -- shared selection ---------------------------------------------------------------------
     def select_task(self, task_id: int | None) -> None:

@@ -14,8 +14,9 @@ from .messages import Loaded
 from .widgets import Page, short
 
 BASE = "base"
-TUNED = ("fine-tuned", "finetuned", "fine_tuned", "tuned")
-ORDER = {"base": 0, "fine-tuned": 1, "trivial": 2}
+# the fine-tuned model's system name: `sgtui eval` calls it self-guide
+TUNED = ("self-guide", "fine-tuned", "finetuned", "tuned")
+ORDER = {"base": 0, "self-guide": 1, "fine-tuned": 1, "self-icl": 2, "trivial": 3}
 
 
 def pick_tuned(systems: list[str]) -> str | None:
@@ -43,6 +44,7 @@ def score_table(evals: list[dict]) -> tuple[list[str], list[tuple[str, str, dict
 
 class EvaluatePage(Page):
     PAGE = "evaluate"
+    MAIN = "#eval-items"
     BINDINGS = [
         Binding("c", "changed", "Changed only"),
         Binding("n", "next_pair", "Next split"),
@@ -70,7 +72,7 @@ class EvaluatePage(Page):
 
     def on_mount(self) -> None:
         items = self.query_one("#eval-items", DataTable)
-        for key, label, width in (("idx", "#", 4), ("delta", "Δ", 6), ("gold", "gold", 18),
+        for key, label, width in (("idx", "#", 4), ("delta", "Δ", 5), ("gold", "gold", 18),
                                   ("base", "base", 21), ("tuned", "fine-tuned", 21)):
             items.add_column(label, key=key, width=width)
         self.sg.selection.subscribe(self, self._on_selection)
@@ -137,8 +139,8 @@ class EvaluatePage(Page):
             head.append("No run yet.", style="bold")
         elif not self.evals:
             head.append(f"run {self.run_id}: no evaluation yet. ", style="bold")
-            head.append("Evaluate with `sgtui eval` after training; the results appear here.",
-                        style="dim")
+            head.append(f"After training, run `sgtui eval --run {self.run_id}` (with the adapter); "
+                        "the results appear here.", style="dim")
         else:
             head.append(f"run {self.run_id} · {len(self.evals)} evaluations", style="bold")
         self.query_one("#eval-head", Static).update(head)
@@ -222,11 +224,12 @@ class EvaluatePage(Page):
         it = items.get(str(key))
         if it is None:
             return
+        tuned_name = self.pairs[self.pair_index][1]["system"]
         head = Text.assemble(("input: ", "bold"), short(it["input"], 300), "\n",
                              ("gold: ", "bold"), (short(it["gold"], 200), "green"), "\n")
-        base_box.update(Text.assemble(head, ("base", "bold"), f" ({it['base_score']})\n",
+        base_box.update(Text.assemble(head, ("base", "bold"), f" (score {it['base_score']})\n",
                                       it["base"]))
-        tuned_box.update(Text.assemble(("fine-tuned", "bold"), f" ({it['tuned_score']})\n",
+        tuned_box.update(Text.assemble((tuned_name, "bold"), f" (score {it['tuned_score']})\n",
                                        it["tuned"]))
 
     def action_changed(self) -> None:

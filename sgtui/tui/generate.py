@@ -9,16 +9,16 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Label, ProgressBar, Static
+from textual.widgets import Static
 
 from ..config import RunParams
 from ..errors import SgtuiError
 from ..store import Store
 from .messages import GenerationProgress, GenerationState, Loaded, SamplesArrived
 from .model_owner import GenerateRequest
-from .params import ParamsForm, defaults, summary
-from .widgets import Page, answer_of, short, stage_text, status_text
+from .params import defaults, run_params_form, summary
+from .rowtable import Column, RowTable
+from .widgets import Page, answer_of, bar_text, stage_cell, status_cell
 
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "pausing": "yellow",
                "stopping": "yellow", "stopped": "yellow", "failed": "bold red", "done": "bold cyan",
@@ -46,12 +46,13 @@ def stage_counts(rows: dict[int, dict], params: RunParams | None) -> dict:
 
 class GeneratePage(Page):
     PAGE = "generate"
+    MAIN = "RowTable"
     BINDINGS = [
         Binding("s", "start", "Start"),
-        Binding("space", "pause", "Pause/resume"),
+        Binding("space", "pause", "Pause"),
         Binding("x", "stop", "Stop"),
-        Binding("r", "resume", "Resume run"),
-        Binding("p", "params", "Parameters"),
+        Binding("r", "resume", "Resume"),
+        Binding("p", "params", "Params"),
     ]
 
     def __init__(self, id: str | None = None) -> None:
@@ -67,22 +68,13 @@ class GeneratePage(Page):
     def compose_page(self) -> ComposeResult:
         yield Static(id="gen-head")
         yield Static(id="gen-params")
-        with Horizontal(classes="stage-row"):
-            yield Label("inputs   ", classes="stage-label")
-            yield ProgressBar(id="bar-inputs", show_eta=False)
-            yield Label("", id="count-inputs", classes="stage-count")
-        with Horizontal(classes="stage-row"):
-            yield Label("annotate ", classes="stage-label")
-            yield ProgressBar(id="bar-annotate", show_eta=False)
-            yield Label("", id="count-annotate", classes="stage-count")
+        yield Static(id="gen-stages")
         yield Static(id="gen-stats")
-        yield DataTable(id="gen-table", cursor_type="row", zebra_stripes=True)
+        yield RowTable([Column("rs", "r.s", 5), Column("stage", "stage", 6),
+                        Column("input", "input", 30), Column("answer", "answer", 14),
+                        Column("status", "status", 15)], id="gen-table")
 
     def on_mount(self) -> None:
-        table = self.query_one("#gen-table", DataTable)
-        for key, label, width in (("rs", "r.s", 5), ("stage", "stage", 6), ("input", "input", 30),
-                                  ("answer", "answer", 14), ("status", "status", 13)):
-            table.add_column(label, key=key, width=width)
         self.sg.selection.subscribe(self, self._on_selection)
         self.sg.generation.subscribe(self, self._on_generation)
         self._task_changed()
@@ -119,7 +111,7 @@ class GeneratePage(Page):
         self.rows = {}
         self.tps = 0.0
         self.follow = True
-        self.query_one("#gen-table", DataTable).clear()
+        self.query_one("#gen-table", RowTable).clear()
         self.run_row = None
         if run_id is not None:
             self.load_run(run_id)
@@ -141,28 +133,27 @@ class GeneratePage(Page):
         self._merge(rows)
 
     def _merge(self, rows: list[dict]) -> None:
-        table = self.query_one("#gen-table", DataTable)
-        at_end = self.follow and (table.row_count == 0 or table.cursor_row >= table.row_count - 1)
+        table = self.query_one("#gen-table", RowTable)
+        at_end = self.follow and (table.row_count == 0 or table.cursor >= table.row_count - 1)
         for row in rows:
             old = self.rows.get(row["id"])
             if old is not None and (old.get("updated") or 0) > (row.get("updated") or 0):
                 continue  # a live event newer than what a reload read
             self.rows[row["id"]] = row
-            cells = (f"{row['round']}.{row['slot']}", stage_text(row), short(row.get("input"), 30),
-                     short(answer_of(row), 14), status_text(row))
+            cells = ((f"{row['round']}.{row['slot']}", "dim"), stage_cell(row),
+                     (row.get("input") or "", ""), (answer_of(row), "bold"), status_cell(row))
             key = str(row["id"])
-            if old is None:
-                table.add_row(*cells, key=key)
+            if key in table:
+                table.update_row(key, cells)
             else:
-                for col, value in zip(("rs", "stage", "input", "answer", "status"), cells):
-                    table.update_cell(key, col, value)
+                table.add_row(key, cells)
         if at_end and table.row_count:
-            table.move_cursor(row=table.row_count - 1, animate=False)
+            table.move_cursor(table.row_count - 1)
         self._render_status()
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        table = self.query_one("#gen-table", DataTable)
-        self.follow = event.cursor_row >= table.row_count - 1
+    def on_row_table_highlighted(self, event: RowTable.Highlighted) -> None:
+        table = self.query_one("#gen-table", RowTable)
+        self.follow = table.cursor >= table.row_count - 1
 
     # -- live events --------------------------------------------------------------------------
     def _on_generation(self, message: object) -> None:
@@ -199,18 +190,19 @@ class GeneratePage(Page):
             head.append(f"{getattr(self, 'task_name', 'no task')} ", style="bold cyan")
             head.append(f"· model {Path(sg.model_path).name if sg.model_path else 'none (m)'}",
                         style="dim")
-        self.query_one("#gen-head", Static).update(head)
+        # fixed-size lines: redraw them without a layout pass
+        self.query_one("#gen-head", Static).update(head, layout=False)
         params = self._run_params()
         line = Text(summary(params) if params else "…", style="dim")
         if self.run_row is None:
             line.append("  p: edit", style="bold")
-        self.query_one("#gen-params", Static).update(line)
+        self.query_one("#gen-params", Static).update(line, layout=False)
 
         c = stage_counts(self.rows, params)
-        for stage, done, total in (("inputs", c["candidates"], c["inputs_total"]),
-                                   ("annotate", c["annotated"], c["ann_total"])):
-            self.query_one(f"#bar-{stage}", ProgressBar).update(total=max(total, 1), progress=done)
-            self.query_one(f"#count-{stage}", Label).update(f"{done}/{total}")
+        bars = bar_text("inputs", c["candidates"], c["inputs_total"])
+        bars.append("\n")
+        bars.append_text(bar_text("annotate", c["annotated"], c["ann_total"]))
+        self.query_one("#gen-stages", Static).update(bars, layout=False)
         stats = Text()
         if sg.gen_run_id == self.run_id and sg.gen_state != "idle":
             state = sg.gen_state
@@ -228,7 +220,7 @@ class GeneratePage(Page):
         stats.append(f" · {self.tps:.0f} tok/s")
         if sg.gen_state == "failed" and sg.gen_run_id == self.run_id and sg.gen_detail:
             stats.append(f"\n{sg.gen_detail}", style="red")
-        self.query_one("#gen-stats", Static).update(stats)
+        self.query_one("#gen-stats", Static).update(stats, layout=False)
 
     # -- actions ------------------------------------------------------------------------------
     def action_params(self) -> None:
@@ -242,7 +234,7 @@ class GeneratePage(Page):
                 if self.run_id is not None and not self.sg.generating:
                     self.show_run(None)  # the edited parameters are for a new run
                 self._render_status()
-        self.app.push_screen(ParamsForm(self.params, self.task_type), saved)
+        self.app.push_screen(run_params_form(self.params, self.task_type), saved)
 
     def action_start(self) -> None:
         sg = self.sg

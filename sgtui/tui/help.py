@@ -35,7 +35,7 @@ def sections() -> list[tuple[str, list[Binding]]]:
         *[b for b in SgtuiApp.BINDINGS if isinstance(b, Binding) and b.show]])]
     for name, cls in SgtuiApp.PAGES.items():
         out.append((name.capitalize(), list(cls.BINDINGS)))  # type: ignore[attr-defined]
-    out += [("Task form", list(TaskForm.BINDINGS)), ("Run parameters", list(ParamsForm.BINDINGS)),
+    out += [("Task form", list(TaskForm.BINDINGS)), ("Parameter forms (p on Generate and Train)", list(ParamsForm.BINDINGS)),
             ("Bulk marks (Review, b)", list(BulkMarks.BINDINGS)),
             ("Model picker (m)", list(ModelPicker.BINDINGS))]
     return out

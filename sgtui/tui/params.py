@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.widgets import Button, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Input, Label, Select, Static
 
 from .. import config
 from ..config import RunParams
-from .widgets import KeyBar, Modal
+from ..errors import SgtuiError
+from ..training import PRECISIONS, TRAINERS, TrainParams
+from .widgets import KeyBar, Modal, OnOff
 
 MODES: tuple[str, ...] = getattr(config, "MODES", ("paper", "small"))
 LABELS = {"per_round": "per round", "gen_temperature": "gen temp", "gen_top_k": "gen top_k",
@@ -23,7 +26,8 @@ LABELS = {"per_round": "per round", "gen_temperature": "gen temp", "gen_top_k": 
           "best_of": "best of", "ann_temperature": "ann temp", "ann_top_k": "ann top_k",
           "ann_max_tokens": "ann max tok", "min_frequency": "vote min freq",
           "balance_classes": "balance", "small_filters": "small filters",
-          "near_copy_threshold": "near-copy"}
+          "near_copy_threshold": "near-copy", "batch_size": "batch size", "max_len": "max len",
+          "seeds_only": "seeds only", "grad_clip": "grad clip", "weight_decay": "weight decay"}
 AT_LEAST_ONE = ("rounds", "per_round", "n", "best_of", "gen_max_tokens", "ann_max_tokens",
                 "context_cutoff")
 
@@ -50,10 +54,10 @@ def summary(p: RunParams) -> str:
             f"filters {'+'.join(filters) or 'none'}")
 
 
-def parse_params(values: dict[str, object]) -> RunParams:
-    """Turn the form's values into RunParams; ValueError names the field in trouble."""
+def parse_fields(cls: type, values: dict[str, object]) -> dict[str, object]:
+    """The form's texts as the dataclass's field types; ValueError names the field."""
     out: dict[str, object] = {}
-    for f in dataclasses.fields(RunParams):
+    for f in dataclasses.fields(cls):
         if f.name not in values:
             continue
         v = values[f.name]
@@ -66,6 +70,12 @@ def parse_params(values: dict[str, object]) -> RunParams:
         except ValueError:
             raise ValueError(f"{LABELS.get(f.name, f.name)}: {v!r} is not a "
                              f"{'whole number' if kind is int else 'number'}") from None
+    return out
+
+
+def parse_params(values: dict[str, object]) -> RunParams:
+    """Turn the form's values into RunParams; ValueError names the field in trouble."""
+    out = parse_fields(RunParams, values)
     for name in AT_LEAST_ONE:
         if name in out and int(out[name]) < 1:  # type: ignore[call-overload]
             raise ValueError(f"{LABELS.get(name, name)} must be at least 1")
@@ -74,35 +84,56 @@ def parse_params(values: dict[str, object]) -> RunParams:
     return RunParams.from_dict(out)
 
 
+def parse_train(values: dict[str, object]) -> TrainParams:
+    """TrainParams validate themselves, in the CLI's words."""
+    try:
+        return TrainParams().override(**parse_fields(TrainParams, values))
+    except SgtuiError as e:
+        raise ValueError(e.message) from None
+
+
+def train_summary(p: TrainParams) -> str:
+    return (f"{p.epochs} epochs · lr {p.lr:g} · LoRA r{p.rank}/α{p.alpha} · batch {p.batch_size}"
+            f" · len {p.max_len}" + (" · seeds only" if p.seeds_only else ""))
+
+
 class ParamsForm(Modal):
-    """Dismisses with the new RunParams, or None when cancelled."""
+    """A form for a parameters dataclass (RunParams, TrainParams): one field per row pair.
+    Dismisses with the new object, or None when cancelled."""
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("ctrl+d", "defaults", "Paper defaults", priority=True),
+        Binding("ctrl+d", "defaults", "Defaults", priority=True),
         Binding("escape", "cancel", "Cancel"),
     ]
 
-    def __init__(self, params: RunParams, task_type: str) -> None:
+    def __init__(self, params: object, *, title: str, reset: Callable[[str | None], object],
+                 parse: Callable[[dict[str, object]], object],
+                 choices: dict[str, tuple[str, ...]] | None = None,
+                 mode_field: str | None = None) -> None:
         super().__init__()
         self.params = params
-        self.task_type = task_type
+        self.title_text = title
+        self.reset = reset
+        self.parse = parse
+        self.choices = choices or {}
+        self.mode_field = mode_field
+        self.fields = [f.name for f in dataclasses.fields(params)]  # type: ignore[arg-type]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="params-box", classes="dialog"):
-            yield Static(f"[b]Run parameters[/b]  [dim]({self.task_type}; ctrl+d: the paper's "
-                         "defaults)[/dim]", markup=True)
+            yield Static(self.title_text, markup=True)
             with Grid(id="params-grid"):
-                for f in dataclasses.fields(RunParams):
-                    v = getattr(self.params, f.name)
-                    yield Label(LABELS.get(f.name, f.name.replace("_", " ")), classes="p-label")
-                    if f.name == "mode":
-                        yield Select([(m, m) for m in MODES], value=v, allow_blank=False,
-                                     id="p-mode", compact=True)
+                for name in self.fields:
+                    v = getattr(self.params, name)
+                    yield Label(LABELS.get(name, name.replace("_", " ")), classes="p-label")
+                    if name in self.choices:
+                        yield Select([(m, m) for m in self.choices[name]], value=v,
+                                     allow_blank=False, id=f"p-{name}", compact=True)
                     elif isinstance(v, bool):
-                        yield Switch(v, id=f"p-{f.name}", classes="p-switch")
+                        yield OnOff(v, id=f"p-{name}")
                     else:
-                        yield Input(str(v), id=f"p-{f.name}", compact=True,
+                        yield Input(str(v), id=f"p-{name}", compact=True,
                                     type="integer" if isinstance(v, int) else "number")
             yield Static(id="params-error")
             with Horizontal(classes="buttons"):
@@ -111,34 +142,33 @@ class ParamsForm(Modal):
         yield KeyBar()
 
     def values(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for f in dataclasses.fields(RunParams):
-            w = self.query_one(f"#p-{f.name}")
-            out[f.name] = w.value  # type: ignore[attr-defined]
-        return out
+        return {name: self.query_one(f"#p-{name}").value  # type: ignore[attr-defined]
+                for name in self.fields}
 
-    def set_values(self, p: RunParams) -> None:
-        for f in dataclasses.fields(RunParams):
-            w = self.query_one(f"#p-{f.name}")
-            v = getattr(p, f.name)
-            w.value = v if isinstance(v, (bool, str)) else str(v)  # type: ignore[attr-defined]
+    def set_values(self, p: object) -> None:
+        for name in self.fields:
+            v = getattr(p, name)
+            self.query_one(f"#p-{name}").value = (  # type: ignore[attr-defined]
+                v if isinstance(v, (bool, str)) else str(v))
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "p-mode" and event.value != self.params.mode:
+        if (self.mode_field and event.select.id == f"p-{self.mode_field}"
+                and event.value != getattr(self.params, self.mode_field)):
             # a mode brings its own defaults; start from them
-            self.params = defaults(self.task_type, str(event.value))
+            self.params = self.reset(str(event.value))
             self.set_values(self.params)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.action_save() if event.button.id == "p-save" else self.action_cancel()
 
     def action_defaults(self) -> None:
-        self.params = defaults(self.task_type, str(self.query_one("#p-mode", Select).value))
+        mode = str(self.query_one(f"#p-{self.mode_field}", Select).value) if self.mode_field else None
+        self.params = self.reset(mode)
         self.set_values(self.params)
 
     def action_save(self) -> None:
         try:
-            params = parse_params(self.values())
+            params = self.parse(self.values())
         except ValueError as e:
             self.query_one("#params-error", Static).update(Text(str(e), style="bold red"))
             return
@@ -146,3 +176,15 @@ class ParamsForm(Modal):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def run_params_form(params: RunParams, task_type: str) -> ParamsForm:
+    return ParamsForm(params, title=f"[b]Run parameters[/b]  [dim]({task_type}; ctrl+d: the "
+                      "paper's defaults)[/dim]", reset=lambda mode: defaults(task_type, mode),
+                      parse=parse_params, choices={"mode": MODES}, mode_field="mode")
+
+
+def train_params_form(params: TrainParams) -> ParamsForm:
+    return ParamsForm(params, title="[b]Training parameters[/b]  [dim](ctrl+d: defaults, see "
+                      "docs/TRAINING.md)[/dim]", reset=lambda _: TrainParams(), parse=parse_train,
+                      choices={"precision": PRECISIONS, "trainer": TRAINERS})

@@ -12,12 +12,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from ..store import Store
 from .bulk import BulkMarks, group_of
 from .messages import GenerationState, Loaded, MarksFailed, SamplesArrived
-from .widgets import Page, answer_of, mark_text, short, status_text
+from .rowtable import Column, RowTable
+from .widgets import Page, answer_of, mark_cell, mark_text, short, status_cell, status_text
 
 VIEWS = ("all", "kept", "filtered", "unmarked", "marked")
 
@@ -31,6 +32,7 @@ def in_training(row: dict) -> bool:
 
 class ReviewPage(Page):
     PAGE = "review"
+    MAIN = "RowTable"
     BINDINGS = [
         Binding("k", "mark('keep')", "Keep"),
         Binding("d", "mark('discard')", "Discard"),
@@ -56,15 +58,13 @@ class ReviewPage(Page):
     def compose_page(self) -> ComposeResult:
         yield Static(id="rev-head")
         yield Input(id="rev-search", placeholder="/ search inputs and answers", compact=True)
-        yield DataTable(id="rev-table", cursor_type="row", zebra_stripes=True)
+        yield RowTable([Column("mark", "mark", 4), Column("id", "id", 5),
+                        Column("status", "status", 15), Column("input", "input", 34),
+                        Column("answer", "answer", 14)], id="rev-table")
         with VerticalScroll(id="rev-detail-box"):
             yield Static(id="rev-detail")
 
     def on_mount(self) -> None:
-        table = self.query_one("#rev-table", DataTable)
-        for key, label, width in (("mark", "mark", 4), ("id", "id", 5), ("status", "status", 13),
-                                  ("input", "input", 34), ("answer", "answer", 14)):
-            table.add_column(label, key=key, width=width)
         self.sg.selection.subscribe(self, self._on_selection)
         self.sg.generation.subscribe(self, self._on_generation)
         self.show_run(self.sg.current_run_id)
@@ -78,7 +78,7 @@ class ReviewPage(Page):
         self.run_id = run_id
         self.rows = {}
         self.local_marks = {}
-        self.query_one("#rev-table", DataTable).clear()
+        self.query_one("#rev-table", RowTable).clear()
         self.task_name = ""
         if run_id is not None:
             self.load_run(run_id)
@@ -124,12 +124,11 @@ class ReviewPage(Page):
         return True
 
     def _cells(self, row: dict) -> tuple:
-        used = in_training(row)
-        return (mark_text(row.get("mark")), Text(str(row["id"]), style="" if used else "dim"),
-                status_text(row), short(row.get("input"), 34), short(answer_of(row), 14))
+        return (mark_cell(row.get("mark")), (str(row["id"]), "" if in_training(row) else "dim"),
+                status_cell(row), (row.get("input") or "", ""), (answer_of(row), "bold"))
 
     def _merge(self, rows: list[dict]) -> None:
-        table = self.query_one("#rev-table", DataTable)
+        table = self.query_one("#rev-table", RowTable)
         for row in rows:
             old = self.rows.get(row["id"])
             if old is not None and (old.get("updated") or 0) > (row.get("updated") or 0):
@@ -142,37 +141,29 @@ class ReviewPage(Page):
         self._render_head()
         self._render_detail()
 
-    def _place(self, table: DataTable, row: dict) -> None:
+    def _place(self, table: RowTable, row: dict) -> None:
         key = str(row["id"])
-        present = key in table.rows
         if not self._visible(row):
-            if present:
-                table.remove_row(key)
-            return
-        cells = self._cells(row)
-        if present:
-            for col, value in zip(("mark", "id", "status", "input", "answer"), cells):
-                table.update_cell(key, col, value)
+            table.remove_row(key)
+        elif key in table:
+            table.update_row(key, self._cells(row))
         else:
-            table.add_row(*cells, key=key)
+            table.add_row(key, self._cells(row))
 
     def _rebuild(self) -> None:
-        table = self.query_one("#rev-table", DataTable)
+        table = self.query_one("#rev-table", RowTable)
         table.clear()
         for row in sorted(self.rows.values(), key=lambda r: (r["round"], r["slot"])):
             if self._visible(row):
-                table.add_row(*self._cells(row), key=str(row["id"]))
+                table.add_row(str(row["id"]), self._cells(row))
         self._render_head()
         self._render_detail()
 
     def current(self) -> dict | None:
-        table = self.query_one("#rev-table", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = self.query_one("#rev-table", RowTable).cursor_key
         return self.rows.get(int(key)) if key is not None else None
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def on_row_table_highlighted(self, event: RowTable.Highlighted) -> None:
         self._render_detail()
 
     def _render_head(self) -> None:
@@ -185,16 +176,20 @@ class ReviewPage(Page):
             marks = Counter(r.get("mark") for r in rows)
             pairs = sum(1 for r in rows if in_training(r))
             head.append(f"run {self.run_id} ", style="bold")
-            head.append(f"{self.task_name} ", style="bold cyan")
-            head.append(f"· {len(self.rows)} samples · kept {kept} · ")
-            head.append(f"keep {marks['keep']}", style="green")
-            head.append(" / ")
-            head.append(f"drop {marks['discard']}", style="red")
-            head.append(f" · training pairs {pairs} · view {self.view}", style="bold")
-        self.query_one("#rev-head", Static).update(head)
+            head.append(f"{short(self.task_name, 20)} ", style="bold cyan")
+            head.append(f"{len(self.rows)} samples, {kept} kept · marks ")
+            head.append(f"+{marks['keep']}", style="green")
+            head.append(" ")
+            head.append(f"-{marks['discard']}", style="red")
+            head.append(f" · {pairs} to train · {self.view}", style="bold")
+        self.query_one("#rev-head", Static).update(head, layout=False)
 
     def _render_detail(self) -> None:
         row = self.current()
+        shown = (row["id"], row.get("updated"), row.get("mark")) if row else (None, self.run_id)
+        if shown == getattr(self, "_detail_shown", None):
+            return  # a batch of other samples arrived; this one did not change
+        self._detail_shown = shown
         box = self.query_one("#rev-detail", Static)
         if row is None:
             box.update(Text("Nothing to show here." if self.run_id else "", style="dim"))
@@ -230,10 +225,10 @@ class ReviewPage(Page):
         if row is None:
             return
         self.apply_marks([row["id"]], None if mark == "clear" else mark)
-        table = self.query_one("#rev-table", DataTable)
+        table = self.query_one("#rev-table", RowTable)
         # step to the next sample, unless the mark moved this one out of the view already
-        if str(row["id"]) in table.rows and table.cursor_row < table.row_count - 1:
-            table.move_cursor(row=table.cursor_row + 1)
+        if str(row["id"]) in table and table.cursor < table.row_count - 1:
+            table.move_cursor(table.cursor + 1)
 
     def action_toggle_mark(self) -> None:
         row = self.current()
@@ -244,7 +239,7 @@ class ReviewPage(Page):
 
     def apply_marks(self, ids: list[int], mark: str | None) -> None:
         """Show the marks at once and hand them to the writer thread, in order."""
-        table = self.query_one("#rev-table", DataTable)
+        table = self.query_one("#rev-table", RowTable)
         for sid in ids:
             self.local_marks[sid] = mark
             if sid in self.rows:
@@ -326,7 +321,7 @@ class ReviewPage(Page):
         self.query_one("#rev-search", Input).focus()
 
     def action_leave_search(self) -> None:
-        self.query_one("#rev-table", DataTable).focus()
+        self.query_one("#rev-table", RowTable).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "rev-search":

@@ -25,6 +25,7 @@ STATUS_STYLE = {"done": "green", "running": "bold yellow", "stopped": "yellow", 
 
 class RunsPage(Page):
     PAGE = "runs"
+    MAIN = "#runs-table"
     BINDINGS = [
         Binding("enter", "open", "Open (review)", show=False),
         Binding("o", "open", "Open"),

@@ -48,4 +48,6 @@ class MainScreen(Screen):
         self.query_one(NavBar).set_current(name)
         page = self.page(name)
         page.focus_main()
+        # hiding the old page may move the focus once more; settle it after the refresh
+        self.call_after_refresh(page.focus_main)
         page.on_page_shown()

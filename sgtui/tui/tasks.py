@@ -16,6 +16,7 @@ from .widgets import Page, short
 
 class TasksPage(Page):
     PAGE = "tasks"
+    MAIN = "#tasks-table"
     BINDINGS = [
         Binding("n", "new", "New"),
         Binding("e", "edit", "Edit"),

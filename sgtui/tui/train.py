@@ -2,24 +2,41 @@
 live loss plot, ETA and tokens/s; cancel terminates the process (its memory goes with it)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
-import time
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import Label, Log, ProgressBar, Sparkline, Static
+from textual.widgets import Log, Sparkline, Static
 
+from ..errors import SgtuiError
 from ..store import Store
+from ..training import TrainParams
 from .messages import Loaded, TrainFinished, TrainLog, TrainProgress
-from .widgets import Page, duration
+from .params import train_params_form, train_summary
+from .widgets import Page, bar_text, duration
 
-WORKER_MODULE = "sgtui.train_worker"
+
+def describe_event(event: dict) -> str:
+    kind = event.get("event")
+    if kind == "start":
+        return (f"started: {event.get('backend', '?')} on {event.get('device', '?')} "
+                f"({event.get('precision', '?')})")
+    if kind == "checkpoint":
+        return f"checkpoint after epoch {event.get('epoch')}: {event.get('path', '')}"
+    if kind == "notice":
+        return str(event.get("text", ""))
+    if kind == "done":
+        return f"done: adapter {event.get('adapter', '')}"
+    if kind == "error":
+        fix = f" (fix: {event['fix']})" if event.get("fix") else ""
+        return f"error: {event.get('message', '')}{fix}"
+    return json.dumps(event)
+
+
+def _describe(e: SgtuiError) -> str:
+    return f"{e.message} (fix: {e.fix})" if e.fix else e.message
 
 
 def latest_session(rows: list[dict]) -> list[dict]:
@@ -33,24 +50,25 @@ def latest_session(rows: list[dict]) -> list[dict]:
 
 class TrainPage(Page):
     PAGE = "train"
+    MAIN = "#train-log"
     BINDINGS = [
         Binding("t", "train", "Train"),
-        Binding("c", "cancel", "Cancel training"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("p", "params", "Params"),
     ]
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self.run_id: int | None = None
         self.training_run: int | None = None
-        self.cancelled = False
+        self.train_params = TrainParams()
         self.info: dict = {}
         self.rows: list[dict] = []
 
     def compose_page(self) -> ComposeResult:
         yield Static(id="train-head")
-        with Horizontal(classes="stage-row"):
-            yield Label("steps    ", classes="stage-label")
-            yield ProgressBar(id="train-bar", show_eta=False)
+        yield Static(id="train-params")
+        yield Static(id="train-bar")
         yield Static(id="train-stats")
         yield Static("loss", id="loss-title")
         yield Sparkline([], id="train-loss")
@@ -59,6 +77,10 @@ class TrainPage(Page):
     def on_mount(self) -> None:
         self.sg.selection.subscribe(self, self._on_selection)
         self.show_run(self.sg.current_run_id)
+
+    def on_page_shown(self) -> None:
+        if self.run_id is not None and self.training_run is None:
+            self.load_info(self.run_id)  # marks or a finished generation change the pairs
 
     def _on_selection(self, what: str) -> None:
         if what == "run" and self.sg.current_run_id != self.run_id:
@@ -78,7 +100,7 @@ class TrainPage(Page):
             run = store.run(run_id)
             info = {"task": json.loads(run["task"]).get("name", ""), "status": run["status"],
                     "pairs": len(store.training_pairs(run_id)),
-                    "adapters": [a["path"] for a in store.artifacts(run_id)]}
+                    "adapters": [a["path"] for a in store.artifacts(run_id, "adapter")]}
             self.post_message(Loaded("train-info", (info, store.progress(run_id)), run_id))
         finally:
             store.close()
@@ -99,18 +121,22 @@ class TrainPage(Page):
             head.append(f"run {self.run_id} ", style="bold")
             head.append(f"{self.info.get('task', '')} ", style="bold cyan")
             if "pairs" in self.info:
-                head.append(f"· {self.info['pairs']} training pairs (kept + marked keep, "
-                            "minus discarded)")
+                head.append(f"· {self.info['pairs']} training pairs (kept or marked keep)")
         if self.training_run is not None:
             head.append(f"\ntraining run {self.training_run} in a child process · c cancels",
                         style="yellow")
-        self.query_one("#train-head", Static).update(head)
-        bar = self.query_one("#train-bar", ProgressBar)
+        elif self.info.get("adapters"):
+            head.append(f"\nadapter: {self.info['adapters'][-1]}", style="green")
+        self.query_one("#train-head", Static).update(head, layout=False)
+        params = Text(train_summary(self.train_params), style="dim")
+        params.append("  p: edit", style="bold")
+        self.query_one("#train-params", Static).update(params, layout=False)
+        bar = self.query_one("#train-bar", Static)
         stats = Text()
         if self.rows:
             last = self.rows[-1]
             total = last.get("total_steps") or None
-            bar.update(total=total, progress=last.get("step") or 0)
+            bar.update(bar_text("steps", int(last.get("step") or 0), total), layout=False)
             stats.append(f"step {last.get('step')}/{total or '?'}", style="bold")
             if last.get("epoch") is not None:
                 stats.append(f" · epoch {float(last['epoch']):.2f}")
@@ -120,25 +146,26 @@ class TrainPage(Page):
                 stats.append(f" · {float(last['tokens_per_s']):.0f} tok/s")
             stats.append(f" · ETA {duration(last.get('eta_s'))}")
         else:
-            bar.update(total=None, progress=0)
+            bar.update(bar_text("steps", 0, None), layout=False)
             stats.append("not trained yet · t starts training" if self.training_run is None
                          else "starting…", style="dim")
-        self.query_one("#train-stats", Static).update(stats)
+        self.query_one("#train-stats", Static).update(stats, layout=False)
         losses = [float(r["loss"]) for r in self.rows if r.get("loss") is not None]
-        self.query_one("#train-loss", Sparkline).data = losses
+        spark = self.query_one("#train-loss", Sparkline)
+        spark.data = losses
+        spark.display = bool(losses)
         title = "loss"
         if losses:
             title += f"  first {losses[0]:.3f} → last {losses[-1]:.3f}  (min {min(losses):.3f})"
-        self.query_one("#loss-title", Static).update(title)
+        self.query_one("#loss-title", Static).update(title, layout=False)
 
     # -- training -----------------------------------------------------------------------------
-    def command(self, run_id: int) -> list[str] | None:
-        base = self.sg.train_command
-        if base is None:
-            if importlib.util.find_spec(WORKER_MODULE) is None:
-                return None
-            base = [sys.executable, "-m", WORKER_MODULE]
-        return [*base, "--db", str(self.sg.db_path), "--run", str(run_id)]
+    def action_params(self) -> None:
+        def saved(p: TrainParams | None) -> None:
+            if p is not None:
+                self.train_params = p
+                self._refresh_view()
+        self.app.push_screen(train_params_form(self.train_params), saved)
 
     def action_train(self) -> None:
         if self.training_run is not None:
@@ -150,76 +177,46 @@ class TrainPage(Page):
         if self.info.get("pairs") == 0:
             self.notify("no training pairs: keep some samples first (3 Review)", severity="warning")
             return
-        cmd = self.command(self.run_id)
-        log = self.query_one("#train-log", Log)
-        if cmd is None:
-            msg = (f"training is not available: the module {WORKER_MODULE} is not installed in "
-                   "this version of sgtui, so there is nothing to run")
-            log.write_line(msg)
-            self.notify(msg, severity="error", timeout=10)
-            return
-        self.training_run, self.cancelled, self.rows = self.run_id, False, []
-        log.write_line(f"$ {' '.join(cmd)}")
-        self.watch_training(self.run_id, cmd)
+        self.training_run, self.rows = self.run_id, []
+        self.query_one("#train-log", Log).write_line(
+            f"training run {self.run_id}: {train_summary(self.train_params)}")
+        self.run_training(self.run_id, self.train_params)
         self._refresh_view()
 
     def action_cancel(self) -> None:
-        if self.training_run is None:
+        job = self.sg.train_job
+        if self.training_run is None or job is None:
             self.notify("no training is running")
             return
-        self.cancelled = True
-        proc = self.sg.train_proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-        self.query_one("#train-log", Log).write_line("cancelling: the training process was sent "
-                                                     "SIGTERM")
+        job.cancel()  # terminates the child process; its memory goes with it
+        self.query_one("#train-log", Log).write_line("cancelling: the training process was "
+                                                     "sent SIGTERM")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def watch_training(self, run_id: int, cmd: list[str]) -> None:
-        store = Store(self.sg.db_path)
+    def run_training(self, run_id: int, params: TrainParams) -> None:
+        job = self.sg.train_job_factory()
+        rows: list[dict] = []
+
+        def on_event(event: dict) -> None:
+            kind = event.get("event")
+            if kind == "progress":
+                rows.append(event)
+                self.post_message(TrainProgress(run_id, list(rows)))
+            elif kind is not None:
+                self.post_message(TrainLog(run_id, [describe_event(event)]))
+
+        self.sg.train_job = job
         try:
-            before = store.db.execute("select coalesce(max(id), 0) from train_progress").fetchone()[0]
-            try:
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, bufsize=1)
-            except OSError as e:
-                self.post_message(TrainFinished(run_id, None, False, f"could not start: {e}"))
-                return
-            self.sg.train_proc = proc
-            if self.cancelled:
-                proc.terminate()
-            from_json: list[dict] = []
-            lines: list[str] = []
-            last = 0.0
-
-            def flush() -> None:
-                rows = [r for r in store.progress(run_id) if r["id"] > before] or from_json
-                self.post_message(TrainProgress(run_id, rows))
-                if lines:
-                    self.post_message(TrainLog(run_id, lines.copy()))
-                    lines.clear()
-
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                data = None
-                if line.startswith("{"):
-                    try:
-                        data = json.loads(line)
-                    except ValueError:
-                        data = None
-                if isinstance(data, dict) and "step" in data:
-                    from_json.append(data)
-                else:
-                    lines.append(line)
-                if time.monotonic() - last >= 0.1:
-                    flush()
-                    last = time.monotonic()
-            rc = proc.wait()
-            flush()
-            self.post_message(TrainFinished(run_id, rc, self.cancelled))
-        finally:
-            store.close()
+            job.start(self.sg.db_path, run_id, params)
+            if job.cancelled:  # cancel was pressed while the process was starting
+                job.cancel()
+            outcome = job.wait(on_event)
+        except SgtuiError as e:
+            self.post_message(TrainFinished(run_id, None, job.cancelled, _describe(e)))
+        except Exception as e:  # a broken child or pipe: say so, never kill the UI
+            self.post_message(TrainFinished(run_id, None, job.cancelled, f"{type(e).__name__}: {e}"))
+        else:
+            self.post_message(TrainFinished(run_id, 0, False, f"adapter saved: {outcome.adapter}"))
 
     def on_train_progress(self, message: TrainProgress) -> None:
         if message.run_id == self.run_id:
@@ -233,15 +230,14 @@ class TrainPage(Page):
 
     def on_train_finished(self, message: TrainFinished) -> None:
         self.training_run = None
-        self.sg.train_proc = None
+        self.sg.train_job = None
         log = self.query_one("#train-log", Log)
         if message.cancelled:
-            text, sev = "training cancelled", "warning"
+            text, sev = "training cancelled; the last epoch checkpoint is kept", "warning"
         elif message.returncode == 0:
-            text, sev = "training finished", "information"
+            text, sev = f"training finished: {message.error}", "information"
         else:
-            text = message.error or f"training failed (exit code {message.returncode}); see the log"
-            sev = "error"
+            text, sev = f"training failed: {message.error}", "error"
         log.write_line(text)
         self.notify(text, severity=sev)  # type: ignore[arg-type]
         if self.run_id is not None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, cast
 from rich.text import Text
 from textual.content import Content
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static, TextArea
@@ -58,6 +59,8 @@ class KeyBar(Static):
 
     def _show_keys(self) -> None:
         self._pending = False
+        if not self.is_attached:  # a dialog closed before the redraw
+            return
         seen: set[str] = set()
         parts = []
         for _node, binding, enabled, _tip in self.screen.active_bindings.values():
@@ -70,13 +73,42 @@ class KeyBar(Static):
                              f"{binding.description}[/]")
             else:
                 parts.append(f"[dim] {key} {binding.description}[/]")
-        markup = " ".join(parts)
+        markup = "".join(parts)
         if markup != self._markup:
             self._markup = markup
             self.update(Content.from_markup(markup))
 
     def action_press(self, key: str) -> None:
         self.app.simulate_key(key)
+
+
+class OnOff(Static, can_focus=True):
+    """A yes/no field that reads the same in colour or not: [x] on / [ ] off."""
+
+    BINDINGS = [Binding("space,enter", "toggle_value", "Toggle", show=False)]
+    DEFAULT_CSS = "OnOff { width: 12; height: 1; } OnOff:focus { background: $accent 40%; }"
+
+    def __init__(self, value: bool, id: str | None = None) -> None:
+        super().__init__(id=id, markup=False)
+        self._value = value
+
+    @property
+    def value(self) -> bool:
+        return self._value
+
+    @value.setter
+    def value(self, value: bool) -> None:
+        self._value = bool(value)
+        self.update("[x] on" if self._value else "[ ] off", layout=False)
+
+    def on_mount(self) -> None:
+        self.value = self._value
+
+    def action_toggle_value(self) -> None:
+        self.value = not self._value
+
+    def on_click(self) -> None:
+        self.action_toggle_value()
 
 
 class _Common:
@@ -128,27 +160,50 @@ def short(text: str | None, width: int) -> str:
     return s if len(s) <= width else s[: max(width - 1, 0)] + "…"
 
 
-def status_text(row: dict) -> Text:
-    """kept / filtered: <filter> / pending, in colour."""
+def status_cell(row: dict) -> tuple[str, str]:
+    """kept / filtered: <filter> / input ok (waiting for its answer), with its colour."""
     if row.get("status") == "filtered":
-        return Text(f"✗ {row.get('filter') or 'filtered'}", style="red")
+        return f"✗ {row.get('filter') or 'filtered'}", "red"
     if row.get("stage") == "annotated":
-        return Text("✓ kept", style="green")
-    return Text("… input ok", style="yellow")
+        return "✓ kept", "green"
+    return "… input ok", "yellow"
 
 
-def stage_text(row: dict) -> Text:
-    if row.get("stage") == "annotated":
-        return Text("answer", style="cyan")
-    return Text("input", style="magenta")
+def stage_cell(row: dict) -> tuple[str, str]:
+    return ("answer", "cyan") if row.get("stage") == "annotated" else ("input", "magenta")
+
+
+def mark_cell(mark: str | None) -> tuple[str, str]:
+    if mark == "keep":
+        return "keep", "bold green"
+    if mark == "discard":
+        return "drop", "bold red"
+    return "·", "dim"
+
+
+def status_text(row: dict) -> Text:
+    return Text(*status_cell(row))
 
 
 def mark_text(mark: str | None) -> Text:
-    if mark == "keep":
-        return Text("keep", style="bold green")
-    if mark == "discard":
-        return Text("drop", style="bold red")
-    return Text("·", style="dim")
+    return Text(*mark_cell(mark))
+
+
+def bar_text(label: str, done: int, total: int | None, width: int = 36) -> Text:
+    """A one-line progress bar as text: cheap to redraw, no timers, same look everywhere."""
+    t = Text(f"{label:<9}", style="bold")
+    if not total:
+        t.append("━" * width, style="dim")
+        t.append("   –  ")
+    else:
+        frac = max(0.0, min(done / total, 1.0))
+        full = int(frac * width)
+        t.append("━" * full, style="green" if frac >= 1 else "cyan")
+        if full < width:
+            t.append("╺" + "━" * (width - full - 1), style="grey37")
+        t.append(f" {frac:4.0%} ")
+    t.append(f" {done}/{total if total else '?'}")
+    return t
 
 
 def answer_of(row: dict) -> str:

@@ -1,0 +1,272 @@
+"""Fine-tuning: training data, parameters, the child process, kill + resume, the GPU path.
+
+The slow tests train the bundled SmolLM2 for a few steps on pairs whose answer is always the
+same unusual word, which a LoRA learns in a handful of steps. A GGUF base is dequantised to a
+Hugging Face folder once per session (kept in pytest's cache folder when the cache plugin is
+on, so a second run skips that minute).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sgtui.errors import SgtuiError
+from sgtui.store import Store
+from sgtui.task import parse_task
+
+WORD = "flibbertigibbet"
+WORD_TASK = {"name": "colour-thing", "type": "generation",
+             "instruction": "Name a thing of this colour.",
+             "examples": [{"input": "red", "output": "apple"}, {"input": "blue", "output": "sky"}]}
+COLOURS = ["green", "yellow", "black", "white", "purple", "orange", "pink", "brown"]
+
+
+def make_run(store: Store, pairs, task_dict=WORD_TASK, model: str = "model.gguf",
+             status: str = "kept", filt: str | None = None) -> int:
+    task = parse_task(task_dict, "test")
+    run_id = store.create_run(task, store.add_task(task), {}, model, "llama-cpp")
+    for i, (x, y) in enumerate(pairs):
+        store.add_sample(run_id, round=0, slot=i, stage="annotated" if status == "kept" else
+                         "inputs", status=status, filter=filt, input=x, output=y)
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def hf_cache_dir(request, tmp_path_factory) -> Path:
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir("sgtui-hf")) if cache is not None \
+        else tmp_path_factory.mktemp("sgtui-hf")
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(hf_cache_dir, monkeypatch):
+    monkeypatch.setenv("SGTUI_CACHE", str(hf_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def hf_base(bundled_model, hf_cache_dir) -> Path:
+    from backends.training import hf_folder
+    return hf_folder(bundled_model, hf_cache_dir)
+
+
+def greedy(model, tok, prompt: str, n: int = 8) -> str:
+    import torch
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=n, do_sample=False,
+                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# -- parameters and batching (fast) -----------------------------------------------------------
+def test_defaults_and_argv_round_trip():
+    from sgtui.train_worker import build_parser
+    from sgtui.training import TrainParams, params_from_args
+    p = TrainParams()
+    assert (p.rank, p.alpha, p.dropout, p.lr, p.epochs, p.batch_size, p.max_len, p.seed) == \
+        (16, 32, 0.0, 2e-4, 3, 8, 1024, 42)
+    q = p.override(epochs=1, lr=1e-3, seeds_only=True)
+    args = build_parser().parse_args(["--db", "x.db", "--run", "1", *q.to_argv()])
+    assert params_from_args(args) == q
+    with pytest.raises(ValueError):
+        p.override(learning_rate=1.0)
+    with pytest.raises(SgtuiError, match="batch-size"):
+        p.override(batch_size=0)
+
+
+def test_length_batches_cover_every_example_once():
+    from backends.training import length_batches
+    lengths = [5, 50, 7, 300, 12, 13, 90, 91, 8, 1, 2]
+    for bs in (1, 3, 4, 11, 20):
+        batches = length_batches(lengths, bs, seed=1)
+        assert len(batches) == math.ceil(len(lengths) / bs)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert length_batches(lengths, 3, 1) == length_batches(lengths, 3, 1)
+    assert length_batches(lengths, 3, 1) != length_batches(lengths, 3, 2)
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    import torch
+    from backends.training import load_optimizer, save_optimizer
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(2):
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        opt.step()
+    save_optimizer(opt, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optimizer.json", "optimizer.safetensors"]
+    opt2 = torch.optim.AdamW(model.parameters(), lr=5.0)
+    load_optimizer(opt2, tmp_path)
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for pid, state in a["state"].items():
+        for k, v in state.items():
+            assert torch.equal(v, b["state"][pid][k])
+
+
+# -- empty training set (fast) ----------------------------------------------------------------
+def test_empty_training_set_is_refused_before_training(tmp_path, capsys):
+    from sgtui.cli import main
+    from sgtui.training import TrainingJob, TrainParams
+    db = tmp_path / "e.db"
+    store = Store(db)
+    run_id = make_run(store, [("a", None), ("b", None), ("c", None)], status="filtered",
+                      filt="noise")
+    store.add_sample(run_id, round=1, slot=0, stage="inputs", status="filtered",
+                     filter="input_length", input="x")
+    job = TrainingJob()
+    with pytest.raises(SgtuiError) as err:
+        job.start(db, run_id, TrainParams())
+    text = err.value.render()
+    assert "training did not start" in text and "noise 3" in text and "input_length 1" in text
+    assert "--seeds-only" in text
+    assert job.proc is None  # no child was started
+    assert main(["train", str(run_id), "--db", str(db)]) == 2
+    assert "has no training pairs" in capsys.readouterr().err
+
+
+def test_seeds_only_uses_the_task_examples(tmp_path):
+    from sgtui.training import training_pairs
+    store = Store(tmp_path / "s.db")
+    run_id = make_run(store, [])
+    assert training_pairs(store, run_id, seeds_only=True) == [("red", "apple"), ("blue", "sky")]
+
+
+# -- rendering and the loss mask --------------------------------------------------------------
+@pytest.mark.slow
+def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_model, llama,
+                                                                     hf_base):
+    from transformers import AutoTokenizer
+
+    from backends.training import encode
+    from sgtui.prompts import meta_messages
+    from sgtui.training import chat_format, render_pairs
+    task = parse_task(WORD_TASK, "test")
+    fmt = chat_format(bundled_model)
+    texts = render_pairs(task, [("green", "  leaf \n"), ("a " * 400, "x")], fmt)
+    prompt, answer = texts[0]
+    # byte-identical to what evaluation renders through llama.cpp
+    assert prompt == llama.render_chat(meta_messages(task, "green"))
+    assert answer == "leaf" + llama.eos_text() and fmt.eos == "<|im_end|>"
+
+    tok = AutoTokenizer.from_pretrained(str(hf_base))
+    data, dropped = encode(tok, texts, max_len=200, add_bos=fmt.add_bos)
+    assert dropped == 1 and len(data) == 1
+    ex = data[0]
+    prompt_ids = llama.llm.tokenize(prompt.encode(), add_bos=fmt.add_bos, special=True)
+    n_masked = sum(1 for label in ex.labels if label == -100)
+    assert ex.input_ids[:len(prompt_ids)] == prompt_ids  # the same tokens llama.cpp decodes after
+    assert n_masked == len(prompt_ids) and ex.labels[:n_masked] == [-100] * n_masked
+    supervised = ex.labels[n_masked:]
+    assert supervised == ex.input_ids[n_masked:]
+    assert tok.decode(supervised) == "leaf<|im_end|>"
+    assert supervised[-1] == tok.eos_token_id == llama.llm.token_eos()
+
+
+# -- the child process: kill, resume, and what the adapter learned -----------------------------
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume(tmp_path, bundled_model, hf_base):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sgtui.prompts import meta_messages
+    from sgtui.training import TrainingJob, TrainParams, adapter_dir, chat_format, checkpoints_dir
+    db = tmp_path / "t.db"
+    store = Store(db)
+    run_id = make_run(store, [(c, WORD) for c in COLOURS[:4]], model=bundled_model)
+    params = TrainParams(epochs=2, batch_size=2, lr=3e-3)
+
+    job = TrainingJob()
+    job.start(db, run_id, params)
+    seen = []
+    for event in job.events():
+        seen.append(event)
+        if event["event"] == "checkpoint" and event["epoch"] == 1:
+            job.proc.send_signal(signal.SIGKILL)  # no warning, no cleanup
+            break
+    job.proc.wait()
+    assert job.proc.returncode == -signal.SIGKILL, (job.log_path.read_text()[-2000:], seen)
+    start = next(e for e in seen if e["event"] == "start")
+    assert start["total_steps"] == 4 and start["examples"] == 4 and start["dropped"] == 0
+    assert (checkpoints_dir(run_id) / "epoch-1" / "adapter_model.safetensors").is_file()
+    assert not adapter_dir(run_id).exists()
+    rows = store.progress(run_id)
+    assert [r["step"] for r in rows][-1] == 2  # an epoch's last step is always written
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-m", "sgtui", "train", str(run_id), "--resume",
+                          "--db", str(db)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming after epoch 1 (step 2)" in out.stderr
+    assert f"adapter: {adapter_dir(run_id)}" in out.stdout
+    rows = store.progress(run_id)
+    steps = [r["step"] for r in rows]
+    assert steps[-1] == 4 and steps == sorted(set(steps))  # resumed at step 3, not again at 1
+    assert all(r["total_steps"] == 4 for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"] / 4  # the loss falls
+    assert store.artifacts(run_id, "adapter")[-1]["path"] == str(adapter_dir(run_id))
+    assert not (adapter_dir(run_id).parent / "train.pid").exists()
+
+    # the final adapter loads, and changes the greedy answer to the trained word
+    tok = AutoTokenizer.from_pretrained(str(hf_base))
+    base = AutoModelForCausalLM.from_pretrained(str(hf_base))
+    tuned = PeftModel.from_pretrained(base, str(adapter_dir(run_id)))
+    prompt = chat_format(bundled_model).render(meta_messages(parse_task(WORD_TASK), "grey"))
+    with tuned.disable_adapter():
+        before = greedy(tuned, tok, prompt)
+    after = greedy(tuned, tok, prompt)
+    assert WORD not in before
+    assert after.strip().startswith(WORD), after
+
+
+def test_worker_reports_oom_clearly(tmp_path, monkeypatch, bundled_model):
+    """A CUDA out-of-memory error in the child reaches the parent as a message with a fix."""
+    from sgtui import train_worker
+    db = tmp_path / "o.db"
+    run_id = make_run(Store(db), [("green", WORD)], model=bundled_model)
+
+    def boom(*_a, **_k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_worker, "train", boom)
+    lines = []
+
+    class Out:
+        def write(self, s):
+            lines.append(s)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(train_worker, "_json_stdout", lambda: Out())
+    assert train_worker.main(["--db", str(db), "--run", str(run_id)]) == 3
+    event = json.loads("".join(lines))
+    assert event["kind"] == "oom" and "GPU" in event["message"]
+    assert "--batch-size" in event["fix"] and "--max-len" in event["fix"]
+
+
+# -- the GPU path -----------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_unsloth_qlora_trains_on_cuda(tmp_path, bundled_model):
+    pytest.importorskip("unsloth")
+    from backends.training import TrainSpec, UnslothTrainer, select_trainer
+    from sgtui.training import TrainParams, chat_format, render_pairs
+    trainer = select_trainer()
+    assert isinstance(trainer, UnslothTrainer) and trainer.uses_cuda and trainer.quantized_4bit
+    fmt = chat_format(bundled_model)
+    texts = render_pairs(parse_task(WORD_TASK), [(c, WORD) for c in COLOURS], fmt)
+    events = []
+    spec = TrainSpec(bundled_model, texts, TrainParams(epochs=2, batch_size=4, lr=3e-3),
+                     tmp_path / "adapter", tmp_path / "ck", add_bos=fmt.add_bos)
+    result = trainer.train(spec, events.append)
+    assert (result.adapter / "adapter_model.safetensors").is_file()
+    assert result.losses[-1] < result.losses[0]
+    assert next(e for e in events if e["event"] == "start")["backend"] == "unsloth"

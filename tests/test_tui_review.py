@@ -1,0 +1,127 @@
+"""The Review page: marks by key and in bulk, written to the database at once; search, views,
+the detail pane; and reviewing while a (fake) generation is running."""
+from __future__ import annotations
+
+import pytest
+from fakes import FakeFactory, make_app, make_reviewed_run, screen_text, settle, wait_until
+
+from sgtui.store import Store
+
+pytestmark = pytest.mark.asyncio
+
+
+def marks(db, run_id: int) -> dict[int, str | None]:
+    store = Store(db)
+    try:
+        return {r["id"]: r["mark"] for r in store.samples(run_id)}
+    finally:
+        store.close()
+
+
+async def open_review(pilot) -> None:
+    await pilot.press("3")
+    await wait_until(pilot, lambda: pilot.app.page_name == "review")
+    page = pilot.app.page("review")
+    await wait_until(pilot, lambda: page.query_one("#rev-table").row_count > 0, what="rows")
+
+
+async def test_keys_mark_and_the_database_has_it_at_once(tmp_path):
+    db = tmp_path / "r.db"
+    rid = make_reviewed_run(db)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_review(pilot)
+        page = app.page("review")
+        first = page.current()["id"]
+        await pilot.press("k")  # keep, and the cursor moves on
+        second = page.current()["id"]
+        await pilot.press("d")
+        await settle(app, pilot)
+        got = marks(db, rid)
+        assert got[first] == "keep" and got[second] == "discard"
+        # toggle flips whether a sample goes into training: the discarded one comes back
+        await pilot.press("up")
+        await pilot.press("space")
+        await settle(app, pilot)
+        assert marks(db, rid)[second] == "keep"
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert marks(db, rid)[second] is None
+        assert "3 to train" in screen_text(app)  # the three kept answers
+
+
+async def test_bulk_marks_by_filter_reason(tmp_path):
+    db = tmp_path / "b.db"
+    rid = make_reviewed_run(db)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_review(pilot)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "BulkMarks")
+        text = screen_text(app)
+        assert "filtered: noise  (2)" in text and "kept  (3)" in text
+        groups = list(app.screen.groups)
+        for _ in range(groups.index("filtered: noise")):
+            await pilot.press("down")
+        await pilot.press("k")
+        await wait_until(pilot, lambda: app.screen is app.main)
+        await settle(app, pilot)
+        store = Store(db)
+        noise = store.samples(rid, "filter = 'noise'")
+        assert [r["mark"] for r in noise] == ["keep", "keep"]
+        assert all(r["mark"] is None for r in store.samples(rid, "coalesce(filter, '') != 'noise'"))
+        # marked keep, but a filtered input has no answer, so it cannot be trained on
+        assert len(store.training_pairs(rid)) == 3
+
+
+async def test_search_view_and_detail(tmp_path):
+    db = tmp_path / "s.db"
+    make_reviewed_run(db)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_review(pilot)
+        page = app.page("review")
+        table = page.query_one("#rev-table")
+        assert table.row_count == 7
+        # the detail pane shows the candidates and their votes
+        text = screen_text(app)
+        assert "votes: positive ×2, neutral ×1" in text
+        assert "1. positive" in text and "3. neutral" in text
+        await pilot.press("slash")
+        await pilot.press(*"toaster")
+        assert table.row_count == 1
+        await pilot.press("escape")
+        assert app.focused is table
+        page.query_one("#rev-search").value = ""
+        await pilot.pause()
+        await pilot.press("v")  # kept only
+        assert table.row_count == 3 and "kept" in screen_text(app)
+        await pilot.press("v")  # filtered only
+        assert table.row_count == 3
+
+
+async def test_review_while_generation_runs(tmp_path):
+    db = tmp_path / "live.db"
+    factory = FakeFactory(delay=0.05)
+    app = make_app(db, factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        from test_tui_generate import open_generate, set_params
+        await open_generate(pilot)
+        await set_params(pilot, rounds=4, per_round=5, n=3, best_of=3)
+        await pilot.press("s")
+        await pilot.press("3")
+        await wait_until(pilot, lambda: app.page("review").query_one("#rev-table").row_count >= 2)
+        page = app.page("review")
+        first = page.current()["id"]
+        await pilot.press("d")
+        rows_then = page.query_one("#rev-table").row_count
+        assert app.gen_state == "running"
+        await settle(app, pilot)
+        assert marks(db, app.current_run_id)[first] == "discard"
+        # samples keep arriving in the list while reviewing
+        await wait_until(pilot, lambda: page.query_one("#rev-table").row_count > rows_then)
+        await wait_until(pilot, lambda: app.gen_state == "done", timeout=30)
+        await settle(app, pilot)
+        # the mark survived the pipeline's later updates of the same sample
+        assert marks(db, app.current_run_id)[first] == "discard"
+        assert page.rows[first]["mark"] == "discard"

@@ -1,0 +1,83 @@
+"""The Train page: progress and the loss plot from train_progress rows, a training child process
+(a scripted stand-in for the worker) with live progress, and cancel."""
+from __future__ import annotations
+
+import pytest
+from fakes import fake_training_job, make_app, make_reviewed_run, screen_text, settle, wait_until
+from textual.widgets import Sparkline
+
+from sgtui.store import Store
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_progress_rows_show_as_bar_and_loss_plot(tmp_path):
+    db = tmp_path / "t.db"
+    rid = make_reviewed_run(db)
+    store = Store(db)
+    losses = [2.5, 2.0, 1.6, 1.3, 1.2]
+    for step, loss in enumerate(losses, 1):
+        store.add_progress(rid, step=step, epoch=step / 5, loss=loss, tokens_per_s=850.0,
+                           eta_s=(10 - step) * 6.0, total_steps=10)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        page = app.page("train")
+        assert page.query_one("#train-loss", Sparkline).data == losses
+        text = screen_text(app)
+        assert "step 5/10" in text and "50%" in text
+        assert "loss 1.2000" in text and "850 tok/s" in text and "ETA 30s" in text
+        assert "first 2.500 → last 1.200" in text
+        assert "3 training pairs" in text
+
+
+async def test_training_runs_in_a_child_process_and_reports(tmp_path):
+    db = tmp_path / "c.db"
+    make_reviewed_run(db)
+    factory = fake_training_job(steps=4, delay=0.05)
+    app = make_app(db, train_job_factory=factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: app.page("train").training_run is None and
+                         "training finished" in screen_text(app), timeout=20)
+        (job,) = factory.jobs
+        assert job.proc.returncode == 0
+        text = screen_text(app)
+        assert "step 4/4" in text and "100%" in text and "started: fake on cpu" in text
+        assert app.page("train").query_one("#train-loss", Sparkline).data == [2.0, 1.0, 2 / 3, 0.5]
+
+
+async def test_cancel_terminates_the_training_process(tmp_path):
+    db = tmp_path / "x.db"
+    make_reviewed_run(db)
+    factory = fake_training_job(steps=200, delay=0.05)
+    app = make_app(db, train_job_factory=factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: "step 2/200" in screen_text(app), timeout=20)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: app.page("train").training_run is None, timeout=10)
+        (job,) = factory.jobs
+        assert job.proc.returncode is not None and job.proc.returncode != 0
+        assert "training cancelled" in screen_text(app)
+
+
+async def test_no_training_pairs_is_refused_with_the_reason(tmp_path):
+    db = tmp_path / "e.db"
+    rid = make_reviewed_run(db)
+    store = Store(db)
+    for r in store.samples(rid):
+        store.mark(r["id"], "discard")
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.page("train").training_run is None
+        assert "0 training pairs" in screen_text(app)
