@@ -176,7 +176,7 @@ def hf_folder(model_path: str | Path, cache_dir: Path | None = None,
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise SgtuiError(f"transformers could not read this GGUF for training "
                          f"({str(e).splitlines()[0]})", path=str(p),
-                         fix="pass --model with the model's Hugging Face folder instead")
+                         fix="pass --model with the model's Hugging Face folder instead") from e
     _forget_gguf_quantizer(model)
     tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

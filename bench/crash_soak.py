@@ -42,6 +42,14 @@ TASK = ROOT / "data" / "tasks" / "formal-rewrite.toml"
 SMALL = ["--rounds", "2", "--per-round", "4", "--gen-max-tokens", "32", "--n", "2",
          "--best-of", "2", "--ann-max-tokens", "16", "--mode", "small"]
 
+
+def gen_args(rounds: int = 2, per_round: int = 4) -> list[str]:
+    """The small real-model run, with as many slots as the kills need (each kill waits for at
+    least one commit, so a soak needs more commits than kills)."""
+    args = list(SMALL)
+    args[1], args[3] = str(rounds), str(per_round)
+    return args
+
 # Test-only start-up code for the child (a sitecustomize.py on PYTHONPATH): one llama.cpp
 # thread. On a busy 2-core machine two llama.cpp threads spin against each other and generate
 # several times slower; the thread count changes nothing that the soak checks.
@@ -106,6 +114,7 @@ class Soak:
         self.marks: dict[int, str | None] = {}  # id -> the last mark this harness made
         self.env = {**os.environ, "SGTUI_HOME": str(self.workdir / "home"),
                     "PYTHONUNBUFFERED": "1"}
+        threads = int(os.environ.get("SGTUI_TEST_LLAMA_THREADS", threads or 0))
         if threads:
             shim = self.workdir / "shim"
             shim.mkdir(exist_ok=True)
@@ -296,6 +305,15 @@ class Soak:
         return True
 
     def finish(self) -> None:
+        if self.result.finished_early and self.db.exists():
+            from sgtui.store import Store
+            store = Store(self.db)
+            done = store.run(1)["status"] == "done"
+            store.close()
+            if done:  # the last cycle's process finished the run before its signal
+                rows = self.check("at the end")
+                self.result.final = self.structure(rows)
+                return
         proc = self.start(first=not self.db.exists())
         try:
             code = proc.wait(timeout=self.timeout * 3)
@@ -401,8 +419,9 @@ def machine() -> str:
 
 def report(result: Result, args, ref: dict | None) -> str:
     cmd = "python bench/crash_soak.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (("kills", args.kills), ("seed", args.seed),
-                                                     ("max_delay", args.max_delay)))
+        f"--{k.replace('_', '-')} {v}" for k, v in (
+            ("kills", args.kills), ("seed", args.seed), ("max_delay", args.max_delay),
+            ("rounds", args.rounds), ("per_round", args.per_round)))
     if args.reference:
         cmd += " --reference"
     stages: dict[str, int] = {}
@@ -415,8 +434,9 @@ def report(result: Result, args, ref: dict | None) -> str:
         "",
         f"Machine: {machine()}.",
         "",
-        f"Generation: `sgtui generate {TASK.relative_to(ROOT)} {' '.join(SMALL)}` on the bundled "
-        "SmolLM2-135M-Instruct (llama.cpp, 1 thread), resumed with `--resume 1` after each kill. "
+        f"Generation: `sgtui generate {TASK.relative_to(ROOT)} {' '.join(args.gen_args)}` on the "
+        "bundled SmolLM2-135M-Instruct (llama.cpp, 1 thread), resumed with `--resume 1` after "
+        "each kill. "
         f"Kills aimed at input generation for the first half and at annotation for the second; "
         f"the signal goes a seeded random 0-{args.max_delay:g} s after the process's first "
         f"commit in that stage; {args.marks_per_kill} keep/discard/clear marks are made through "
@@ -467,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-delay", type=float, default=3.0)
     ap.add_argument("--marks-per-kill", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--per-round", type=int, default=6)
     ap.add_argument("--workdir", default=str(ROOT / "bench" / ".work" / "crash_soak"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "crash_soak.md"))
     ap.add_argument("--reference", action="store_true",
@@ -476,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir)
     for p in work.glob("*.db*"):
         p.unlink()
+    args.gen_args = gen_args(args.rounds, args.per_round)
     soak = Soak(work, kills=args.kills, seed=args.seed, max_delay=args.max_delay,
-                marks_per_kill=args.marks_per_kill)
+                marks_per_kill=args.marks_per_kill, gen_args=args.gen_args)
     result = soak.run()
     ref = soak.reference() if args.reference else None
     text = report(result, args, ref)

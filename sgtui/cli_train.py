@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import SgtuiError
-
 RUN_EVAL_LIMIT = 100  # rows of an NI test split that `sgtui run` scores by default
 RUN_PREFIXED = ("seed",)  # `sgtui run` has a generation --seed; training's is --train-seed
 

@@ -18,7 +18,7 @@ from backends.base import Generator, SamplingParams
 from .annotation import OutputAnnotator, balance
 from .config import RunParams
 from .events import NoticeEvent, ProgressEvent, SampleEvent
-from .input_generation import InputGenerator
+from .input_generation import InputGenerator, slot_rng
 from .prompts import meta_messages
 from .store import Store
 from .task import Task
@@ -177,7 +177,11 @@ class SynthesisRun:
                             max_tokens=p.ann_max_tokens, n=p.n, best_of=p.best_of, seed=p.seed)
         prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
         got: dict[int, list] = {}
-        stream = self.gen.generate(prompts, sp)
+        # a seed per sample, not per position in this call: a resumed run annotates the
+        # samples left with the seeds an uninterrupted run would have used
+        seeds = [slot_rng(p.seed, "annotate", s["round"], s["slot"]).randrange(2**31)
+                 for s in pending]
+        stream = self.gen.generate(prompts, sp, seeds=seeds)
         try:
             for comp in stream:
                 self.tokens += comp.n_tokens

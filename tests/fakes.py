@@ -4,6 +4,7 @@ It implements the Generator protocol of backends/base.py so the real pipeline ru
 stands in for a model only where a test is about the UI's flow and layout; no test that claims
 the real model works uses it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -49,9 +50,14 @@ class FakeGenerator:
     supports_lora = False
     n_ctx = 4096
 
-    def __init__(self, inputs: Sequence[str] = REVIEW_INPUTS,
-                 answer: Callable[[str], str] = sentiment_answer, delay: float = 0.0,
-                 model_path: str = "fake.gguf", fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Sequence[str] = REVIEW_INPUTS,
+        answer: Callable[[str], str] = sentiment_answer,
+        delay: float = 0.0,
+        model_path: str = "fake.gguf",
+        fail_after: int | None = None,
+    ) -> None:
         self.model_path = model_path
         self._inputs = itertools.cycle(list(inputs))
         self._answer = answer
@@ -63,8 +69,9 @@ class FakeGenerator:
         self.closed = False
         self._lock = threading.Lock()
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> Iterator[Completion]:
         self.threads.add(threading.get_ident())
         self.calls.append((list(prompts), params))
         for i, prompt in enumerate(prompts):
@@ -78,7 +85,9 @@ class FakeGenerator:
                     text = self._answer(prompt) if prompt.startswith(CHAT) else next(self._inputs)
                 yield Completion(index=i, sample=j, text=text, n_tokens=len(text.split()))
 
-    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
         self.threads.add(threading.get_ident())
         return CHAT + "\n".join(f"{m.role}: {m.content}" for m in messages) + "\nassistant:"
 
@@ -108,8 +117,9 @@ class FakeFactory:
 
 
 # -- helpers for the Pilot tests ----------------------------------------------------------------
-async def wait_until(pilot, predicate: Callable[[], object], timeout: float = 10.0,
-                     what: str = "condition") -> None:
+async def wait_until(
+    pilot, predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Let the app run until predicate() holds (instead of fixed sleeps)."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -134,8 +144,15 @@ def screen_text(app) -> str:
 
 def make_app(db, factory: "FakeFactory | None" = None, **kwargs):
     from sgtui.tui.app import SgtuiApp
-    return SgtuiApp(db=db, model="fake.gguf", backend="llama-cpp",
-                    generator_factory=factory or FakeFactory(), cursor_blink=False, **kwargs)
+
+    return SgtuiApp(
+        db=db,
+        model="fake.gguf",
+        backend="llama-cpp",
+        generator_factory=factory or FakeFactory(),
+        cursor_blink=False,
+        **kwargs,
+    )
 
 
 def make_reviewed_run(db, n_kept: int = 3) -> int:
@@ -154,19 +171,49 @@ def make_reviewed_run(db, n_kept: int = 3) -> int:
     slot = 0
     for i in range(n_kept):
         label = "positive" if i % 2 == 0 else "negative"
-        store.add_sample(rid, round=0, slot=slot, stage="annotated", input=REVIEW_INPUTS[i],
-                         raw_output=REVIEW_INPUTS[i], pseudo_label=label,
-                         candidates=[label, label, "neutral"], votes={label: 2, "neutral": 1},
-                         output=label, label=label, status="kept")
+        store.add_sample(
+            rid,
+            round=0,
+            slot=slot,
+            stage="annotated",
+            input=REVIEW_INPUTS[i],
+            raw_output=REVIEW_INPUTS[i],
+            pseudo_label=label,
+            candidates=[label, label, "neutral"],
+            votes={label: 2, "neutral": 1},
+            output=label,
+            label=label,
+            status="kept",
+        )
         slot += 1
-    for filt, reason, text in (("noise", "contains 'Of course!'", "Of course! Here is a review."),
-                               ("noise", "contains 'input'", "The input was a toaster review."),
-                               ("length", "12 chars, shorter than 40", "Bad product.")):
-        store.add_sample(rid, round=0, slot=slot, stage="input", input=text, raw_output=text,
-                         pseudo_label="positive", status="filtered", filter=filt, reason=reason)
+    for filt, reason, text in (
+        ("noise", "contains 'Of course!'", "Of course! Here is a review."),
+        ("noise", "contains 'input'", "The input was a toaster review."),
+        ("length", "12 chars, shorter than 40", "Bad product."),
+    ):
+        store.add_sample(
+            rid,
+            round=0,
+            slot=slot,
+            stage="input",
+            input=text,
+            raw_output=text,
+            pseudo_label="positive",
+            status="filtered",
+            filter=filt,
+            reason=reason,
+        )
         slot += 1
-    store.add_sample(rid, round=0, slot=slot, stage="input", input=REVIEW_INPUTS[-1],
-                     raw_output=REVIEW_INPUTS[-1], pseudo_label="negative", status="kept")
+    store.add_sample(
+        rid,
+        round=0,
+        slot=slot,
+        stage="input",
+        input=REVIEW_INPUTS[-1],
+        raw_output=REVIEW_INPUTS[-1],
+        pseudo_label="negative",
+        status="kept",
+    )
     store.update_run(rid, status="done", stage="done")
     store.close()
     return rid
@@ -175,7 +222,8 @@ def make_reviewed_run(db, n_kept: int = 3) -> int:
 FAKE_TRAINER = r"""
 import json, sys, time
 steps, delay = int(sys.argv[1]), float(sys.argv[2])
-print(json.dumps({"event": "start", "backend": "fake", "device": "cpu", "precision": "fp32"}), flush=True)
+start = {"event": "start", "backend": "fake", "device": "cpu", "precision": "fp32"}
+print(json.dumps(start), flush=True)
 for step in range(1, steps + 1):
     time.sleep(delay)
     print(json.dumps({"event": "progress", "step": step, "epoch": step / steps,
@@ -197,14 +245,43 @@ def fake_training_job(steps: int = 5, delay: float = 0.05):
     class FakeTrainingJob(TrainingJob):
         def start(self, db, run_id, params, **kwargs) -> None:
             self.started_with = (str(db), run_id, params)
-            self.proc = subprocess.Popen([sys.executable, "-c", FAKE_TRAINER, str(steps),
-                                          str(delay)], stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", FAKE_TRAINER, str(steps), str(delay)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
 
     jobs: list = []
 
     def factory():
         jobs.append(FakeTrainingJob())
         return jobs[-1]
+
     factory.jobs = jobs  # type: ignore[attr-defined]
     return factory
+
+
+def add_evaluations(db, run_id: int) -> None:
+    """Base, fine-tuned (self-guide) and trivial results for a run, four items each; the
+    fine-tuned model changes two answers, one for the better and one for the worse."""
+    from sgtui.store import Store
+
+    store = Store(db)
+    gold = ["positive", "negative", "positive", "negative"]
+    base = ["positive", "positive", "negative", "negative"]
+    tuned = ["positive", "negative", "negative", "positive"]
+
+    def items(preds):
+        return [
+            {"input": f"review {i}", "gold": g, "prediction": p, "score": 100.0 * (g == p)}
+            for i, (g, p) in enumerate(zip(gold, preds))
+        ]
+
+    for system, preds in (("base", base), ("self-guide", tuned), ("trivial", ["positive"] * 4)):
+        its = items(preds)
+        score = sum(i["score"] for i in its) / len(its)
+        store.add_eval(
+            run_id, system, "test", "exact_match", score, {"exact_match": score}, "fake.gguf", its
+        )
+    store.close()

@@ -27,10 +27,11 @@ SMALL = ["--rounds", "2", "--per-round", "4", "--gen-max-tokens", "32", "--n", "
          "--best-of", "2", "--ann-max-tokens", "16"]
 
 # Test-only start-up code for the child processes (a sitecustomize.py on PYTHONPATH):
-# - one llama.cpp thread: on a busy 2-core machine two threads spin against each other and run
-#   several times slower; the thread count changes nothing that these tests check;
-# - SGTUI_TEST_MAX_PAGES: cap the database at its size when opened plus N pages, which makes
-#   SQLite itself fail with SQLITE_FULL ("database or disk is full"), as a full disk does.
+# - one llama.cpp thread (or SGTUI_TEST_LLAMA_THREADS): on a busy 2-core machine two threads
+#   spin against each other and run several times slower; nothing checked here depends on it;
+# - SGTUI_TEST_FULL_AFTER=K: once K samples are stored, cap the database at its current size,
+#   so that SQLite itself fails the next write that needs a page with SQLITE_FULL ("database
+#   or disk is full"), exactly as on a full disk.
 SHIM = textwrap.dedent("""
     import os
     if os.environ.get("SGTUI_TEST_LLAMA_THREADS"):
@@ -38,15 +39,18 @@ SHIM = textwrap.dedent("""
         _d = list(_m.LlamaCppGenerator.__init__.__defaults__)
         _d[1] = int(os.environ["SGTUI_TEST_LLAMA_THREADS"])
         _m.LlamaCppGenerator.__init__.__defaults__ = tuple(_d)
-    if os.environ.get("SGTUI_TEST_MAX_PAGES"):
+    if os.environ.get("SGTUI_TEST_FULL_AFTER"):
         import sgtui.store as _s
-        _init = _s.Store.__init__
-        def _capped(self, path):
-            _init(self, path)
-            n = self.db.execute("pragma page_count").fetchone()[0]
-            extra = int(os.environ["SGTUI_TEST_MAX_PAGES"])
-            self.db.execute(f"pragma max_page_count = {n + extra}")
-        _s.Store.__init__ = _capped
+        _add = _s.Store.add_sample
+        _stored = []
+        def _add_then_fill(self, run_id, **fields):
+            sid = _add(self, run_id, **fields)
+            _stored.append(sid)
+            if len(_stored) == int(os.environ["SGTUI_TEST_FULL_AFTER"]):
+                n = self.db.execute("pragma page_count").fetchone()[0]
+                self.db.execute(f"pragma max_page_count = {n}")
+            return sid
+        _s.Store.add_sample = _add_then_fill
 """)
 
 
@@ -59,7 +63,8 @@ def shim(tmp_path):
 
 
 def sgtui(*args, tmp_path, extra_env=None, shim=None, timeout=600):
-    env = {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "SGTUI_TEST_LLAMA_THREADS": "1",
+    env = {**os.environ, "SGTUI_HOME": str(tmp_path / "home"),
+           "SGTUI_TEST_LLAMA_THREADS": os.environ.get("SGTUI_TEST_LLAMA_THREADS", "1"),
            **(extra_env or {})}
     if shim is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), env.get("PYTHONPATH")) if p)
@@ -321,17 +326,19 @@ def test_database_full_during_generation(tmp_path, shim):
     run resumes and finishes with nothing lost."""
     db = tmp_path / "full.db"
     c = sqlite3.connect(db)
-    c.execute("pragma page_size = 512")  # small pages: every few samples need a new one
+    c.execute("pragma page_size = 512")  # small pages: the next samples soon need a new one
     c.execute("vacuum")
     c.close()
     Store(db).close()
-    out = sgtui("generate", TASK, *SMALL, "--db", str(db), "--quiet", tmp_path=tmp_path,
-                shim=shim, extra_env={"SGTUI_TEST_MAX_PAGES": "8"})
-    clear_failure(out, "disk is full", "resume")
+    run = ["--rounds", "1", "--per-round", "4", *SMALL[4:]]
+    out = sgtui("generate", TASK, *run, "--db", str(db), "--quiet", tmp_path=tmp_path,
+                shim=shim, extra_env={"SGTUI_TEST_FULL_AFTER": "2"})
+    clear_failure(out, str(db), "disk is full", "resume")
     s = Store(db)
     assert s.db.execute("pragma integrity_check").fetchone()[0] == "ok"
     committed = {r["id"]: r for r in s.samples(1)}
-    assert committed, "the limit should leave room for some samples"
+    assert len(committed) >= 2
+    assert all(r["raw_output"] is not None and r["status"] for r in committed.values())
     s.close()
 
     out = sgtui("generate", "--resume", "1", "--db", str(db), "--quiet", tmp_path=tmp_path,
@@ -340,12 +347,11 @@ def test_database_full_during_generation(tmp_path, shim):
     s = Store(db)
     after = {r["id"]: r for r in s.samples(1)}
     for sid, r in committed.items():
-        assert after[sid]["raw_output"] == r["raw_output"]
-        assert (after[sid]["round"], after[sid]["slot"]) == (r["round"], r["slot"])
+        for key in ("round", "slot", "input", "raw_output"):
+            assert after[sid][key] == r[key]
         if r["stage"] == "annotated":
             assert after[sid]["output"] == r["output"]
-    assert sorted((r["round"], r["slot"]) for r in after.values()) == \
-        [(i, j) for i in range(2) for j in range(4)]
+    assert sorted((r["round"], r["slot"]) for r in after.values()) == [(0, j) for j in range(4)]
     assert s.run(1)["status"] == "done"
 
 

@@ -11,12 +11,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import (COLOURS, WORD, WORD_TASK, _shared_cache, hf_base,  # noqa: F401
-                           hf_cache_dir, greedy, make_run)
+from test_training import WORD, WORD_TASK, greedy, make_run, shared_cache_dir, trained_once
 
 from sgtui.errors import SgtuiError
 from sgtui.store import Store
 from sgtui.task import parse_task
+
+
+@pytest.fixture(scope="session")
+def hf_cache_dir(request, tmp_path_factory) -> Path:
+    return shared_cache_dir(request.config, tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(hf_cache_dir, monkeypatch):
+    monkeypatch.setenv("SGTUI_CACHE", str(hf_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def hf_base(bundled_model, hf_cache_dir) -> Path:
+    from backends.training import hf_folder
+    return hf_folder(bundled_model, hf_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, bundled_model, hf_base, hf_cache_dir):
+    return trained_once(tmp_path_factory, bundled_model, hf_cache_dir)
 
 
 def _llama_logits(base: str, lora: str | None, ids: list[int]) -> np.ndarray:
@@ -35,6 +55,7 @@ def _random_adapter(hf_base: Path, out: Path, targets: list[str], scale: float):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(str(hf_base))
+    torch.manual_seed(0)  # lora_A's initialisation: a fixed adapter, not a new one each run
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets,
                                                   task_type="CAUSAL_LM"))
     gen = torch.Generator().manual_seed(0)
@@ -64,15 +85,18 @@ def test_gguf_adapter_gives_llama_cpp_the_peft_logits(tmp_path, bundled_model, h
         got = _llama_logits(bundled_model, str(gguf_path), ids)
         return float(np.corrcoef(ref.ravel(), got.ravel())[0, 1])
 
-    # every linear module adapted, strongly enough to change the logits a lot
-    full = _random_adapter(hf_base, tmp_path / "full", "all-linear", 0.3)
+    # every linear module adapted, enough to change the logits a lot (more makes the network
+    # chaotic, and then llama.cpp's quantised activations alone move its logits)
+    full = _random_adapter(hf_base, tmp_path / "full", "all-linear", 0.2)
     with torch.no_grad(), full.disable_adapter():
         plain = full(torch.tensor([ids])).logits[0].numpy()
     with torch.no_grad():
         adapted = full(torch.tensor([ids])).logits[0].numpy()
-    assert np.corrcoef(plain.ravel(), adapted.ravel())[0, 1] < 0.5
+    effect = np.corrcoef(plain.ravel(), adapted.ravel())[0, 1]
+    assert effect < 0.8, effect
     path = export.export_gguf(tmp_path / "full", bundled_model, tmp_path / "full.gguf")
-    assert corr(full, path) > 0.99
+    match = corr(full, path)
+    assert match > 0.99, match
 
     # the file is what llama.cpp's loader checks for
     reader = GGUFReader(str(path))
@@ -95,7 +119,7 @@ def test_gguf_adapter_gives_llama_cpp_the_peft_logits(tmp_path, bundled_model, h
 
 
 @pytest.mark.slow
-def test_export_round_trip_after_training(tmp_path, bundled_model, hf_base, capsys):
+def test_export_round_trip_after_training(trained, tmp_path, bundled_model, capsys):
     import backends
     from backends.base import SamplingParams
     from backends.chat import render_template
@@ -104,20 +128,14 @@ def test_export_round_trip_after_training(tmp_path, bundled_model, hf_base, caps
     from sgtui.cli import main
     from sgtui.export import export_run
     from sgtui.prompts import meta_messages
-    from sgtui.train_worker import build_parser, train
-    db = tmp_path / "x.db"
+    db, run_id, adapter = trained.db, trained.run_id, trained.adapter
     store = Store(db)
-    run_id = make_run(store, [(c, WORD) for c in COLOURS[:4]], model=bundled_model)
-    args = build_parser().parse_args(["--db", str(db), "--run", str(run_id), "--epochs", "2",
-                                      "--batch-size", "2", "--lr", "3e-3"])
-    events: list[dict] = []
-    done = train(args, events.append, store)
-    adapter = Path(done["adapter"])
-    assert done["final_loss"] < 0.1, events
 
     # gguf, through the CLI: llama.cpp with the adapter now says the word, the base does not
-    assert main(["export", str(run_id), "--format", "gguf", "--db", str(db)]) == 0
-    gguf_path = Path(store.artifacts(run_id, "export-gguf")[-1]["path"])
+    gguf_path = tmp_path / "adapter.gguf"
+    assert main(["export", str(run_id), "--format", "gguf", "--db", str(db), "--out",
+                 str(gguf_path)]) == 0
+    assert store.artifacts(run_id, "export-gguf")[-1]["path"] == str(gguf_path)
     assert gguf_path.is_file() and str(gguf_path) in capsys.readouterr().out
     task = parse_task(WORD_TASK)
     answers = {}

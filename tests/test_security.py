@@ -23,6 +23,8 @@ from sgtui.paths import REPO_DATA
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.glob("sgtui/**/*.py"), *ROOT.glob("backends/**/*.py")])
 TASK = str(REPO_DATA / "tasks" / "formal-rewrite.toml")
+# llama.cpp threads in the children (see SHIM); 0 keeps the backend's default
+THREADS = os.environ.get("SGTUI_TEST_LLAMA_THREADS", "1")
 TINY = ["--rounds", "1", "--per-round", "2", "--gen-max-tokens", "16", "--n", "2",
         "--best-of", "2", "--ann-max-tokens", "8", "--quiet"]
 
@@ -318,7 +320,7 @@ def _env(tmp_path: Path, log: Path) -> dict:
     shim.mkdir(exist_ok=True)
     (shim / "sitecustomize.py").write_text(NET_HOOK)
     return {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "SGTUI_TEST_NET_LOG": str(log),
-            "SGTUI_TEST_LLAMA_THREADS": "1",
+            "SGTUI_TEST_LLAMA_THREADS": THREADS,
             "PYTHONPATH": os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH"))
                                           if p)}
 
@@ -357,19 +359,36 @@ def _strace_works() -> bool:
         return False
 
 
+NET_CALLS = ("socket", "connect", "sendto", "bind")
+
+
+def _net_syscalls(trace: Path) -> list[str]:
+    return [ln for ln in trace.read_text().splitlines()
+            if any(f" {c}(" in ln or ln.startswith(f"{c}(") for c in NET_CALLS)]
+
+
+@pytest.mark.skipif(not _strace_works(), reason="strace is missing or not allowed here")
+def test_strace_sees_a_connection(tmp_path):
+    trace = tmp_path / "trace"
+    code = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), 1)\n" \
+           "except OSError:\n    pass\n"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=" + ",".join(NET_CALLS), "-o",
+                    str(trace), sys.executable, "-c", code], check=True, timeout=120)
+    assert any("connect(" in ln for ln in _net_syscalls(trace))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _strace_works(), reason="strace is missing or not allowed here")
 def test_default_run_makes_no_network_syscall(tmp_path):
     """The same run watched at the system-call level, which also sees native code (llama.cpp):
     no process in the tree opens an internet socket or connects anywhere."""
     trace = tmp_path / "trace"
-    env = {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "SGTUI_TEST_LLAMA_THREADS": "1"}
-    out = subprocess.run(["strace", "-f", "-qq", "-e", "trace=socket,connect,sendto,bind",
+    env = _env(tmp_path, tmp_path / "net.log")
+    out = subprocess.run(["strace", "-f", "-qq", "-e", "trace=" + ",".join(NET_CALLS),
                           "-o", str(trace), sys.executable, "-m", "sgtui", "generate", TASK,
                           *TINY, "--db", str(tmp_path / "s.db")],
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
-    calls = [ln for ln in trace.read_text().splitlines()
-             if any(f" {c}(" in ln for c in ("socket", "connect", "sendto", "bind"))]
+    calls = _net_syscalls(trace)
     # a local (AF_UNIX) socket is not the network, but none is expected either
     assert calls == [], calls[:10]

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,21 @@ def make_run(store: Store, pairs, task_dict=WORD_TASK, model: str = "model.gguf"
     return run_id
 
 
+_CACHE: list[Path] = []
+
+
+def shared_cache_dir(config, tmp_path_factory) -> Path:
+    """One folder per session for dequantised base models (test_export uses it too)."""
+    if not _CACHE:
+        cache = getattr(config, "cache", None)
+        _CACHE.append(Path(cache.mkdir("sgtui-hf")) if cache is not None
+                      else tmp_path_factory.mktemp("sgtui-hf"))
+    return _CACHE[0]
+
+
 @pytest.fixture(scope="session")
 def hf_cache_dir(request, tmp_path_factory) -> Path:
-    cache = getattr(request.config, "cache", None)
-    return Path(cache.mkdir("sgtui-hf")) if cache is not None \
-        else tmp_path_factory.mktemp("sgtui-hf")
+    return shared_cache_dir(request.config, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -171,53 +182,105 @@ def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_mod
 
 
 # -- the child process: kill, resume, and what the adapter learned -----------------------------
+@dataclass
+class Trained:
+    """One training of the bundled model, killed with SIGKILL after its first epoch and resumed
+    with `sgtui train --resume`; shared by the tests that need a trained adapter."""
+
+    db: Path
+    run_id: int
+    adapter: Path
+    checkpoints: Path
+    events_before_kill: list[dict]
+    kill_returncode: int
+    log_tail: str
+    progress_after_kill: list[dict]
+    had_epoch1: bool
+    had_adapter_after_kill: bool
+    resume: subprocess.CompletedProcess
+
+
+_TRAINED: list[Trained] = []
+
+
+def trained_once(tmp_path_factory, bundled_model: str, cache_dir: Path) -> Trained:
+    """The kill-and-resume training, once per session (test_export reuses its adapter)."""
+    if not _TRAINED:
+        _TRAINED.append(_train_kill_resume(tmp_path_factory, bundled_model, cache_dir))
+    return _TRAINED[0]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, bundled_model, hf_base, hf_cache_dir) -> Trained:
+    return trained_once(tmp_path_factory, bundled_model, hf_cache_dir)
+
+
+def _train_kill_resume(tmp_path_factory, bundled_model, hf_cache_dir) -> Trained:
+    from sgtui.training import TrainingJob, TrainParams, adapter_dir, checkpoints_dir
+    home = tmp_path_factory.mktemp("trained-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SGTUI_HOME", str(home))
+        mp.setenv("SGTUI_CACHE", str(hf_cache_dir))
+        db = home / "t.db"
+        store = Store(db)
+        run_id = make_run(store, [(c, WORD) for c in COLOURS[:2]], model=bundled_model)
+        job = TrainingJob()
+        job.start(db, run_id, TrainParams(epochs=2, batch_size=1, lr=3e-3))
+        seen = []
+        for event in job.events():
+            seen.append(event)
+            if event["event"] == "checkpoint" and event["epoch"] == 1:
+                job.proc.send_signal(signal.SIGKILL)  # no warning, no cleanup
+                break
+        job.proc.wait()
+        ck = checkpoints_dir(run_id)
+        killed = dict(events_before_kill=seen, kill_returncode=job.proc.returncode,
+                      log_tail=job.log_path.read_text()[-2000:],
+                      progress_after_kill=store.progress(run_id),
+                      had_epoch1=(ck / "epoch-1" / "adapter_model.safetensors").is_file(),
+                      had_adapter_after_kill=adapter_dir(run_id).exists())
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        resume = subprocess.run([sys.executable, "-m", "sgtui", "train", str(run_id), "--resume",
+                                 "--db", str(db)], env=env, capture_output=True, text=True,
+                                timeout=600)
+        return Trained(db, run_id, adapter_dir(run_id), ck, resume=resume, **killed)
+
+
 @pytest.mark.slow
-def test_sigkill_during_training_then_resume(tmp_path, bundled_model, hf_base):
+def test_sigkill_during_training_then_resume(trained):
+    assert trained.kill_returncode == -signal.SIGKILL, trained.log_tail
+    start = next(e for e in trained.events_before_kill if e["event"] == "start")
+    assert start["total_steps"] == 4 and start["examples"] == 2 and start["dropped"] == 0
+    assert trained.had_epoch1 and not trained.had_adapter_after_kill
+    assert [r["step"] for r in trained.progress_after_kill][-1] == 2  # an epoch end is written
+
+    out = trained.resume
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming after epoch 1 (step 2)" in out.stderr
+    assert f"adapter: {trained.adapter}" in out.stdout
+    store = Store(trained.db)
+    rows = store.progress(trained.run_id)
+    steps = [r["step"] for r in rows]
+    assert steps[-1] == 4 and steps == sorted(set(steps))  # resumed at step 3, not again at 1
+    assert all(r["total_steps"] == 4 for r in rows)
+    assert (trained.adapter / "adapter_model.safetensors").is_file()
+    assert (trained.checkpoints / "epoch-2" / "optimizer.safetensors").is_file()
+    assert store.artifacts(trained.run_id, "adapter")[-1]["path"] == str(trained.adapter)
+    assert not (trained.adapter.parent / "train.pid").exists()
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_changes_the_greedy_answer(trained, bundled_model, hf_base):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sgtui.prompts import meta_messages
-    from sgtui.training import TrainingJob, TrainParams, adapter_dir, chat_format, checkpoints_dir
-    db = tmp_path / "t.db"
-    store = Store(db)
-    run_id = make_run(store, [(c, WORD) for c in COLOURS[:4]], model=bundled_model)
-    params = TrainParams(epochs=2, batch_size=2, lr=3e-3)
-
-    job = TrainingJob()
-    job.start(db, run_id, params)
-    seen = []
-    for event in job.events():
-        seen.append(event)
-        if event["event"] == "checkpoint" and event["epoch"] == 1:
-            job.proc.send_signal(signal.SIGKILL)  # no warning, no cleanup
-            break
-    job.proc.wait()
-    assert job.proc.returncode == -signal.SIGKILL, (job.log_path.read_text()[-2000:], seen)
-    start = next(e for e in seen if e["event"] == "start")
-    assert start["total_steps"] == 4 and start["examples"] == 4 and start["dropped"] == 0
-    assert (checkpoints_dir(run_id) / "epoch-1" / "adapter_model.safetensors").is_file()
-    assert not adapter_dir(run_id).exists()
-    rows = store.progress(run_id)
-    assert [r["step"] for r in rows][-1] == 2  # an epoch's last step is always written
-
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    out = subprocess.run([sys.executable, "-m", "sgtui", "train", str(run_id), "--resume",
-                          "--db", str(db)], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "resuming after epoch 1 (step 2)" in out.stderr
-    assert f"adapter: {adapter_dir(run_id)}" in out.stdout
-    rows = store.progress(run_id)
-    steps = [r["step"] for r in rows]
-    assert steps[-1] == 4 and steps == sorted(set(steps))  # resumed at step 3, not again at 1
-    assert all(r["total_steps"] == 4 for r in rows)
-    assert rows[-1]["loss"] < rows[0]["loss"] / 4  # the loss falls
-    assert store.artifacts(run_id, "adapter")[-1]["path"] == str(adapter_dir(run_id))
-    assert not (adapter_dir(run_id).parent / "train.pid").exists()
-
-    # the final adapter loads, and changes the greedy answer to the trained word
+    from sgtui.training import chat_format
+    rows = Store(trained.db).progress(trained.run_id)
+    assert rows[-1]["loss"] < rows[0]["loss"] / 10
     tok = AutoTokenizer.from_pretrained(str(hf_base))
     base = AutoModelForCausalLM.from_pretrained(str(hf_base))
-    tuned = PeftModel.from_pretrained(base, str(adapter_dir(run_id)))
+    tuned = PeftModel.from_pretrained(base, str(trained.adapter))
     prompt = chat_format(bundled_model).render(meta_messages(parse_task(WORD_TASK), "grey"))
     with tuned.disable_adapter():
         before = greedy(tuned, tok, prompt)

@@ -1,4 +1,5 @@
 """The Generate screen on the fake generator: flow and threading, not the model's quality."""
+
 from __future__ import annotations
 
 import threading
@@ -14,7 +15,6 @@ from sgtui.store import Store
 from sgtui.tui.messages import GenerationProgress, SamplesArrived
 from sgtui.tui.model_owner import EventBatcher
 from sgtui.tui.params import defaults
-
 
 
 async def open_generate(pilot, task_name: str = "review-sentiment") -> None:
@@ -86,8 +86,11 @@ async def test_pause_stop_and_resume(tmp_path):
         await open_generate(pilot)
         await set_params(pilot, rounds=4, per_round=5, n=2, best_of=2)
         await pilot.press("s")
-        await wait_until(pilot, lambda: app.page("generate").query_one("#gen-table").row_count >= 2,
-                         what="the first samples")
+        await wait_until(
+            pilot,
+            lambda: app.page("generate").query_one("#gen-table").row_count >= 2,
+            what="the first samples",
+        )
         await pilot.press("space")
         await wait_until(pilot, lambda: app.gen_state == "paused", what="pause")
         run_id = app.current_run_id
@@ -105,8 +108,9 @@ async def test_pause_stop_and_resume(tmp_path):
         await wait_until(pilot, lambda: app.gen_state == "done", timeout=20, what="the resumed run")
         rows = store.samples(run_id)
         # every slot exactly once across the stop and the resume
-        assert sorted((r["round"], r["slot"]) for r in rows) == [(r, s) for r in range(4)
-                                                                 for s in range(5)]
+        assert sorted((r["round"], r["slot"]) for r in rows) == [
+            (r, s) for r in range(4) for s in range(5)
+        ]
         assert len(factory.loads) == 1  # the resume reused the loaded model
 
 
@@ -122,8 +126,10 @@ async def test_keys_are_answered_while_generating(tmp_path):
         for key, mode in (("3", "review"), ("6", "runs"), ("2", "generate")):
             t = time.monotonic()
             await pilot.press(key)
-            await wait_until(pilot, lambda: app.page_name == mode, timeout=2)
-            assert time.monotonic() - t < 0.5
+            await wait_until(pilot, lambda mode=mode: app.page_name == mode, timeout=2)
+            # a busy 2-core CI box still answers well within this; a blocked UI would take
+            # the rest of the run (several seconds)
+            assert time.monotonic() - t < 1.5
         assert app.gen_state == "running"
         await pilot.press("x")
         await wait_until(pilot, lambda: app.gen_state == "stopped")

@@ -1,4 +1,5 @@
 """The Tasks page and the task form: first start, new task with validation, edit."""
+
 from __future__ import annotations
 
 import pytest
@@ -67,7 +68,10 @@ async def test_new_task_shows_the_cli_errors_inline_then_saves(tmp_path):
         saved = {t["name"]: t for t in Store(db).tasks()}
         assert "capitals" in saved
         task = Store(db).get_task(saved["capitals"]["id"])
-        assert [(e.input, e.output) for e in task.examples] == [("France", "Paris"), ("Japan", "Tokyo")]
+        assert [(e.input, e.output) for e in task.examples] == [
+            ("France", "Paris"),
+            ("Japan", "Tokyo"),
+        ]
         assert app.current_task_id == saved["capitals"]["id"]
         assert app.page("tasks").query_one("#tasks-table").row_count == 4
 

@@ -3,6 +3,7 @@
 Each screen owns its own handlers; the app only routes worker messages to them (through
 signals) and keeps what several screens share.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,21 +40,38 @@ class SgtuiApp(App):
         Binding("4", "goto('train')", "Train", show=False),
         Binding("5", "goto('evaluate')", "Evaluate", show=False),
         Binding("6", "goto('runs')", "Runs", show=False),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("m", "pick_model", "Model"),
-        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="this help"),
+        Binding(
+            "m",
+            "pick_model",
+            "Model",
+            tooltip="pick the model: the bundled one, a GGUF file or a Hugging Face folder",
+        ),
+        Binding(
+            "q",
+            "quit",
+            "Quit",
+            tooltip="quit; a running generation stops cleanly and can be resumed",
+        ),
     ]
 
-    def __init__(self, db: str | Path | None = None, model: str | None = None,
-                 backend: str | None = None, generator_factory: GeneratorFactory | None = None,
-                 cursor_blink: bool = True,
-                 train_job_factory: Callable[[], TrainingJob] | None = None) -> None:
+    def __init__(
+        self,
+        db: str | Path | None = None,
+        model: str | None = None,
+        backend: str | None = None,
+        generator_factory: GeneratorFactory | None = None,
+        cursor_blink: bool = True,
+        train_job_factory: Callable[[], TrainingJob] | None = None,
+    ) -> None:
         super().__init__()
         self.db_path = Path(db) if db else default_db()
         self.store = Store(self.db_path)  # the UI thread's own connection
         bootstrap.seed_example_tasks(self.store)
         self.model_path = model or bootstrap.default_model()
-        self.backend = backend or (bootstrap.backend_for(self.model_path) if self.model_path else "")
+        self.backend = backend or (
+            bootstrap.backend_for(self.model_path) if self.model_path else ""
+        )
         self.known_models = bootstrap.saved_models()
         if model and model not in self.known_models:
             self.known_models.append(model)
@@ -69,7 +87,7 @@ class SgtuiApp(App):
         self.gen_state = "idle"
         self.gen_detail = ""
         self.gen_stages: dict = {}
-        self.selection = Signal[str](self, "selection")      # "task" | "run" | "model"
+        self.selection = Signal[str](self, "selection")  # "task" | "run" | "model"
         self.generation = Signal[object](self, "generation")  # the worker messages
         self.train_job: TrainingJob | None = None  # the training child process (Train page)
 
@@ -85,10 +103,14 @@ class SgtuiApp(App):
     def page(self, name: str) -> Page:
         return self.main.page(name)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # page keys only on the main screen: in a dialog or the task form a digit must not
+        # throw away what is being edited
+        if action == "goto":
+            return self.screen is self.main
+        return True
+
     def action_goto(self, name: str) -> None:
-        # from a dialog or the task form, go back to the main screen first
-        while self.screen is not self.main and len(self.screen_stack) > 1:
-            self.pop_screen()
         self.main.show(name)
 
     def action_help(self) -> None:
@@ -99,6 +121,7 @@ class SgtuiApp(App):
         def chosen(result: tuple[str, str] | None) -> None:
             if result:
                 self.set_model(*result)
+
         self.push_screen(ModelPicker(), chosen)
 
     async def action_quit(self) -> None:
@@ -178,7 +201,9 @@ class SgtuiApp(App):
         self.generation.publish(message)
 
     def on_generation_notice(self, message: GenerationNotice) -> None:
-        self.notify(message.text, severity="warning" if message.level == "warning" else "information")
+        self.notify(
+            message.text, severity="warning" if message.level == "warning" else "information"
+        )
         self.generation.publish(message)
 
     def on_generation_state(self, message: GenerationState) -> None:
@@ -190,8 +215,12 @@ class SgtuiApp(App):
         if message.state == "created":
             self.select_run(message.run_id)
         elif message.state == "failed":
-            self.notify(message.detail or "generation failed", title="generation failed",
-                        severity="error", timeout=10)
+            self.notify(
+                message.detail or "generation failed",
+                title="generation failed",
+                severity="error",
+                timeout=10,
+            )
         elif message.state == "done":
             self.notify(f"run {message.run_id} finished")
         self.generation.publish(message)

@@ -1,4 +1,5 @@
 """First start and the model list: no Textual here, so it is easy to test on its own."""
+
 from __future__ import annotations
 
 import json
@@ -43,20 +44,31 @@ def check_model_path(text: str) -> tuple[str, str]:
     backend), or raises SgtuiError in the CLI's words."""
     p = Path(text.strip()).expanduser()
     if not text.strip():
-        raise SgtuiError("no path given", fix="type the path of a .gguf file or a Hugging Face folder")
+        raise SgtuiError(
+            "no path given", fix="type the path of a .gguf file or a Hugging Face folder"
+        )
     if not p.exists():
-        raise SgtuiError("model file not found", path=str(p),
-                         fix="give the path of a .gguf file or a Hugging Face folder")
+        raise SgtuiError(
+            "model file not found",
+            path=str(p),
+            fix="give the path of a .gguf file or a Hugging Face folder",
+        )
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise SgtuiError("this folder has no config.json, so it is not a Hugging Face model",
-                             path=str(p), fix="pick the folder that holds config.json, or a .gguf file")
+            raise SgtuiError(
+                "this folder has no config.json, so it is not a Hugging Face model",
+                path=str(p),
+                fix="pick the folder that holds config.json, or a .gguf file",
+            )
         return str(p.resolve()), "transformers"
     with p.open("rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
-        raise SgtuiError("not a GGUF model file (it does not start with the GGUF magic)",
-                         path=str(p), fix="pass a .gguf file, or convert the model to GGUF")
+        raise SgtuiError(
+            "not a GGUF model file (it does not start with the GGUF magic)",
+            path=str(p),
+            fix="pass a .gguf file, or convert the model to GGUF",
+        )
     return str(p.resolve()), "llama-cpp"
 
 

@@ -1,4 +1,5 @@
 """Bulk marks: keep, discard or clear every sample of one group (kept, or one filter reason)."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -36,10 +37,14 @@ class BulkMarks(Modal):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="bulk-box", classes="dialog"):
-            yield Static("[b]Mark a whole group[/b]\nPick a group, then k keep all · d discard "
-                         "all · u clear marks", markup=True)
-            yield OptionList(*[Option(f"{g}  ({n})", id=g) for g, n in self.groups.items()],
-                             id="bulk-groups")
+            yield Static(
+                "[b]Mark a whole group[/b]\nPick a group, then k keep all · d discard "
+                "all · u clear marks",
+                markup=True,
+            )
+            yield OptionList(
+                *[Option(f"{g}  ({n})", id=g) for g, n in self.groups.items()], id="bulk-groups"
+            )
         yield KeyBar()
 
     def on_mount(self) -> None:

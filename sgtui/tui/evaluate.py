@@ -1,5 +1,6 @@
 """The Evaluate screen: a before/after table per metric (Store.evals), and base vs fine-tuned
 predictions side by side per sample (Store.eval_items), changed ones marked and filterable."""
+
 from __future__ import annotations
 
 from rich.text import Text
@@ -46,8 +47,18 @@ class EvaluatePage(Page):
     PAGE = "evaluate"
     MAIN = "#eval-items"
     BINDINGS = [
-        Binding("c", "changed", "Changed only"),
-        Binding("n", "next_pair", "Next split"),
+        Binding(
+            "c",
+            "changed",
+            "Changed only",
+            tooltip="show only samples whose answer changed after fine-tuning",
+        ),
+        Binding(
+            "n",
+            "next_pair",
+            "Next split",
+            tooltip="next split or metric with both base and fine-tuned results",
+        ),
     ]
 
     def __init__(self, id: str | None = None) -> None:
@@ -64,6 +75,7 @@ class EvaluatePage(Page):
         yield DataTable(id="eval-scores", cursor_type="row", show_cursor=False)
         yield Static(id="eval-items-title")
         yield DataTable(id="eval-items", cursor_type="row", zebra_stripes=True)
+        yield Static(id="eval-input")
         with Horizontal(id="eval-detail"):
             with VerticalScroll():
                 yield Static(id="eval-base")
@@ -72,8 +84,13 @@ class EvaluatePage(Page):
 
     def on_mount(self) -> None:
         items = self.query_one("#eval-items", DataTable)
-        for key, label, width in (("idx", "#", 4), ("delta", "Δ", 5), ("gold", "gold", 18),
-                                  ("base", "base", 21), ("tuned", "fine-tuned", 21)):
+        for key, label, width in (
+            ("idx", "#", 4),
+            ("delta", "Δ", 5),
+            ("gold", "gold", 18),
+            ("base", "base", 21),
+            ("tuned", "fine-tuned", 21),
+        ):
             items.add_column(label, key=key, width=width)
         self.sg.selection.subscribe(self, self._on_selection)
         self.show_run(self.sg.current_run_id)
@@ -120,10 +137,17 @@ class EvaluatePage(Page):
         out = []
         for idx in sorted(set(b) | set(t)):
             rb, rt = b.get(idx, {}), t.get(idx, {})
-            out.append({"idx": idx, "input": rb.get("input") or rt.get("input") or "",
-                        "gold": rb.get("gold") or rt.get("gold") or "",
-                        "base": rb.get("prediction") or "", "tuned": rt.get("prediction") or "",
-                        "base_score": rb.get("score"), "tuned_score": rt.get("score")})
+            out.append(
+                {
+                    "idx": idx,
+                    "input": rb.get("input") or rt.get("input") or "",
+                    "gold": rb.get("gold") or rt.get("gold") or "",
+                    "base": rb.get("prediction") or "",
+                    "tuned": rt.get("prediction") or "",
+                    "base_score": rb.get("score"),
+                    "tuned_score": rt.get("score"),
+                }
+            )
         return out
 
     def on_loaded(self, message: Loaded) -> None:
@@ -139,8 +163,11 @@ class EvaluatePage(Page):
             head.append("No run yet.", style="bold")
         elif not self.evals:
             head.append(f"run {self.run_id}: no evaluation yet. ", style="bold")
-            head.append(f"After training, run `sgtui eval --run {self.run_id}` (with the adapter); "
-                        "the results appear here.", style="dim")
+            head.append(
+                f"After training, run `sgtui eval --run {self.run_id}` (with the adapter); "
+                "the results appear here.",
+                style="dim",
+            )
         else:
             head.append(f"run {self.run_id} · {len(self.evals)} evaluations", style="bold")
         self.query_one("#eval-head", Static).update(head)
@@ -168,7 +195,9 @@ class EvaluatePage(Page):
             if tuned and BASE in systems:
                 if tuned in scores and BASE in scores:
                     d = scores[tuned] - scores[BASE]
-                    cells.append(Text(f"{d:+.1f}", style="green" if d > 0 else "red" if d < 0 else ""))
+                    cells.append(
+                        Text(f"{d:+.1f}", style="green" if d > 0 else "red" if d < 0 else "")
+                    )
                 else:
                     cells.append("–")
             table.add_row(*cells)
@@ -191,20 +220,33 @@ class EvaluatePage(Page):
             return
         base, tuned = self.pairs[self.pair_index]
         items = self._shown_items()
-        n_changed = sum(1 for i in self.joined[self.pair_index]
-                        if i["base"].strip() != i["tuned"].strip())
-        title.update(Text.assemble(
-            ("per sample ", "bold"), f"{base['split'] or '?'} · {base['metric']} · ",
-            (f"{n_changed} changed", "yellow"), f" of {len(self.joined[self.pair_index])}",
-            ("  (c: changed only" + (" ✓" if self.changed_only else "") + ", n: next split)", "dim")))
+        n_changed = sum(
+            1 for i in self.joined[self.pair_index] if i["base"].strip() != i["tuned"].strip()
+        )
+        title.update(
+            Text.assemble(
+                ("per sample ", "bold"),
+                f"{base['split'] or '?'} · {base['metric']} · ",
+                (f"{n_changed} changed", "yellow"),
+                f" of {len(self.joined[self.pair_index])}",
+                (
+                    "  (c: changed only" + (" ✓" if self.changed_only else "") + ", n: next split)",
+                    "dim",
+                ),
+            )
+        )
         for it in items:
             changed = it["base"].strip() != it["tuned"].strip()
             d = (it["tuned_score"] or 0) - (it["base_score"] or 0)
             style = "green" if d > 0 else "red" if d < 0 else ("yellow" if changed else "dim")
-            table.add_row(str(it["idx"]), Text(f"{d:+.0f}" if changed or d else "=", style=style),
-                          short(it["gold"], 18), Text(short(it["base"], 21)),
-                          Text(short(it["tuned"], 21), style=style if changed else ""),
-                          key=str(it["idx"]))
+            table.add_row(
+                str(it["idx"]),
+                Text(f"{d:+.0f}" if changed or d else "=", style=style),
+                short(it["gold"], 18),
+                Text(short(it["base"], 21)),
+                Text(short(it["tuned"], 21), style=style if changed else ""),
+                key=str(it["idx"]),
+            )
         self._render_detail()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -216,21 +258,30 @@ class EvaluatePage(Page):
         tuned_box = self.query_one("#eval-tuned", Static)
         table = self.query_one("#eval-items", DataTable)
         items = {str(i["idx"]): i for i in self._shown_items()}
+        input_box = self.query_one("#eval-input", Static)
         if not table.row_count:
-            base_box.update("")
-            tuned_box.update("")
+            for box in (input_box, base_box, tuned_box):
+                box.update("")
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         it = items.get(str(key))
         if it is None:
             return
         tuned_name = self.pairs[self.pair_index][1]["system"]
-        head = Text.assemble(("input: ", "bold"), short(it["input"], 300), "\n",
-                             ("gold: ", "bold"), (short(it["gold"], 200), "green"), "\n")
-        base_box.update(Text.assemble(head, ("base", "bold"), f" (score {it['base_score']})\n",
-                                      it["base"]))
-        tuned_box.update(Text.assemble((tuned_name, "bold"), f" (score {it['tuned_score']})\n",
-                                       it["tuned"]))
+        input_box.update(
+            Text.assemble(
+                (f"#{it['idx']} ", "bold"),
+                short(it["input"], 150),
+                ("  gold: ", "bold"),
+                (short(it["gold"], 60), "green"),
+            )
+        )
+        base_box.update(
+            Text.assemble(("base", "bold"), f" (score {it['base_score']})\n", it["base"])
+        )
+        tuned_box.update(
+            Text.assemble((tuned_name, "bold"), f" (score {it['tuned_score']})\n", it["tuned"])
+        )
 
     def action_changed(self) -> None:
         self.changed_only = not self.changed_only

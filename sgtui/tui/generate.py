@@ -1,5 +1,6 @@
 """The Generate screen: run parameters, and the samples of a run streaming in as the model
 writes and annotates them, with per-stage progress, counts and tokens/s; pause, stop, resume."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -12,7 +13,6 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from ..config import RunParams
-from ..errors import SgtuiError
 from ..store import Store
 from .messages import GenerationProgress, GenerationState, Loaded, SamplesArrived
 from .model_owner import GenerateRequest
@@ -20,15 +20,31 @@ from .params import defaults, run_params_form, summary
 from .rowtable import Column, RowTable
 from .widgets import Page, answer_of, bar_text, stage_cell, status_cell
 
-STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "pausing": "yellow",
-               "stopping": "yellow", "stopped": "yellow", "failed": "bold red", "done": "bold cyan",
-               "loading": "cyan", "starting": "cyan", "created": "cyan"}
+STATE_STYLE = {
+    "running": "bold green",
+    "paused": "bold yellow",
+    "pausing": "yellow",
+    "stopping": "yellow",
+    "stopped": "yellow",
+    "failed": "bold red",
+    "done": "bold cyan",
+    "loading": "cyan",
+    "starting": "cyan",
+    "created": "cyan",
+}
 
 
 def stage_counts(rows: dict[int, dict], params: RunParams | None) -> dict:
     """Progress and counts, from the rows themselves (so a reopened run shows the same)."""
-    c = {"candidates": len(rows), "inputs_total": 0, "inputs_ok": 0, "annotated": 0,
-         "ann_total": 0, "kept": 0, "filtered": Counter()}
+    c = {
+        "candidates": len(rows),
+        "inputs_total": 0,
+        "inputs_ok": 0,
+        "annotated": 0,
+        "ann_total": 0,
+        "kept": 0,
+        "filtered": Counter(),
+    }
     for r in rows.values():
         if r.get("status") == "filtered":
             c["filtered"][r.get("filter") or "?"] += 1
@@ -48,11 +64,26 @@ class GeneratePage(Page):
     PAGE = "generate"
     MAIN = "RowTable"
     BINDINGS = [
-        Binding("s", "start", "Start"),
-        Binding("space", "pause", "Pause"),
-        Binding("x", "stop", "Stop"),
-        Binding("r", "resume", "Resume"),
-        Binding("p", "params", "Params"),
+        Binding("s", "start", "Start", tooltip="start a new run of the task with these parameters"),
+        Binding(
+            "space",
+            "pause",
+            "Pause",
+            tooltip="pause or continue generation (holds between two samples)",
+        ),
+        Binding(
+            "x",
+            "stop",
+            "Stop",
+            tooltip="stop the run; everything so far is saved and it can be resumed",
+        ),
+        Binding("r", "resume", "Resume", tooltip="resume the shown run where it stopped"),
+        Binding(
+            "p",
+            "params",
+            "Params",
+            tooltip="run parameters (the paper's defaults for the task type)",
+        ),
     ]
 
     def __init__(self, id: str | None = None) -> None:
@@ -70,9 +101,16 @@ class GeneratePage(Page):
         yield Static(id="gen-params")
         yield Static(id="gen-stages")
         yield Static(id="gen-stats")
-        yield RowTable([Column("rs", "r.s", 5), Column("stage", "stage", 6),
-                        Column("input", "input", 30), Column("answer", "answer", 14),
-                        Column("status", "status", 15)], id="gen-table")
+        yield RowTable(
+            [
+                Column("rs", "r.s", 5),
+                Column("stage", "stage", 6),
+                Column("input", "input", 30, flex=True),
+                Column("answer", "answer", 14),
+                Column("status", "status", 15),
+            ],
+            id="gen-table",
+        )
 
     def on_mount(self) -> None:
         self.sg.selection.subscribe(self, self._on_selection)
@@ -99,7 +137,7 @@ class GeneratePage(Page):
             return
         try:
             task = self.sg.store.get_task(tid)
-        except (SgtuiError, KeyError, Exception):
+        except Exception:  # a task row gone or unreadable: keep what is shown
             return
         self.params_task = tid
         self.params = defaults(task.type)
@@ -140,8 +178,13 @@ class GeneratePage(Page):
             if old is not None and (old.get("updated") or 0) > (row.get("updated") or 0):
                 continue  # a live event newer than what a reload read
             self.rows[row["id"]] = row
-            cells = ((f"{row['round']}.{row['slot']}", "dim"), stage_cell(row),
-                     (row.get("input") or "", ""), (answer_of(row), "bold"), status_cell(row))
+            cells = (
+                (f"{row['round']}.{row['slot']}", "dim"),
+                stage_cell(row),
+                (row.get("input") or "", ""),
+                (answer_of(row), "bold"),
+                status_cell(row),
+            )
             key = str(row["id"])
             if key in table:
                 table.update_row(key, cells)
@@ -181,6 +224,7 @@ class GeneratePage(Page):
         head = Text()
         if self.run_row is not None:
             import json
+
             name = json.loads(self.run_row["task"]).get("name", "?")
             head.append(f"run {self.run_id} ", style="bold")
             head.append(f"{name} ", style="bold cyan")
@@ -188,8 +232,9 @@ class GeneratePage(Page):
         else:
             head.append("new run: ", style="bold")
             head.append(f"{getattr(self, 'task_name', 'no task')} ", style="bold cyan")
-            head.append(f"· model {Path(sg.model_path).name if sg.model_path else 'none (m)'}",
-                        style="dim")
+            head.append(
+                f"· model {Path(sg.model_path).name if sg.model_path else 'none (m)'}", style="dim"
+            )
         # fixed-size lines: redraw them without a layout pass
         self.query_one("#gen-head", Static).update(head, layout=False)
         params = self._run_params()
@@ -217,7 +262,8 @@ class GeneratePage(Page):
         if nf:
             top = ", ".join(f"{k} {v}" for k, v in c["filtered"].most_common(3))
             stats.append(f" ({top})", style="red")
-        stats.append(f" · {self.tps:.0f} tok/s")
+        tps = self.tps or (self.run_row or {}).get("summary", {}).get("tokens_per_s")
+        stats.append(f" · {tps:.0f} tok/s" if tps else " · – tok/s")
         if sg.gen_state == "failed" and sg.gen_run_id == self.run_id and sg.gen_detail:
             stats.append(f"\n{sg.gen_detail}", style="red")
         self.query_one("#gen-stats", Static).update(stats, layout=False)
@@ -234,6 +280,7 @@ class GeneratePage(Page):
                 if self.run_id is not None and not self.sg.generating:
                     self.show_run(None)  # the edited parameters are for a new run
                 self._render_status()
+
         self.app.push_screen(run_params_form(self.params, self.task_type), saved)
 
     def action_start(self) -> None:
@@ -244,8 +291,9 @@ class GeneratePage(Page):
         if not sg.model_path:
             self.notify("no model: press m to pick one", severity="warning")
             return
-        sg.start_generation(GenerateRequest(None, sg.current_task_id, self.params,
-                                            sg.model_path, sg.backend))
+        sg.start_generation(
+            GenerateRequest(None, sg.current_task_id, self.params, sg.model_path, sg.backend)
+        )
         self._render_status()
 
     def action_pause(self) -> None:

@@ -1,5 +1,6 @@
 """The help screen (`?`): every key binding, from the bindings themselves, so the help, the
 footer and docs/TUI.md never disagree."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -9,13 +10,22 @@ from textual.widgets import Markdown
 
 from .widgets import KeyBar, Modal
 
-INTRO = ("sgtui follows SELF-GUIDE: the model writes task inputs, answers each one several times "
-         "and keeps the majority answer, filters drop the noisy ones, you keep or discard what is "
-         "left, and the model is fine-tuned on what you kept. Screens: 1 Tasks → 2 Generate → "
-         "3 Review → 4 Train → 5 Evaluate; 6 Runs lists every run. The mouse works too.")
+INTRO = (
+    "sgtui follows SELF-GUIDE: the model writes task inputs, answers each one several times "
+    "and keeps the majority answer, filters drop the noisy ones, you keep or discard what is "
+    "left, and the model is fine-tuned on what you kept. Screens: 1 Tasks → 2 Generate → "
+    "3 Review → 4 Train → 5 Evaluate; 6 Runs lists every run. The mouse works too."
+)
 
-KEY_NAMES = {"question_mark": "?", "slash": "/", "space": "space", "escape": "esc",
-             "enter": "enter", "ctrl+s": "ctrl+s", "ctrl+d": "ctrl+d"}
+KEY_NAMES = {
+    "question_mark": "?",
+    "slash": "/",
+    "space": "space",
+    "escape": "esc",
+    "enter": "enter",
+    "ctrl+s": "ctrl+s",
+    "ctrl+d": "ctrl+d",
+}
 
 
 def key_label(b: Binding) -> str:
@@ -30,14 +40,28 @@ def sections() -> list[tuple[str, list[Binding]]]:
     from .model_picker import ModelPicker
     from .params import ParamsForm
     from .task_form import TaskForm
-    out: list[tuple[str, list[Binding]]] = [("Everywhere", [
-        Binding("1-6", "", "go to Tasks, Generate, Review, Train, Evaluate, Runs"),
-        *[b for b in SgtuiApp.BINDINGS if isinstance(b, Binding) and b.show]])]
+
+    out: list[tuple[str, list[Binding]]] = [
+        (
+            "Everywhere",
+            [
+                Binding("1-6", "", "go to Tasks, Generate, Review, Train, Evaluate, Runs"),
+                *[b for b in SgtuiApp.BINDINGS if isinstance(b, Binding) and b.show],
+                Binding(
+                    "↑ ↓ pgup pgdn", "", "move in a list; enter opens or edits the highlighted row"
+                ),
+                Binding("tab", "", "next field or list; the mouse works too (click, scroll)"),
+            ],
+        )
+    ]
     for name, cls in SgtuiApp.PAGES.items():
         out.append((name.capitalize(), list(cls.BINDINGS)))  # type: ignore[attr-defined]
-    out += [("Task form", list(TaskForm.BINDINGS)), ("Parameter forms (p on Generate and Train)", list(ParamsForm.BINDINGS)),
-            ("Bulk marks (Review, b)", list(BulkMarks.BINDINGS)),
-            ("Model picker (m)", list(ModelPicker.BINDINGS))]
+    out += [
+        ("Task form", list(TaskForm.BINDINGS)),
+        ("Parameter forms (p on Generate and Train)", list(ParamsForm.BINDINGS)),
+        ("Bulk marks (Review, b)", list(BulkMarks.BINDINGS)),
+        ("Model picker (m)", list(ModelPicker.BINDINGS)),
+    ]
     return out
 
 
@@ -46,7 +70,7 @@ def bindings_markdown() -> str:
     for title, bindings in sections():
         lines += [f"### {title}", "", "| key | action |", "|---|---|"]
         for b in bindings:
-            lines.append(f"| `{key_label(b)}` | {b.description} |")
+            lines.append(f"| `{key_label(b)}` | {b.tooltip or b.description} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """Typed messages that workers post to the UI. Only message handlers touch widgets."""
+
 from __future__ import annotations
 
 from textual.message import Message
@@ -82,7 +83,9 @@ class TrainLog(Message):
 
 
 class TrainFinished(Message):
-    def __init__(self, run_id: int, returncode: int | None, cancelled: bool, error: str = "") -> None:
+    def __init__(
+        self, run_id: int, returncode: int | None, cancelled: bool, error: str = ""
+    ) -> None:
         super().__init__()
         self.run_id = run_id
         self.returncode = returncode

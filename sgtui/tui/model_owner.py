@@ -5,6 +5,7 @@ and serves every generation request in turn. It talks to the UI only by posting 
 the pipeline's events are buffered and posted at most every `interval` seconds, so the UI is
 never flooded and never waited on.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ GeneratorFactory = Callable[[str, str], object]
 
 def load_generator(backend: str, model: str) -> object:
     import backends
+
     options: dict = {}
     if backend.startswith("llama-cpp"):
         # leave one core to the UI thread: llama.cpp's worker threads spin, and on a small or
@@ -108,23 +110,25 @@ class ModelOwner:
     """Serves generation requests in the thread that calls serve(); that thread alone ever
     loads or calls the generator. pause/resume/stop may be called from any thread."""
 
-    def __init__(self, db_path: str | Path, post: Post, factory: GeneratorFactory | None = None,
-                 interval: float = 0.08) -> None:
+    def __init__(
+        self,
+        db_path: str | Path,
+        post: Post,
+        factory: GeneratorFactory | None = None,
+        interval: float = 0.08,
+    ) -> None:
         self.db_path = str(db_path)
         self.post = post
         self.factory = factory or load_generator
         self.interval = interval
         self.requests: queue.Queue[GenerateRequest | None] = queue.Queue()
         self.stop = threading.Event()
-        self.running = threading.Event()   # cleared while paused
+        self.running = threading.Event()  # cleared while paused
         self.running.set()
-        self.busy = False
         self.loaded: tuple[str, str] | None = None
-        self.loads = 0
 
     # -- called from the UI thread ------------------------------------------------------------
     def submit(self, request: GenerateRequest) -> None:
-        self.busy = True
         self.requests.put(request)
 
     def pause(self) -> None:
@@ -143,6 +147,7 @@ class ModelOwner:
 
     # -- the owner thread ---------------------------------------------------------------------
     def serve(self) -> None:
+        _lower_priority()
         store = Store(self.db_path)
         generator = None
         try:
@@ -154,8 +159,8 @@ class ModelOwner:
                 self.running.set()
                 try:
                     generator = self._serve_one(store, request, generator)
-                finally:
-                    self.busy = not self.requests.empty()
+                except Exception as e:  # keep serving: one bad request must not end the thread
+                    self.post(GenerationState(request.run_id, "failed", f"{type(e).__name__}: {e}"))
         finally:
             if generator is not None:
                 generator.close()
@@ -177,7 +182,6 @@ class ModelOwner:
                 self.post(GenerationState(run_id, "loading", Path(wanted[0]).name))
                 generator = self.factory(wanted[1], wanted[0])
                 self.loaded = wanted
-                self.loads += 1
         except SgtuiError as e:
             self.post(GenerationState(run_id, "failed", _describe(e)))
             return generator
@@ -215,7 +219,17 @@ class ModelOwner:
                 pass
             if not self.stop.is_set():
                 self.post(GenerationState(run_id, "running"))
+
         return emit
+
+
+def _lower_priority() -> None:
+    """Let this thread yield to the UI thread when they compete for a core (Linux: a thread's
+    nice value is its own). Generation barely slows, since the UI is idle most of the time."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):
+        pass
 
 
 def _describe(e: SgtuiError) -> str:

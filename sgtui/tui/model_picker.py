@@ -1,5 +1,6 @@
 """The model picker: the bundled model, and any GGUF file or Hugging Face folder the person
 points to. Choosing one only records it; the model owner loads it for the next run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from .widgets import KeyBar, Modal
 
 def backend_choices() -> list[tuple[str, str]]:
     import backends
+
     out = [("auto", "auto")]
     for b in backends.info():
         out.append((b.name if b.available else f"{b.name} (unavailable)", b.name))
@@ -36,8 +38,9 @@ class ModelPicker(Modal):
         options = []
         if bundled:
             self.entries.append(bundled)
-            options.append(Option(f"SmolLM2-135M-Instruct (bundled)  {Path(bundled).name}",
-                                  id="m0"))
+            options.append(
+                Option(f"SmolLM2-135M-Instruct (bundled)  {Path(bundled).name}", id="m0")
+            )
         for p in sg.known_models:
             if p != bundled:
                 self.entries.append(p)
@@ -49,8 +52,13 @@ class ModelPicker(Modal):
             yield Input(id="model-path", compact=True, placeholder="~/models/my-model.gguf")
             with Horizontal(classes="form-row"):
                 yield Label("backend ", classes="form-label")
-                yield Select(backend_choices(), value="auto", allow_blank=False,
-                             id="model-backend", compact=True)
+                yield Select(
+                    backend_choices(),
+                    value="auto",
+                    allow_blank=False,
+                    id="model-backend",
+                    compact=True,
+                )
             yield Static(id="model-error")
         yield KeyBar()
 

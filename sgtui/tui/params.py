@@ -1,5 +1,6 @@
 """The run-parameter form: every field of RunParams, starting from the paper's defaults for the
 task type (RunParams.defaults_for), each one editable."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,17 +20,40 @@ from ..training import PRECISIONS, TRAINERS, TrainParams
 from .widgets import KeyBar, Modal, OnOff
 
 MODES: tuple[str, ...] = getattr(config, "MODES", ("paper", "small"))
-LABELS = {"per_round": "per round", "gen_temperature": "gen temp", "gen_top_k": "gen top_k",
-          "gen_top_p": "gen top_p", "gen_max_tokens": "gen max tok", "max_low_quality": "pool examples",
-          "context_cutoff": "prompt limit", "input_length_filter": "input length",
-          "output_length_filter": "output length", "noise_filter": "noise filter",
-          "best_of": "best of", "ann_temperature": "ann temp", "ann_top_k": "ann top_k",
-          "ann_max_tokens": "ann max tok", "min_frequency": "vote min freq",
-          "balance_classes": "balance", "small_filters": "small filters",
-          "near_copy_threshold": "near-copy", "batch_size": "batch size", "max_len": "max len",
-          "seeds_only": "seeds only", "grad_clip": "grad clip", "weight_decay": "weight decay"}
-AT_LEAST_ONE = ("rounds", "per_round", "n", "best_of", "gen_max_tokens", "ann_max_tokens",
-                "context_cutoff")
+LABELS = {
+    "per_round": "per round",
+    "gen_temperature": "gen temp",
+    "gen_top_k": "gen top_k",
+    "gen_top_p": "gen top_p",
+    "gen_max_tokens": "gen max tok",
+    "max_low_quality": "pool examples",
+    "context_cutoff": "prompt limit",
+    "input_length_filter": "input length",
+    "output_length_filter": "output length",
+    "noise_filter": "noise filter",
+    "best_of": "best of",
+    "ann_temperature": "ann temp",
+    "ann_top_k": "ann top_k",
+    "ann_max_tokens": "ann max tok",
+    "min_frequency": "vote min freq",
+    "balance_classes": "balance",
+    "small_filters": "small filters",
+    "near_copy_threshold": "near-copy",
+    "batch_size": "batch size",
+    "max_len": "max len",
+    "seeds_only": "seeds only",
+    "grad_clip": "grad clip",
+    "weight_decay": "weight decay",
+}
+AT_LEAST_ONE = (
+    "rounds",
+    "per_round",
+    "n",
+    "best_of",
+    "gen_max_tokens",
+    "ann_max_tokens",
+    "context_cutoff",
+)
 
 
 def default_mode() -> str:
@@ -45,13 +69,21 @@ def defaults(task_type: str, mode: str | None = None) -> RunParams:
 
 
 def summary(p: RunParams) -> str:
-    filters = [name for name, on in (("length", p.input_length_filter),
-                                     ("out-length", p.output_length_filter),
-                                     ("noise", p.noise_filter),
-                                     ("small", getattr(p, "small_filters", False))) if on]
-    return (f"{p.rounds}×{p.per_round} inputs · n {p.n} · T {p.gen_temperature}/{p.ann_temperature}"
-            f" · max tok {p.gen_max_tokens}/{p.ann_max_tokens} · {p.mode} · "
-            f"filters {'+'.join(filters) or 'none'}")
+    filters = [
+        name
+        for name, on in (
+            ("length", p.input_length_filter),
+            ("out-length", p.output_length_filter),
+            ("noise", p.noise_filter),
+            ("small", getattr(p, "small_filters", False)),
+        )
+        if on
+    ]
+    return (
+        f"{p.rounds}×{p.per_round} inputs · n {p.n} · T {p.gen_temperature}/{p.ann_temperature}"
+        f" · max tok {p.gen_max_tokens}/{p.ann_max_tokens} · {p.mode} · "
+        f"filters {'+'.join(filters) or 'none'}"
+    )
 
 
 def parse_fields(cls: type, values: dict[str, object]) -> dict[str, object]:
@@ -68,8 +100,10 @@ def parse_fields(cls: type, values: dict[str, object]) -> dict[str, object]:
         try:
             out[f.name] = int(str(v)) if kind is int else float(str(v))
         except ValueError:
-            raise ValueError(f"{LABELS.get(f.name, f.name)}: {v!r} is not a "
-                             f"{'whole number' if kind is int else 'number'}") from None
+            raise ValueError(
+                f"{LABELS.get(f.name, f.name)}: {v!r} is not a "
+                f"{'whole number' if kind is int else 'number'}"
+            ) from None
     return out
 
 
@@ -93,8 +127,11 @@ def parse_train(values: dict[str, object]) -> TrainParams:
 
 
 def train_summary(p: TrainParams) -> str:
-    return (f"{p.epochs} epochs · lr {p.lr:g} · LoRA r{p.rank}/α{p.alpha} · batch {p.batch_size}"
-            f" · len {p.max_len}" + (" · seeds only" if p.seeds_only else ""))
+    return (
+        f"{p.epochs} epoch{'s' if p.epochs != 1 else ''} · lr {p.lr:g} · "
+        f"LoRA r{p.rank}/α{p.alpha} · batch {p.batch_size} · len {p.max_len}"
+        + (" · seeds only" if p.seeds_only else "")
+    )
 
 
 class ParamsForm(Modal):
@@ -103,14 +140,26 @@ class ParamsForm(Modal):
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("ctrl+d", "defaults", "Defaults", priority=True),
+        Binding(
+            "ctrl+d",
+            "defaults",
+            "Defaults",
+            priority=True,
+            tooltip="back to the defaults (the paper's, for run parameters)",
+        ),
         Binding("escape", "cancel", "Cancel"),
     ]
 
-    def __init__(self, params: object, *, title: str, reset: Callable[[str | None], object],
-                 parse: Callable[[dict[str, object]], object],
-                 choices: dict[str, tuple[str, ...]] | None = None,
-                 mode_field: str | None = None) -> None:
+    def __init__(
+        self,
+        params: object,
+        *,
+        title: str,
+        reset: Callable[[str | None], object],
+        parse: Callable[[dict[str, object]], object],
+        choices: dict[str, tuple[str, ...]] | None = None,
+        mode_field: str | None = None,
+    ) -> None:
         super().__init__()
         self.params = params
         self.title_text = title
@@ -128,13 +177,22 @@ class ParamsForm(Modal):
                     v = getattr(self.params, name)
                     yield Label(LABELS.get(name, name.replace("_", " ")), classes="p-label")
                     if name in self.choices:
-                        yield Select([(m, m) for m in self.choices[name]], value=v,
-                                     allow_blank=False, id=f"p-{name}", compact=True)
+                        yield Select(
+                            [(m, m) for m in self.choices[name]],
+                            value=v,
+                            allow_blank=False,
+                            id=f"p-{name}",
+                            compact=True,
+                        )
                     elif isinstance(v, bool):
                         yield OnOff(v, id=f"p-{name}")
                     else:
-                        yield Input(str(v), id=f"p-{name}", compact=True,
-                                    type="integer" if isinstance(v, int) else "number")
+                        yield Input(
+                            str(v),
+                            id=f"p-{name}",
+                            compact=True,
+                            type="integer" if isinstance(v, int) else "number",
+                        )
             yield Static(id="params-error")
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", id="p-save", variant="primary", compact=True)
@@ -142,18 +200,24 @@ class ParamsForm(Modal):
         yield KeyBar()
 
     def values(self) -> dict[str, object]:
-        return {name: self.query_one(f"#p-{name}").value  # type: ignore[attr-defined]
-                for name in self.fields}
+        return {
+            name: self.query_one(f"#p-{name}").value  # type: ignore[attr-defined]
+            for name in self.fields
+        }
 
     def set_values(self, p: object) -> None:
         for name in self.fields:
             v = getattr(p, name)
             self.query_one(f"#p-{name}").value = (  # type: ignore[attr-defined]
-                v if isinstance(v, (bool, str)) else str(v))
+                v if isinstance(v, (bool, str)) else str(v)
+            )
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if (self.mode_field and event.select.id == f"p-{self.mode_field}"
-                and event.value != getattr(self.params, self.mode_field)):
+        if (
+            self.mode_field
+            and event.select.id == f"p-{self.mode_field}"
+            and event.value != getattr(self.params, self.mode_field)
+        ):
             # a mode brings its own defaults; start from them
             self.params = self.reset(str(event.value))
             self.set_values(self.params)
@@ -162,7 +226,9 @@ class ParamsForm(Modal):
         self.action_save() if event.button.id == "p-save" else self.action_cancel()
 
     def action_defaults(self) -> None:
-        mode = str(self.query_one(f"#p-{self.mode_field}", Select).value) if self.mode_field else None
+        mode = (
+            str(self.query_one(f"#p-{self.mode_field}", Select).value) if self.mode_field else None
+        )
         self.params = self.reset(mode)
         self.set_values(self.params)
 
@@ -179,12 +245,21 @@ class ParamsForm(Modal):
 
 
 def run_params_form(params: RunParams, task_type: str) -> ParamsForm:
-    return ParamsForm(params, title=f"[b]Run parameters[/b]  [dim]({task_type}; ctrl+d: the "
-                      "paper's defaults)[/dim]", reset=lambda mode: defaults(task_type, mode),
-                      parse=parse_params, choices={"mode": MODES}, mode_field="mode")
+    return ParamsForm(
+        params,
+        title=f"[b]Run parameters[/b]  [dim]({task_type}; ctrl+d: the paper's defaults)[/dim]",
+        reset=lambda mode: defaults(task_type, mode),
+        parse=parse_params,
+        choices={"mode": MODES},
+        mode_field="mode",
+    )
 
 
 def train_params_form(params: TrainParams) -> ParamsForm:
-    return ParamsForm(params, title="[b]Training parameters[/b]  [dim](ctrl+d: defaults, see "
-                      "docs/TRAINING.md)[/dim]", reset=lambda _: TrainParams(), parse=parse_train,
-                      choices={"precision": PRECISIONS, "trainer": TRAINERS})
+    return ParamsForm(
+        params,
+        title="[b]Training parameters[/b]  [dim](ctrl+d: defaults, see docs/TRAINING.md)[/dim]",
+        reset=lambda _: TrainParams(),
+        parse=parse_train,
+        choices={"precision": PRECISIONS, "trainer": TRAINERS},
+    )

@@ -1,6 +1,7 @@
 """The Review screen: keep or discard samples one by one or by filter reason, search, and a
 detail pane with the candidate answers and their votes. Works while generation runs: new
 samples join the list as they arrive. Every mark is written (and committed) at once."""
+
 from __future__ import annotations
 
 import json
@@ -27,21 +28,46 @@ def in_training(row: dict) -> bool:
     """Store.training_pairs' rule, for one row."""
     if not row.get("output") or row.get("mark") == "discard":
         return False
-    return (row.get("status") == "kept" and row.get("stage") == "annotated") or row.get("mark") == "keep"
+    return (row.get("status") == "kept" and row.get("stage") == "annotated") or row.get(
+        "mark"
+    ) == "keep"
 
 
 class ReviewPage(Page):
     PAGE = "review"
     MAIN = "RowTable"
     BINDINGS = [
-        Binding("k", "mark('keep')", "Keep"),
-        Binding("d", "mark('discard')", "Discard"),
-        Binding("space", "toggle_mark", "Toggle"),
-        Binding("u", "mark('clear')", "Clear", show=False),
-        Binding("b", "bulk", "Bulk"),
-        Binding("v", "view", "View"),
-        Binding("slash", "search", "Search", key_display="/"),
-        Binding("escape", "leave_search", "Back to list", show=False),
+        Binding(
+            "k", "mark('keep')", "Keep", tooltip="keep the sample for training (saved at once)"
+        ),
+        Binding("d", "mark('discard')", "Discard", tooltip="discard the sample (saved at once)"),
+        Binding(
+            "space", "toggle_mark", "Toggle", tooltip="flip whether the sample goes into training"
+        ),
+        Binding(
+            "u",
+            "mark('clear')",
+            "Clear",
+            show=False,
+            tooltip="clear the mark: the filters decide again",
+        ),
+        Binding(
+            "b",
+            "bulk",
+            "Bulk",
+            tooltip="keep, discard or clear a whole group: kept, or one filter reason",
+        ),
+        Binding(
+            "v", "view", "View", tooltip="cycle the view: all, kept, filtered, unmarked, marked"
+        ),
+        Binding("slash", "search", "Search", key_display="/", tooltip="search inputs and answers"),
+        Binding(
+            "escape",
+            "leave_search",
+            "Back to list",
+            show=False,
+            tooltip="from the search field back to the list",
+        ),
     ]
 
     def __init__(self, id: str | None = None) -> None:
@@ -58,9 +84,16 @@ class ReviewPage(Page):
     def compose_page(self) -> ComposeResult:
         yield Static(id="rev-head")
         yield Input(id="rev-search", placeholder="/ search inputs and answers", compact=True)
-        yield RowTable([Column("mark", "mark", 4), Column("id", "id", 5),
-                        Column("status", "status", 15), Column("input", "input", 34),
-                        Column("answer", "answer", 14)], id="rev-table")
+        yield RowTable(
+            [
+                Column("mark", "mark", 4),
+                Column("id", "id", 5),
+                Column("status", "status", 15),
+                Column("input", "input", 34, flex=True),
+                Column("answer", "answer", 14),
+            ],
+            id="rev-table",
+        )
         with VerticalScroll(id="rev-detail-box"):
             yield Static(id="rev-detail")
 
@@ -89,8 +122,9 @@ class ReviewPage(Page):
     def load_run(self, run_id: int) -> None:
         store = Store(self.sg.db_path)
         try:
-            self.post_message(Loaded("review-run", (store.run(run_id), store.samples(run_id)),
-                                     run_id))
+            self.post_message(
+                Loaded("review-run", (store.run(run_id), store.samples(run_id)), run_id)
+            )
         finally:
             store.close()
 
@@ -103,8 +137,11 @@ class ReviewPage(Page):
     def _on_generation(self, message: object) -> None:
         if isinstance(message, SamplesArrived) and message.run_id == self.run_id:
             self._merge(message.rows)
-        elif (isinstance(message, GenerationState) and message.run_id == self.run_id
-              and message.state in ("done", "stopped", "failed")):
+        elif (
+            isinstance(message, GenerationState)
+            and message.run_id == self.run_id
+            and message.state in ("done", "stopped", "failed")
+        ):
             self.load_run(message.run_id)
 
     # -- the table ----------------------------------------------------------------------------
@@ -124,8 +161,13 @@ class ReviewPage(Page):
         return True
 
     def _cells(self, row: dict) -> tuple:
-        return (mark_cell(row.get("mark")), (str(row["id"]), "" if in_training(row) else "dim"),
-                status_cell(row), (row.get("input") or "", ""), (answer_of(row), "bold"))
+        return (
+            mark_cell(row.get("mark")),
+            (str(row["id"]), "" if in_training(row) else "dim"),
+            status_cell(row),
+            (row.get("input") or "", ""),
+            (answer_of(row), "bold"),
+        )
 
     def _merge(self, rows: list[dict]) -> None:
         table = self.query_one("#rev-table", RowTable)
@@ -172,7 +214,9 @@ class ReviewPage(Page):
             head.append("No run yet: generate one first (2 Generate).", style="bold")
         else:
             rows = self.rows.values()
-            kept = sum(1 for r in rows if r.get("status") == "kept" and r.get("stage") == "annotated")
+            kept = sum(
+                1 for r in rows if r.get("status") == "kept" and r.get("stage") == "annotated"
+            )
             marks = Counter(r.get("mark") for r in rows)
             pairs = sum(1 for r in rows if in_training(r))
             head.append(f"run {self.run_id} ", style="bold")
@@ -201,8 +245,10 @@ class ReviewPage(Page):
             t.append(f" ({row['reason']})", style="red")
         t.append("  mark: ")
         t.append_text(mark_text(row.get("mark")))
-        t.append("  in training" if in_training(row) else "  not in training",
-                 style="green" if in_training(row) else "dim")
+        t.append(
+            "  in training" if in_training(row) else "  not in training",
+            style="green" if in_training(row) else "dim",
+        )
         if row.get("pseudo_label"):
             t.append(f"  asked for: {row['pseudo_label']}", style="dim")
         t.append("\ninput: ", style="bold")
@@ -310,6 +356,7 @@ class ReviewPage(Page):
             ids = [r["id"] for r in self.rows.values() if group_of(r) == group]
             self.apply_marks(ids, mark)
             self.notify(f"{mark or 'cleared'}: {len(ids)} sample(s) in {group}")
+
         self.app.push_screen(BulkMarks(dict(groups), group_of(cur) if cur else None), chosen)
 
     # -- view and search ----------------------------------------------------------------------

@@ -5,6 +5,7 @@ samples arriving several times a second that alone kept a small machine's UI thr
 table draws a line in microseconds, so adding or updating rows stays cheap however often they
 come. It has a fixed header, a row cursor, keys, and mouse selection.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ Cell = tuple[str, str]  # (text, Rich style string)
 class Column:
     key: str
     label: str
-    width: int  # the last column takes whatever width is left
+    width: int  # the least width; the flex column (else the last) takes what is left
+    flex: bool = False
 
 
 @lru_cache(maxsize=256)
@@ -173,8 +175,9 @@ class RowTable(ScrollView, can_focus=True):
     # -- drawing ------------------------------------------------------------------------------
     def _widths(self, total: int) -> list[int]:
         widths = [c.width for c in self.columns]
-        used = sum(widths[:-1]) + len(widths)  # one space before each column
-        widths[-1] = max(total - used, 1)
+        grow = next((i for i, c in enumerate(self.columns) if c.flex), len(widths) - 1)
+        spare = total - sum(widths) - len(widths)  # one space before each column
+        widths[grow] = max(widths[grow] + spare, 1)
         return widths
 
     def _line(self, cells: list[Cell], widths: list[int], base: Style) -> list[Segment]:
@@ -194,7 +197,9 @@ class RowTable(ScrollView, can_focus=True):
         if y == 0:
             header = self.get_component_rich_style("rowtable--header")
             cells = [(c.label, "") for c in self.columns]
-            return Strip(self._line(cells, widths, base + header)).adjust_cell_length(width, base + header)
+            return Strip(self._line(cells, widths, base + header)).adjust_cell_length(
+                width, base + header
+            )
         row = int(self.scroll_offset.y) + y - 1
         if row >= len(self._keys):
             return Strip.blank(width, base)
@@ -202,4 +207,6 @@ class RowTable(ScrollView, can_focus=True):
         style = base
         if row == self.cursor:
             style = base + self.get_component_rich_style("rowtable--cursor")
-        return Strip(self._line(list(self._cells[key]), widths, style)).adjust_cell_length(width, style)
+        return Strip(self._line(list(self._cells[key]), widths, style)).adjust_cell_length(
+            width, style
+        )

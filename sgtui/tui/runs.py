@@ -1,4 +1,5 @@
 """The Runs screen: every run with its parameters and results; open, resume, train, evaluate."""
+
 from __future__ import annotations
 
 import json
@@ -19,19 +20,24 @@ from .model_owner import GenerateRequest
 from .params import defaults
 from .widgets import Page, short
 
-STATUS_STYLE = {"done": "green", "running": "bold yellow", "stopped": "yellow", "failed": "red",
-                "created": "dim"}
+STATUS_STYLE = {
+    "done": "green",
+    "running": "bold yellow",
+    "stopped": "yellow",
+    "failed": "red",
+    "created": "dim",
+}
 
 
 class RunsPage(Page):
     PAGE = "runs"
     MAIN = "#runs-table"
     BINDINGS = [
-        Binding("enter", "open", "Open (review)", show=False),
-        Binding("o", "open", "Open"),
-        Binding("r", "resume", "Resume"),
-        Binding("t", "train", "Train"),
-        Binding("e", "evaluate", "Evaluate"),
+        Binding("enter", "open", "Open (review)", show=False, tooltip="open the run in Review"),
+        Binding("o", "open", "Open", tooltip="open the run in Review"),
+        Binding("r", "resume", "Resume", tooltip="resume a stopped or crashed run in Generate"),
+        Binding("t", "train", "Train", tooltip="open the run in Train"),
+        Binding("e", "evaluate", "Evaluate", tooltip="open the run in Evaluate"),
     ]
 
     def __init__(self, id: str | None = None) -> None:
@@ -45,9 +51,16 @@ class RunsPage(Page):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)
-        for key, label, width in (("id", "run", 4), ("task", "task", 17), ("status", "status", 8),
-                                  ("stage", "stage", 8), ("cand", "cand", 5), ("kept", "kept", 5),
-                                  ("pairs", "pairs", 5), ("created", "created", 11)):
+        for key, label, width in (
+            ("id", "run", 4),
+            ("task", "task", 17),
+            ("status", "status", 8),
+            ("stage", "stage", 8),
+            ("cand", "cand", 5),
+            ("kept", "kept", 5),
+            ("pairs", "pairs", 5),
+            ("created", "created", 11),
+        ):
             table.add_column(label, key=key, width=width)
         self.sg.generation.subscribe(self, self._on_generation)
         self.load()
@@ -56,8 +69,12 @@ class RunsPage(Page):
         self.load()
 
     def _on_generation(self, message: object) -> None:
-        if isinstance(message, GenerationState) and message.state in ("created", "done",
-                                                                      "stopped", "failed"):
+        if isinstance(message, GenerationState) and message.state in (
+            "created",
+            "done",
+            "stopped",
+            "failed",
+        ):
             self.load()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs-load")
@@ -79,6 +96,7 @@ class RunsPage(Page):
             return
         table = self.query_one("#runs-table", DataTable)
         keep = table.cursor_row
+        was = self.selected()
         table.clear()
         self.runs = {r["id"]: r for r in message.data}  # type: ignore[union-attr]
         for r in self.runs.values():
@@ -87,12 +105,20 @@ class RunsPage(Page):
             if self.sg.gen_run_id == r["id"] and self.sg.generating:
                 status = self.sg.gen_state
             c = r["counts"]
-            table.add_row(str(r["id"]), short(task, 17), Text(status, style=STATUS_STYLE.get(status, "")),
-                          r["stage"] or "", str(c["candidates"]), str(c["kept"]), str(r["pairs"]),
-                          time.strftime("%m-%d %H:%M", time.localtime(r["created"] or 0)),
-                          key=str(r["id"]))
+            table.add_row(
+                str(r["id"]),
+                short(task, 17),
+                Text(status, style=STATUS_STYLE.get(status, "")),
+                r["stage"] or "",
+                str(c["candidates"]),
+                str(c["kept"]),
+                str(r["pairs"]),
+                time.strftime("%m-%d %H:%M", time.localtime(r["created"] or 0)),
+                key=str(r["id"]),
+            )
         if table.row_count:
-            target = self.sg.current_run_id
+            # stay on the run the person was looking at; the first time, on the app's run
+            target = was["id"] if was is not None else self.sg.current_run_id
             if target is not None and str(target) in table.rows:
                 table.move_cursor(row=table.get_row_index(str(target)))
             else:
@@ -124,23 +150,34 @@ class RunsPage(Page):
         t.append(f"· {r['status']} · model {Path(r['model']).name} ({r['backend']})\n", style="dim")
         params = RunParams.from_dict(r["params"])
         base = defaults(json.loads(r["task"]).get("type", "generation"), params.mode)
-        changed = [f"{k}={v}" for k, v in r["params"].items()
-                   if k in RunParams.__dataclass_fields__ and getattr(base, k) != v]
+        changed = [
+            f"{k}={v}"
+            for k, v in r["params"].items()
+            if k in RunParams.__dataclass_fields__ and getattr(base, k) != v
+        ]
         t.append("params: ", style="bold")
         t.append(f"{params.rounds}×{params.per_round}, n {params.n}, mode {params.mode}")
         if changed:
             t.append(f"  (changed: {', '.join(changed)})", style="yellow")
         c = r["counts"]
         t.append("\nresults: ", style="bold")
-        t.append(f"{c['candidates']} candidates, {c['kept']} kept, {r['pairs']} training pairs, "
-                 f"marks keep {c['marked_keep']} / discard {c['marked_discard']}")
+        t.append(
+            f"{c['candidates']} candidates, {c['kept']} kept, {r['pairs']} training pairs, "
+            f"marks keep {c['marked_keep']} / discard {c['marked_discard']}"
+        )
         if c["filtered"]:
             t.append("\nfiltered: ", style="bold")
-            t.append(", ".join(f"{k} {v}" for k, v in sorted(c["filtered"].items(),
-                                                             key=lambda kv: -kv[1])), style="red")
+            t.append(
+                ", ".join(
+                    f"{k} {v}" for k, v in sorted(c["filtered"].items(), key=lambda kv: -kv[1])
+                ),
+                style="red",
+            )
         for e in r["evals"]:
-            t.append(f"\neval {e['system']} {e['split'] or ''} {e['metric']}: {e['score']:.1f}",
-                     style="cyan")
+            t.append(
+                f"\neval {e['system']} {e['split'] or ''} {e['metric']}: {e['score']:.1f}",
+                style="cyan",
+            )
         if r.get("error"):
             t.append(f"\nerror: {r['error']}", style="red")
         box.update(t)

@@ -1,4 +1,5 @@
 """The main screen: the navigation bar, the six pages in a content switcher, the footer."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -14,8 +15,13 @@ from .train import TrainPage
 from .widgets import KeyBar, NavBar, Page
 
 PAGE_CLASSES: dict[str, type[Page]] = {
-    "tasks": TasksPage, "generate": GeneratePage, "review": ReviewPage, "train": TrainPage,
-    "evaluate": EvaluatePage, "runs": RunsPage}
+    "tasks": TasksPage,
+    "generate": GeneratePage,
+    "review": ReviewPage,
+    "train": TrainPage,
+    "evaluate": EvaluatePage,
+    "runs": RunsPage,
+}
 
 
 class MainScreen(Screen):

@@ -3,19 +3,19 @@
 Validation is sgtui.task.parse_task, the same function the CLI uses, so the form shows the
 same message and fix a task file would get.
 """
+
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
 from ..errors import SgtuiError
 from ..task import TYPES, Example, Task, parse_task
 from .widgets import KeyBar, Modal, _Common, short
-
-from textual.screen import Screen
 
 SOURCE = "task form"
 
@@ -45,8 +45,12 @@ class ExampleEditor(Modal):
         self.action_save() if event.button.id == "ex-save" else self.action_cancel()
 
     def action_save(self) -> None:
-        self.dismiss(Example(self.query_one("#ex-input", TextArea).text,
-                             self.query_one("#ex-output", TextArea).text))
+        self.dismiss(
+            Example(
+                self.query_one("#ex-input", TextArea).text,
+                self.query_one("#ex-output", TextArea).text,
+            )
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -56,10 +60,21 @@ class TaskForm(_Common, Screen):
     """Create (task_id None) or edit a task. Dismisses with the saved task's id, or None."""
 
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding(
+            "ctrl+s",
+            "save",
+            "Save",
+            priority=True,
+            tooltip="check the task (as the CLI does) and save it",
+        ),
         Binding("escape", "cancel", "Cancel"),
-        Binding("a", "add_example", "Add example"),
-        Binding("x", "remove_example", "Remove"),
+        Binding(
+            "a",
+            "add_example",
+            "Add example",
+            tooltip="add an example (enter on an example edits it)",
+        ),
+        Binding("x", "remove_example", "Remove", tooltip="remove the highlighted example"),
     ]
 
     def __init__(self, task_id: int | None) -> None:
@@ -70,20 +85,31 @@ class TaskForm(_Common, Screen):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="task-form"):
-            yield Static("[b]New task[/b]" if self.task_id is None else "[b]Edit task[/b]",
-                         id="form-title", markup=True)
+            yield Static(
+                "[b]New task[/b]" if self.task_id is None else "[b]Edit task[/b]",
+                id="form-title",
+                markup=True,
+            )
             with Horizontal(classes="form-row"):
                 yield Label("name", classes="form-label")
                 yield Input(id="f-name", compact=True, placeholder="my-task")
                 yield Label(" type ", classes="form-label-short")
-                yield Select([(t, t) for t in TYPES], id="f-type", value="generation",
-                             allow_blank=False, compact=True)
+                yield Select(
+                    [(t, t) for t in TYPES],
+                    id="f-type",
+                    value="generation",
+                    allow_blank=False,
+                    compact=True,
+                )
             yield Label("instruction")
             yield TextArea(id="f-instruction", soft_wrap=True)
             with Horizontal(classes="form-row"):
                 yield Label("labels", classes="form-label")
-                yield Input(id="f-labels", compact=True,
-                            placeholder="comma-separated, for classification: positive, negative")
+                yield Input(
+                    id="f-labels",
+                    compact=True,
+                    placeholder="comma-separated, for classification: positive, negative",
+                )
             yield Label("examples  [dim](a add · enter edit · x remove)[/dim]", markup=True)
             yield DataTable(id="f-examples", cursor_type="row")
             yield Static(id="f-error")
@@ -136,6 +162,7 @@ class TaskForm(_Common, Screen):
             if ex is not None:
                 self.examples.append(ex)
                 self._fill_examples(len(self.examples) - 1)
+
         self.app.push_screen(ExampleEditor(None), added)
 
     def _cursor(self) -> int | None:
@@ -149,6 +176,7 @@ class TaskForm(_Common, Screen):
             if ex is not None:
                 self.examples[i] = ex
                 self._fill_examples(i)
+
         self.app.push_screen(ExampleEditor(self.examples[i]), edited)
 
     def action_remove_example(self) -> None:
@@ -165,8 +193,11 @@ class TaskForm(_Common, Screen):
 
     # -- save ---------------------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        {"f-save": self.action_save, "f-add": self.action_add_example,
-         "f-cancel": self.action_cancel}[event.button.id or "f-cancel"]()
+        {
+            "f-save": self.action_save,
+            "f-add": self.action_add_example,
+            "f-cancel": self.action_cancel,
+        }[event.button.id or "f-cancel"]()
 
     def form_data(self) -> dict:
         ttype = self.query_one("#f-type", Select).value

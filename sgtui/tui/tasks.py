@@ -1,4 +1,5 @@
 """The Tasks screen: the list of tasks and a preview; new, edit, and generate from a task."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,9 @@ class TasksPage(Page):
     PAGE = "tasks"
     MAIN = "#tasks-table"
     BINDINGS = [
-        Binding("n", "new", "New"),
-        Binding("e", "edit", "Edit"),
-        Binding("g", "generate", "Generate"),
+        Binding("n", "new", "New", tooltip="write a new task: instruction, examples, type, labels"),
+        Binding("e", "edit", "Edit", tooltip="edit the highlighted task (enter does the same)"),
+        Binding("g", "generate", "Generate", tooltip="go to Generate with the highlighted task"),
     ]
 
     def compose_page(self) -> ComposeResult:
@@ -31,7 +32,7 @@ class TasksPage(Page):
 
     def on_mount(self) -> None:
         table = self.query_one("#tasks-table", DataTable)
-        table.add_column("task", key="name", width=20)
+        table.add_column("task", key="name", width=19)
         table.add_column("type", key="type", width=8)
         table.add_column("ex", key="ex", width=3)
         self.sg.selection.subscribe(self, self._on_selection)
@@ -47,7 +48,7 @@ class TasksPage(Page):
         self.rows = {r["id"]: r for r in self.sg.store.tasks()}
         for tid, r in self.rows.items():
             n = len(json.loads(r["definition"]).get("examples", []))
-            table.add_row(short(r["name"], 20), r["type"][:8], str(n), key=str(tid))
+            table.add_row(short(r["name"], 19), r["type"][:8], str(n), key=str(tid))
         if self.sg.current_task_id in self.rows:
             table.move_cursor(row=table.get_row_index(str(self.sg.current_task_id)))
         self._show(self.sg.current_task_id)

@@ -1,5 +1,6 @@
 """The Train screen: fine-tune on the kept samples in a child process, with a progress bar, a
 live loss plot, ETA and tokens/s; cancel terminates the process (its memory goes with it)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ from .widgets import Page, bar_text, duration
 def describe_event(event: dict) -> str:
     kind = event.get("event")
     if kind == "start":
-        return (f"started: {event.get('backend', '?')} on {event.get('device', '?')} "
-                f"({event.get('precision', '?')})")
+        return (
+            f"started: {event.get('backend', '?')} on {event.get('device', '?')} "
+            f"({event.get('precision', '?')})"
+        )
     if kind == "checkpoint":
         return f"checkpoint after epoch {event.get('epoch')}: {event.get('path', '')}"
     if kind == "notice":
@@ -52,9 +55,21 @@ class TrainPage(Page):
     PAGE = "train"
     MAIN = "#train-log"
     BINDINGS = [
-        Binding("t", "train", "Train"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("p", "params", "Params"),
+        Binding(
+            "t", "train", "Train", tooltip="fine-tune on the training pairs in a child process"
+        ),
+        Binding(
+            "c",
+            "cancel",
+            "Cancel",
+            tooltip="cancel training (terminates the process; epoch checkpoints stay)",
+        ),
+        Binding(
+            "p",
+            "params",
+            "Params",
+            tooltip="training parameters (epochs, learning rate, LoRA rank, ...)",
+        ),
     ]
 
     def __init__(self, id: str | None = None) -> None:
@@ -98,9 +113,12 @@ class TrainPage(Page):
         store = Store(self.sg.db_path)
         try:
             run = store.run(run_id)
-            info = {"task": json.loads(run["task"]).get("name", ""), "status": run["status"],
-                    "pairs": len(store.training_pairs(run_id)),
-                    "adapters": [a["path"] for a in store.artifacts(run_id, "adapter")]}
+            info = {
+                "task": json.loads(run["task"]).get("name", ""),
+                "status": run["status"],
+                "pairs": len(store.training_pairs(run_id)),
+                "adapters": [a["path"] for a in store.artifacts(run_id, "adapter")],
+            }
             self.post_message(Loaded("train-info", (info, store.progress(run_id)), run_id))
         finally:
             store.close()
@@ -108,8 +126,8 @@ class TrainPage(Page):
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "train-info" and message.key == self.run_id:
             self.info, rows = message.data  # type: ignore[misc]
-            if self.training_run != self.run_id:
-                self.rows = latest_session(rows)
+            if self.training_run != self.run_id and (rows or not self.rows):
+                self.rows = latest_session(rows)  # the stored rows, unless a training is live
             self._refresh_view()
 
     # -- display ------------------------------------------------------------------------------
@@ -123,8 +141,9 @@ class TrainPage(Page):
             if "pairs" in self.info:
                 head.append(f"· {self.info['pairs']} training pairs (kept or marked keep)")
         if self.training_run is not None:
-            head.append(f"\ntraining run {self.training_run} in a child process · c cancels",
-                        style="yellow")
+            head.append(
+                f"\ntraining run {self.training_run} in a child process · c cancels", style="yellow"
+            )
         elif self.info.get("adapters"):
             head.append(f"\nadapter: {self.info['adapters'][-1]}", style="green")
         self.query_one("#train-head", Static).update(head, layout=False)
@@ -147,13 +166,17 @@ class TrainPage(Page):
             stats.append(f" · ETA {duration(last.get('eta_s'))}")
         else:
             bar.update(bar_text("steps", 0, None), layout=False)
-            stats.append("not trained yet · t starts training" if self.training_run is None
-                         else "starting…", style="dim")
+            stats.append(
+                "not trained yet · t starts training" if self.training_run is None else "starting…",
+                style="dim",
+            )
         self.query_one("#train-stats", Static).update(stats, layout=False)
         losses = [float(r["loss"]) for r in self.rows if r.get("loss") is not None]
         spark = self.query_one("#train-loss", Sparkline)
         spark.data = losses
         spark.display = bool(losses)
+        # a few points spread over the whole width read as blocks; keep ~3 cells a point
+        spark.styles.width = max(12, 3 * len(losses)) if len(losses) < 26 else "1fr"
         title = "loss"
         if losses:
             title += f"  first {losses[0]:.3f} → last {losses[-1]:.3f}  (min {min(losses):.3f})"
@@ -165,6 +188,7 @@ class TrainPage(Page):
             if p is not None:
                 self.train_params = p
                 self._refresh_view()
+
         self.app.push_screen(train_params_form(self.train_params), saved)
 
     def action_train(self) -> None:
@@ -179,7 +203,8 @@ class TrainPage(Page):
             return
         self.training_run, self.rows = self.run_id, []
         self.query_one("#train-log", Log).write_line(
-            f"training run {self.run_id}: {train_summary(self.train_params)}")
+            f"training run {self.run_id}: {train_summary(self.train_params)}"
+        )
         self.run_training(self.run_id, self.train_params)
         self._refresh_view()
 
@@ -189,8 +214,9 @@ class TrainPage(Page):
             self.notify("no training is running")
             return
         job.cancel()  # terminates the child process; its memory goes with it
-        self.query_one("#train-log", Log).write_line("cancelling: the training process was "
-                                                     "sent SIGTERM")
+        self.query_one("#train-log", Log).write_line(
+            "cancelling: the training process was sent SIGTERM"
+        )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
     def run_training(self, run_id: int, params: TrainParams) -> None:
@@ -214,7 +240,9 @@ class TrainPage(Page):
         except SgtuiError as e:
             self.post_message(TrainFinished(run_id, None, job.cancelled, _describe(e)))
         except Exception as e:  # a broken child or pipe: say so, never kill the UI
-            self.post_message(TrainFinished(run_id, None, job.cancelled, f"{type(e).__name__}: {e}"))
+            self.post_message(
+                TrainFinished(run_id, None, job.cancelled, f"{type(e).__name__}: {e}")
+            )
         else:
             self.post_message(TrainFinished(run_id, 0, False, f"adapter saved: {outcome.adapter}"))
 

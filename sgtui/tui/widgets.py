@@ -1,21 +1,28 @@
 """Small shared pieces: the navigation bar, the base screen, cell formatting."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
-from textual.content import Content
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static, TextArea
 
 if TYPE_CHECKING:
     from .app import SgtuiApp
 
-PAGES = [("tasks", "Tasks"), ("generate", "Generate"), ("review", "Review"), ("train", "Train"),
-         ("evaluate", "Evaluate"), ("runs", "Runs")]
+PAGES = [
+    ("tasks", "Tasks"),
+    ("generate", "Generate"),
+    ("review", "Review"),
+    ("train", "Train"),
+    ("evaluate", "Evaluate"),
+    ("runs", "Runs"),
+]
 
 
 class NavBar(Static):
@@ -69,8 +76,10 @@ class KeyBar(Static):
             seen.add(binding.action)
             key = self.app.get_key_display(binding)
             if enabled:
-                parts.append(f"[@click=press({binding.key!r})][bold $accent] {key}[/] "
-                             f"{binding.description}[/]")
+                parts.append(
+                    f"[@click=press({binding.key!r})][bold $accent] {key}[/] "
+                    f"{binding.description}[/]"
+                )
             else:
                 parts.append(f"[dim] {key} {binding.description}[/]")
         markup = "".join(parts)
