@@ -1,18 +1,22 @@
 """Batched llama.cpp generation: many sequences decoded together in one context.
 
-The sequential backend (backends/llama_cpp.py) evaluates one sequence at a time. Here every
-llama_decode call carries one token for each running sequence plus a chunk of prompt tokens,
-so the weights are read once per step for all of them (docs/PERFORMANCE.md has the figures).
+The sequential backend (backends/llama_cpp.py) evaluates one sequence at a time. Here each
+llama_decode call carries one token for every running sequence plus chunks of prompt tokens.
+A sequence that ends (end-of-generation token, stop string, max_tokens) hands its slot to the
+next waiting one at once (continuous batching). Each sequence samples with its own llama.cpp
+sampler chain, seeded per prompt and per draw. docs/PERFORMANCE.md has the measurements.
 
-How the KV cache is shared (the context is created with a unified KV cache, so copying a
-sequence only tags the same cells with another sequence id; nothing is duplicated):
-- sequence 0 holds the longest token prefix common to all prompts of a call (the instruction
-  and the demonstrations); it is kept between calls and extended or trimmed as needed;
-- each prompt in flight has a holder sequence with its prompt minus the last token;
-- each candidate (one of n / best_of draws) copies the holder and decodes the prompt's last
-  token itself, so candidates started later still get fresh logits for their first draw.
-A candidate that ends (end-of-generation token, stop string, max_tokens) gives its slot to the
-next waiting candidate at once: continuous batching.
+Two cache layouts, chosen per call (see plan_batch):
+- shared (n or best_of > 1, e.g. annotation): one KV cell pool (kv_unified). Copying a
+  sequence only tags the same cells with another id, so sequence 0 holds the token prefix
+  common to all prompts (kept between calls), a holder sequence per prompt holds its prompt,
+  and each draw starts from a copy of it; all draws of a prompt take their first token from
+  the prompt's own logits. Draws that have produced the same tokens so far have the same
+  cache, so they are decoded once (one batch token tagged with all their ids) until they part.
+- streams (one draw per prompt, e.g. input generation): one KV stream per sequence, so a
+  token attends only to its own sequence, not to every cell in use (the CPU attention kernel
+  pays for every cell of a shared pool). The common prefix is computed once in sequence 0
+  and its stream copied to each new sequence.
 """
 from __future__ import annotations
 
@@ -29,90 +33,45 @@ from sgtui.errors import SgtuiError
 from .base import Completion, SamplingParams
 from .llama_cpp import LlamaCppGenerator
 
-MAX_PARALLEL = 32      # beyond this a CPU is compute-bound: more sequences add latency only
-MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate sequence
+MAX_PARALLEL = 32       # more sequences add latency, not throughput, on a CPU
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a sequence of their own
 CELL_ALIGN = 256        # llama.cpp pads the KV cache to this many cells
-
-
-@dataclass
-class _Candidate:
-    group: "_Group"
-    number: int
-    seq: int
-    sampler: object
-    max_new: int
-    ready: bool = False          # the prompt is in the cache and `pending` can be decoded
-    pending: int = 0             # the token to decode next
-    pos: int = 0                 # its position
-    branch: int = -1             # candidates with equal branch have the same history
-    tokens: list[int] = field(default_factory=list)
-    buf: bytearray = field(default_factory=bytearray)
-    scanned: int = 0             # characters already searched for stop strings
-    logprob: float = 0.0
-    text: str | None = None
-    finish: str = "length"
-
-
-@dataclass
-class _Group:
-    """One prompt and the k candidates drawn from it."""
-
-    index: int
-    tokens: list[int]
-    seed: int
-    k: int
-    n_prefix: int = 0
-    holder: int = -1
-    filled: int = 0              # prompt tokens in the holder so far
-    started: int = 0             # candidates admitted so far
-    live: int = 0                # candidates admitted and not finished
-    done: list[_Candidate] = field(default_factory=list)
-
-    @property
-    def prompt_cells(self) -> int:
-        return len(self.tokens) - self.n_prefix
-
-    @property
-    def prefilled(self) -> bool:
-        return self.filled >= len(self.tokens)
-
-
-@dataclass
-class _Call:
-    """The state of one generate() call."""
-
-    params: SamplingParams
-    plan: "BatchPlan"
-    prefix_len: int
-    stops: tuple[str, ...]
-    want_logprob: bool
-    waiting: deque[_Group]
-    active: list[_Group] = field(default_factory=list)
-    running: list[_Candidate] = field(default_factory=list)
-    free_seqs: list[int] = field(default_factory=list)
-    reserved: int = 0
-    branches: Iterator[int] = field(default_factory=itertools.count)
+STREAM_ALIGN = 512      # streams grow in steps, so that rounds of prompts reuse a context
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How many candidates decode together and how big the KV cache is (in cells)."""
+    """Parallel sequences, KV cells in all, sequence ids, and the cache layout."""
 
     n_parallel: int
     kv_cells: int
     n_seq_max: int
+    unified: bool = True
+
+    @property
+    def seq_cells(self) -> int:
+        """Cells one sequence can use."""
+        return self.kv_cells if self.unified else self.kv_cells // self.n_seq_max
+
+    def holds(self, other: "BatchPlan") -> bool:
+        return (self.unified == other.unified and self.n_seq_max >= other.n_seq_max
+                and self.kv_cells >= other.kv_cells and self.seq_cells >= other.seq_cells)
 
 
 def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
-               n_parallel: int | None, cell_bytes: int, budget_bytes: int) -> BatchPlan:
+               n_parallel: int | None, cell_bytes: int, budget_bytes: int,
+               n_ctx: int = 1 << 30) -> BatchPlan:
     """The batch-size rule.
 
-    Parallel count: n_parallel when given; otherwise the number of candidates in the call
-    (prompts x k, k = max(n, best_of)), at most MAX_PARALLEL and rounded down to a multiple
-    of k so that whole prompts fit; then lowered until the KV cache fits the memory budget
-    (one sequence is always allowed).
-    KV cells: each candidate in flight reserves 1 + max_new cells, each prompt in flight its
-    unshared prompt tokens, the shared prefix is counted once; rounded up to 256."""
+    Layout: one draw per prompt (k == 1) gets a KV stream per sequence; several draws per
+    prompt (k = max(n, best_of) > 1) share one cell pool.
+    Parallel count: n_parallel when given; otherwise the number of draws in the call, at most
+    MAX_PARALLEL, rounded down to a multiple of k so that whole prompts fit; then lowered until
+    the KV cache fits the memory budget (one sequence is always allowed).
+    KV cells, shared pool: each draw in flight reserves 1 + max_new cells, each prompt in
+    flight its own prompt tokens, the common prefix counts once; rounded up to 256.
+    Streams: 1 + parallel streams (the first holds the prefix), each as long as the longest
+    prompt plus max_new (at most n_ctx), rounded up to 512."""
     total = len(prompt_lens) * k
     if n_parallel:
         b = n_parallel
@@ -121,16 +80,21 @@ def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
         if k < b:
             b -= b % k
     b = max(1, min(b, 126))  # n_seq_max = 2b + 2 must stay within llama.cpp's 256
+    longest = max(prompt_lens, default=1)
     unique = max((p - n_prefix for p in prompt_lens), default=0)
 
-    def cells(b: int) -> int:
+    def plan(b: int) -> BatchPlan:
+        if k == 1:
+            per = min(longest + max_new + 1, n_ctx)
+            per = -(-per // STREAM_ALIGN) * STREAM_ALIGN
+            return BatchPlan(b, per * (b + 1), b + 1, unified=False)
         groups = min(len(prompt_lens), -(-b // k) + 1)
         raw = n_prefix + groups * unique + b * (1 + max_new)
-        return -(-raw // CELL_ALIGN) * CELL_ALIGN
+        return BatchPlan(b, -(-raw // CELL_ALIGN) * CELL_ALIGN, 2 * b + 2)
 
-    while b > 1 and not n_parallel and cells(b) * cell_bytes > budget_bytes:
+    while b > 1 and not n_parallel and plan(b).kv_cells * cell_bytes > budget_bytes:
         b -= 1
-    return BatchPlan(b, cells(b), 2 * b + 2)
+    return plan(b)
 
 
 def default_kv_budget() -> int:
@@ -155,8 +119,74 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+@dataclass
+class _Candidate:
+    """One draw from one prompt."""
+
+    group: "_Group"
+    number: int
+    seq: int
+    sampler: object
+    max_new: int
+    ready: bool = False          # its prompt is in its cache; `pending` can be decoded
+    pending: int = 0             # the token to decode next
+    pos: int = 0                 # and its position
+    branch: int = -1             # draws with the same branch have the same tokens so far
+    tokens: list[int] = field(default_factory=list)
+    buf: bytearray = field(default_factory=bytearray)
+    scanned: int = 0             # characters already searched for stop strings
+    logprob: float = 0.0
+    text: str | None = None
+    finish: str = "length"
+
+
+@dataclass
+class _Group:
+    """One prompt and the k draws from it."""
+
+    index: int
+    tokens: list[int]
+    seed: int
+    k: int
+    n_prefix: int = 0
+    holder: int = -1             # the sequence holding the prompt
+    filled: int = 0              # prompt tokens in the holder so far
+    started: int = 0             # draws admitted so far
+    live: int = 0                # draws admitted and not finished
+    done: list[_Candidate] = field(default_factory=list)
+
+    @property
+    def prompt_cells(self) -> int:
+        return len(self.tokens) - self.n_prefix
+
+    @property
+    def prefilled(self) -> bool:
+        return self.filled >= len(self.tokens)
+
+
+@dataclass
+class _Call:
+    """The state of one generate() call."""
+
+    params: SamplingParams
+    plan: BatchPlan
+    prefix_len: int
+    stops: tuple[str, ...]
+    want_logprob: bool
+    waiting: deque[_Group]
+    active: list[_Group] = field(default_factory=list)
+    running: list[_Candidate] = field(default_factory=list)
+    free_seqs: list[int] = field(default_factory=list)
+    reserved: int = 0
+    branches: Iterator[int] = field(default_factory=itertools.count)
+
+
 class BatchedLlamaCppGenerator(LlamaCppGenerator):
-    """LlamaCppGenerator whose generate() decodes many sequences at once."""
+    """LlamaCppGenerator whose generate() decodes many sequences at once.
+
+    n_parallel: sequences decoded together (default: the batch-size rule in plan_batch);
+    share_prefix: compute the prompts' common token prefix once; kv_budget_mib: the most
+    memory the KV cache may take (default: a quarter of the memory available)."""
 
     name = "llama-cpp"
     supports_batch = True
@@ -165,13 +195,13 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                  lora_path: str | None = None, verbose: bool = False,
                  n_parallel: int | None = None, share_prefix: bool = True,
                  kv_budget_mib: int | None = None, flash_attn: bool = True):
-        # The parent's high-level Llama is kept for loading, tokenizing and chat rendering only;
-        # its own context is made small because decoding happens in the context built below.
+        # The parent's high-level Llama is kept for loading, tokenizing and chat rendering;
+        # its own context stays small because decoding happens in the context made below.
         super().__init__(model_path, n_ctx=256, n_threads=n_threads, lora_path=lora_path,
                          verbose=verbose)
-        self.verbose = verbose
         import llama_cpp as L
         self._L = L
+        self.verbose = verbose
         self._ctx = None
         self._ctx_plan: BatchPlan | None = None
         self._batch = None
@@ -200,8 +230,8 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         n_layer, n_head = L.llama_model_n_layer(self._model), L.llama_model_n_head(self._model)
         n_embd, n_head_kv = L.llama_model_n_embd(self._model), L.llama_model_n_head_kv(self._model)
         self.cell_bytes = 2 * 2 * n_layer * (n_embd // max(n_head, 1)) * n_head_kv  # K+V, f16
-        # Free our context before the model: the Llama's exit stack runs callbacks last-in
-        # first-out, so this runs before the model it was built on is freed.
+        # Free our context before the model: the Llama's exit stack runs its callbacks last
+        # in, first out, so this one runs before the model it was built on is freed.
         self.llm._stack.callback(self._free_context)
 
     # -- context --------------------------------------------------------------------------
@@ -216,8 +246,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         self._ctx_plan, self._prefix = None, []
 
     def _ensure_context(self, plan: BatchPlan) -> None:
-        old = self._ctx_plan
-        if old and old.kv_cells >= plan.kv_cells and old.n_seq_max >= plan.n_seq_max:
+        if self._ctx_plan and self._ctx_plan.holds(plan):
             return
         self._free_context()
         L = self._L
@@ -225,11 +254,10 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         p.n_ctx = plan.kv_cells
         p.n_seq_max = plan.n_seq_max
         p.n_batch = p.n_ubatch = 512
-        src = self.llm.context_params
         # The thread count asked for applies to prompt chunks too (llama-cpp-python would use
         # every core for them); on a shared machine more threads than free cores collapse.
-        p.n_threads = p.n_threads_batch = src.n_threads
-        p.kv_unified = True  # one cell pool: copied sequences share cells
+        p.n_threads = p.n_threads_batch = self.llm.context_params.n_threads
+        p.kv_unified = plan.unified
         p.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
                              else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.no_perf = True
@@ -287,7 +315,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  seeds: Sequence[int] | None = None) -> Iterator[Completion]:
         """Yield completions as they finish (with best_of > n, a prompt's n best once all its
-        candidates are done). Prompts are checked here, before any decoding."""
+        draws are done). Prompts are checked here, before any decoding."""
         if self.llm is None:
             raise SgtuiError("the model is closed", path=self.model_path)
         if seeds is not None and len(seeds) != len(prompts):
@@ -317,15 +345,18 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         shortest = min(len(g.tokens) for g in groups)
         max_new = max(1, min(params.max_tokens, self.n_ctx - shortest - 1))
         plan = plan_batch([len(g.tokens) for g in groups], groups[0].k, max_new, len(prefix),
-                          self.n_parallel, self.cell_bytes, self.kv_budget)
+                          self.n_parallel, self.cell_bytes, self.kv_budget, self.n_ctx)
         self._ensure_context(plan)
+        # a context kept from an earlier call may be larger than this call needs
+        kept = self._ctx_plan
+        plan = BatchPlan(plan.n_parallel, kept.kv_cells, kept.n_seq_max, kept.unified)
         mem = L.llama_get_memory(self._ctx)
         call = _Call(params, plan, len(prefix), tuple(s for s in params.stop if s),
                      params.best_of is not None and params.best_of > params.n,
                      deque(groups), free_seqs=list(range(plan.n_seq_max - 1, 0, -1)),
                      reserved=len(prefix))
         try:
-            L.llama_memory_seq_keep(mem, 0)
+            self._clear(mem)
             self._load_prefix(prefix, mem)
             while call.waiting or call.active:
                 self._admit(call, mem)
@@ -345,12 +376,20 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                     L.llama_sampler_free(c.sampler)
                     c.sampler = None
             if self._ctx is not None:
-                L.llama_memory_seq_keep(L.llama_get_memory(self._ctx), 0)
+                self._clear(L.llama_get_memory(self._ctx))
+
+    def _clear(self, mem) -> None:
+        """Drop every sequence but the prefix (sequence 0)."""
+        if self._ctx_plan.unified:
+            self._L.llama_memory_seq_keep(mem, 0)
+        else:
+            for s in range(1, self._ctx_plan.n_seq_max):
+                self._L.llama_memory_seq_rm(mem, s, -1, -1)
 
     def _admit(self, call: _Call, mem) -> None:
-        """Give free slots to candidates: the rest of the prompts in flight first, one slot at a
-        time; a new prompt only when a block of slots is free, so that its candidates start
-        together and all draw their first token from the prompt's own logits."""
+        """Give free slots to draws: the rest of the prompts in flight first, one slot at a
+        time; a new prompt only when a block of slots is free, so that its draws start
+        together and all take their first token from the prompt's own logits."""
         L, plan = self._L, call.plan
         block = min(call.waiting[0].k if call.waiting else 1, plan.n_parallel)
         while len(call.running) < plan.n_parallel and call.free_seqs:
@@ -358,30 +397,35 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             new = g is None
             if new:
                 free = plan.n_parallel - len(call.running)
-                if not call.waiting or len(call.free_seqs) < 2 or (call.running and free < block):
+                need_seqs = 2 if plan.unified else 1
+                if (not call.waiting or len(call.free_seqs) < need_seqs
+                        or (call.running and free < block)):
                     return
                 g = call.waiting[0]
                 g.n_prefix = call.prefix_len
             g_max = max(1, min(call.params.max_tokens, self.n_ctx - len(g.tokens) - 1))
             cells = 1 + g_max + (g.prompt_cells if new else 0)
-            if call.running and call.reserved + cells > plan.kv_cells:
+            if plan.unified and call.running and call.reserved + cells > plan.kv_cells:
                 return
             call.reserved += cells
+            seq = call.free_seqs.pop()
             if new:
                 call.waiting.popleft()
-                g.holder = call.free_seqs.pop()
-                L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
+                # with streams the draw's own sequence holds the prompt (k is 1 there)
+                g.holder = call.free_seqs.pop() if plan.unified else seq
+                if call.prefix_len:
+                    L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
                 g.filled = g.n_prefix
                 call.active.append(g)
             seed = (g.seed + g.started) % (2**31)
-            call.running.append(_Candidate(g, g.started, call.free_seqs.pop(),
-                                           self._sampler(call.params, seed), g_max))
+            call.running.append(_Candidate(g, g.started, seq, self._sampler(call.params, seed),
+                                           g_max))
             g.started += 1
             g.live += 1
 
     def _start_late(self, call: _Call, mem) -> None:
-        """A candidate admitted after its prompt's logits are gone decodes the prompt's last
-        token again in its own sequence."""
+        """A draw admitted after its prompt's logits are gone decodes the prompt's last token
+        again in its own sequence."""
         L = self._L
         for c in call.running:
             g = c.group
@@ -392,14 +436,17 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 c.branch = next(call.branches)
 
     def _fill_batch(self, call: _Call) -> tuple[list[list[_Candidate]], list[tuple[_Group, int]]]:
-        """Candidates with the same history (same prompt, same tokens so far) have the same
-        cache and logits: they share one batch token tagged with all their sequence ids, and
-        each draws from that row with its own sampler. Then prompt chunks fill the batch."""
+        """Draws with the same history (same prompt, same tokens so far) have the same cache
+        and logits: they share one batch token tagged with all their sequence ids, and each
+        draws from that row with its own sampler. Then prompt chunks fill the batch."""
         by_key: dict[tuple[int, int], list[_Candidate]] = {}
         for c in call.running:
             if c.ready:
                 by_key.setdefault((c.branch, c.pending), []).append(c)
         entries = list(by_key.values())
+        if not call.plan.unified:
+            # llama.cpp puts consecutive sequence ids of streams into one micro-batch
+            entries.sort(key=lambda cs: cs[0].seq)
         for n, cs in enumerate(entries):
             self._put(n, cs[0].pending, cs[0].pos, [c.seq for c in cs], True)
         n = len(entries)
@@ -421,15 +468,16 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     def _sample(self, call: _Call, entries: list[list[_Candidate]],
                 primed: list[tuple[_Group, int]], mem) -> list[_Candidate]:
         L, ctx = self._L, self._ctx
-        n_out = len(entries) + len(primed)
-        lse, logits = self._logsumexp(n_out) if call.want_logprob else (None, None)
+        lse, logits = self._logsumexp(len(entries) + len(primed)) if call.want_logprob \
+            else (None, None)
         rows: list[tuple[int, int, list[_Candidate]]] = [
             (r, r, cs) for r, cs in enumerate(entries)]
         for j, (g, idx) in enumerate(primed):
             cs = [c for c in call.running if c.group is g and not c.ready]
             for c in cs:
-                L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
-                c.ready, c.pos, c.branch = True, len(g.tokens) - 1, next(call.branches)
+                if c.seq != g.holder:
+                    L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
+                c.ready, c.pos = True, len(g.tokens) - 1
             rows.append((idx, len(entries) + j, cs))
         finished: list[_Candidate] = []
         for idx, row, cs in rows:
@@ -438,8 +486,10 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 tok = L.llama_sampler_sample(c.sampler, ctx, idx)
                 lp = float(logits[row, tok] - lse[row]) if lse is not None else 0.0
                 c.pos += 1
-                # candidates that drew the same token still share a history
-                c.branch = forks.setdefault(tok, next(call.branches))
+                # draws that took the same token still share a history
+                if tok not in forks:
+                    forks[tok] = next(call.branches)
+                c.branch = forks[tok]
                 if self._accept(c, tok, lp, call.stops):
                     finished.append(c)
         return finished
@@ -448,13 +498,14 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         L, params = self._L, call.params
         out: list[Completion] = []
         for c in finished:
+            g = c.group
             call.running.remove(c)
-            L.llama_memory_seq_rm(mem, c.seq, -1, -1)
             L.llama_sampler_free(c.sampler)
             c.sampler = None
-            call.free_seqs.append(c.seq)
+            if c.seq != g.holder:
+                L.llama_memory_seq_rm(mem, c.seq, -1, -1)
+                call.free_seqs.append(c.seq)
             call.reserved -= 1 + c.max_new
-            g = c.group
             g.live -= 1
             g.done.append(c)
             if g.k == params.n:
@@ -470,7 +521,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         return out
 
     def _accept(self, c: _Candidate, tok: int, logprob: float, stops: tuple[str, ...]) -> bool:
-        """Take a sampled token; True when the candidate is finished."""
+        """Take a sampled token; True when the draw is finished."""
         c.logprob += logprob
         if self._L.llama_vocab_is_eog(self._vocab, tok):
             c.finish = "stop"
@@ -519,8 +570,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         ptr = self._L.llama_get_logits(self._ctx)
         logits = np.ctypeslib.as_array(ptr, shape=(rows, self.n_vocab))
         m = logits.max(axis=1)
-        lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
-        return lse, logits
+        return m + np.log(np.exp(logits - m[:, None]).sum(axis=1)), logits
 
     @staticmethod
     def _hit_stop(c: _Candidate, stops: tuple[str, ...]) -> bool:

@@ -93,6 +93,7 @@ def test_ten_thousand_marks_while_generating(tmp_path):
         rng = random.Random(3)
         last: dict[int, str] = {}
         ids: list[int] = []
+
         def commits() -> int:  # samples stored plus annotations stored, by the generator
             return store.db.execute("select count(*) + sum(stage = 'annotated') from "
                                     "samples").fetchone()[0]
@@ -114,7 +115,6 @@ def test_ten_thousand_marks_while_generating(tmp_path):
             last[sid] = mark
         elapsed = time.monotonic() - t0
         n_at_end = commits()
-        alive_at_end = proc.poll() is None
         store.close()
         code = proc.wait(timeout=900)
     finally:
@@ -124,8 +124,7 @@ def test_ten_thousand_marks_while_generating(tmp_path):
     output = (tmp_path / "gen.log").read_text(errors="replace")
     assert code == 0, output
     assert "locked" not in output and "Traceback" not in output, output
-    assert alive_at_start and (alive_at_end or n_at_end > n_at_start), \
-        "the marks should overlap the generation"
+    assert alive_at_start and n_at_end > n_at_start, "the generator should write meanwhile"
     rows = _sound(db)
     got = {r["id"]: r["mark"] for r in rows if r["mark"] is not None}
     assert got == last  # every sample holds the last mark written to it, no other has one
