@@ -163,6 +163,9 @@ def _resolve_task(spec: str) -> Path:
 
 
 def _default_eval_split(task_path: Path) -> str | None:
+    beside = task_path.with_name(task_path.stem + ".eval.jsonl")
+    if task_path.is_file() and beside.is_file():
+        return str(beside)  # a task file's own held-out set (docs/TASKS.md)
     folder = task_path if task_path.is_dir() else task_path.parent
     if (folder / "test.jsonl").is_file() and ((folder / "task.json").is_file()):
         return f"{folder}:test"
