@@ -9,7 +9,7 @@ from sgtui.errors import SgtuiError
 from .base import BackendInfo, ChatMessage, Completion, Generator, SamplingParams
 
 GENERATORS = {
-    "llama-cpp": ("backends.llama_cpp", "LlamaCppGenerator", "llama_cpp"),
+    "llama-cpp": ("backends.llama_batch", "BatchedLlamaCppGenerator", "llama_cpp"),
     "llama-cpp-sequential": ("backends.llama_cpp", "LlamaCppGenerator", "llama_cpp"),
     "transformers": ("backends.transformers_gen", "TransformersGenerator", "transformers"),
 }

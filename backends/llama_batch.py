@@ -209,6 +209,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         self._batch = None
         self._batch_size = 0
         self._prefix: list[int] = []  # tokens held by sequence 0
+        self._stream: Iterator[Completion] | None = None
         self._pieces: dict[int, bytes] = {}
         self._model = self.llm._model.model
         self._vocab = self.llm._model.vocab
@@ -335,13 +336,18 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             groups.append(_Group(i, toks, base, k))
         if not groups:
             return iter(())
-        return self._run(groups, params)
+        if self._stream is not None:
+            self._stream.close()  # one call at a time owns the context's sequences
+        self._stream = self._run(groups, params)
+        return self._stream
 
     def _run(self, groups: list[_Group], params: SamplingParams) -> Iterator[Completion]:
         L = self._L
         prefix: list[int] = []
-        if self.share_prefix and len(groups) > 1:
-            n = common_prefix([g.tokens[:-1] for g in groups])
+        if self.share_prefix:
+            # one prompt alone keeps what it has in common with the last call's prefix
+            heads = [g.tokens[:-1] for g in groups] + ([self._prefix] if len(groups) == 1 else [])
+            n = common_prefix(heads) if len(heads) > 1 else 0
             if n >= MIN_SHARED_PREFIX:
                 prefix = groups[0].tokens[:n]
         shortest = min(len(g.tokens) for g in groups)
@@ -594,6 +600,9 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                           logprob=c.logprob, finish_reason=c.finish)
 
     def close(self) -> None:
+        if getattr(self, "_stream", None) is not None:
+            self._stream.close()
+            self._stream = None
         if getattr(self, "llm", None) is not None:
             self._free_context()
         super().close()
