@@ -54,7 +54,8 @@ class LlamaCppGenerator:
             raise SgtuiError(f"llama.cpp could not load the model ({e}); the file may be "
                              "truncated or from an unsupported architecture", path=self.model_path,
                              fix="download the file again, or pass another --model")
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp pads its context up, but the token buffer is sized to what was asked for
+        self.n_ctx = min(self.llm.n_ctx(), n_ctx)
         md = self.llm.metadata or {}
         self.chat_template = md.get("tokenizer.chat_template")
         self._eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace")

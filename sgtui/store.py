@@ -105,7 +105,12 @@ class Store:
     def _migrate(self) -> None:
         db = self.db
         if not db["_migrations"].exists():
-            db["_migrations"].create({"name": str, "applied": float}, pk="name")
+            # under the write lock: a deferred transaction that reads the schema first fails at
+            # once ("database is locked") when another process creates the database meanwhile
+            with db.conn:
+                db.execute("BEGIN IMMEDIATE")
+                if not db["_migrations"].exists():
+                    db["_migrations"].create({"name": str, "applied": float}, pk="name")
         applied = {r["name"] for r in db["_migrations"].rows}
         known = {name for name, _ in MIGRATIONS}
         unknown = applied - known

@@ -192,10 +192,6 @@ def test_context_smaller_than_prompt(tmp_path, bundled_model):
     assert store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "backends/llama_cpp.py checks prompts against llm.n_ctx(), which llama.cpp pads up to a "
-    "multiple of 256, while llama-cpp-python sizes its token buffer to the n_ctx asked for "
-    "(64): a prompt of 65..255 tokens passes the check and crashes with a ValueError"))
 def test_context_check_uses_the_usable_context(bundled_model):
     import backends
     from backends.base import SamplingParams

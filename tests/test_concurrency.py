@@ -2,7 +2,7 @@
 (a Store in this process, as the TUI has); and two processes that try to resume the same run.
 
 No "database is locked", no lost mark, one run worked on by one process at a time, and the
-database sound afterwards."""
+database sound afterwards. And several processes creating one new database at once."""
 from __future__ import annotations
 
 import os
@@ -17,11 +17,9 @@ import pytest
 
 from sgtui.config import RunParams
 from sgtui.paths import REPO_DATA
-from sgtui.store import Store
+from sgtui.store import MIGRATIONS, Store
 from sgtui.synthesis import create_run
 from sgtui.task import load_task
-
-pytestmark = pytest.mark.slow
 
 TASK = str(REPO_DATA / "tasks" / "formal-rewrite.toml")
 # llama.cpp threads in the children (see SHIM); 0 keeps the backend's default
@@ -84,6 +82,7 @@ def _sound(db: Path, run_id: int = 1) -> list[dict]:
         s.close()
 
 
+@pytest.mark.slow
 def test_ten_thousand_marks_while_generating(tmp_path):
     db = tmp_path / "c.db"
     proc = _start(tmp_path, "generate", TASK, *SMALL, "--db", str(db), "--quiet", log="gen.log")
@@ -150,6 +149,7 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=300)
 
 
+@pytest.mark.slow
 def test_second_resume_is_told_busy(tmp_path):
     db = tmp_path / "b.db"
     rid = _created_run(db)
@@ -177,6 +177,7 @@ def test_second_resume_is_told_busy(tmp_path):
     s.close()
 
 
+@pytest.mark.slow
 def test_two_resumes_started_together(tmp_path):
     """Started at the same moment: exactly one works on the run, the other is told it is busy,
     whichever way their start-ups interleave."""
@@ -203,3 +204,29 @@ def test_two_resumes_started_together(tmp_path):
                 p.wait()
     assert code == 2
     assert _sound(db)
+
+
+OPEN = """
+import sys, time
+from sgtui.store import Store
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+Store(sys.argv[1]).close()
+"""
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_processes_creating_one_database_at_once(tmp_path, attempt):
+    """The TUI and a CLI command opening a database that does not exist yet, at the same
+    moment: both create or upgrade it without "database is locked"."""
+    db = tmp_path / "new.db"
+    start = time.time() + 1.5  # after every interpreter has started
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(db), str(start)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    s = Store(db)
+    assert [r["name"] for r in s.db["_migrations"].rows_where(order_by="applied")] == \
+        [n for n, _ in MIGRATIONS]
+    s.close()
