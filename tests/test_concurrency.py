@@ -104,8 +104,8 @@ def test_ten_thousand_marks_while_generating(tmp_path):
         for i in range(10_000):
             if i % 250 == 0:  # new samples keep arriving; mark those too
                 ids = [r[0] for r in store.db.execute("select id from samples")]
-            if i % 100 == 0:  # a person marks in bursts: leave the generator some CPU
-                time.sleep(0.1)
+            if i % 100 == 0:  # marks in bursts, spread over the generation's commits
+                time.sleep(0.4)
             sid = rng.choice(ids)
             mark = rng.choice(["keep", "discard"])
             t = time.perf_counter()
@@ -123,7 +123,7 @@ def test_ten_thousand_marks_while_generating(tmp_path):
     output = (tmp_path / "gen.log").read_text(errors="replace")
     assert code == 0, output
     assert "locked" not in output and "Traceback" not in output, output
-    assert alive_at_start and n_at_end > n_at_start, "the generator should write meanwhile"
+    assert alive_at_start and n_at_end - n_at_start >= 2, "the generator should write meanwhile"
     rows = _sound(db)
     got = {r["id"]: r["mark"] for r in rows if r["mark"] is not None}
     assert got == last  # every sample holds the last mark written to it, no other has one

@@ -45,6 +45,9 @@ def test_five_kills_then_finish(tmp_path):
     assert result.final["status"] == "done"
     # the summary the CLI printed agrees with the rows
     assert result.final["summary"]["candidates"] == 8
+    print(f"\n{len(result.kills)} kills at stages {[k.stage for k in result.kills]}, "
+          f"{result.committed_seen} samples seen committed, {result.samples_lost} lost, "
+          f"{result.marks_made} marks made, {result.marks_lost} lost, {result.wall_s:.0f} s")
 
 
 # -- a kill inside a transaction ----------------------------------------------------------------

@@ -7,7 +7,6 @@ document it accepts is a valid task that survives the round trips the app makes 
 from __future__ import annotations
 
 import json
-import string
 
 import pytest
 import tomli_w
