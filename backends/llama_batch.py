@@ -24,16 +24,16 @@ import ctypes
 import itertools
 import os
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
 
 from .base import Completion, SamplingParams
 from .llama_cpp import LlamaCppGenerator
 
-MAX_PARALLEL = 32       # more sequences add latency, not throughput, on a CPU
+MAX_PARALLEL = 32       # the per-token cost fell little beyond this on a 2-core CPU
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a sequence of their own
 CELL_ALIGN = 256        # llama.cpp pads the KV cache to this many cells
 STREAM_ALIGN = 512      # streams grow in steps, so that rounds of prompts reuse a context
@@ -53,7 +53,7 @@ class BatchPlan:
         """Cells one sequence can use."""
         return self.kv_cells if self.unified else self.kv_cells // self.n_seq_max
 
-    def holds(self, other: "BatchPlan") -> bool:
+    def holds(self, other: BatchPlan) -> bool:
         return (self.unified == other.unified and self.n_seq_max >= other.n_seq_max
                 and self.kv_cells >= other.kv_cells and self.seq_cells >= other.seq_cells)
 
@@ -102,7 +102,7 @@ def default_kv_budget() -> int:
     try:
         import psutil
         avail = psutil.virtual_memory().available
-    except Exception:  # pragma: no cover - psutil comes with accelerate
+    except ImportError:  # pragma: no cover - psutil comes with accelerate
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return max(avail // 4, 256 << 20)
 
@@ -123,7 +123,7 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 class _Candidate:
     """One draw from one prompt."""
 
-    group: "_Group"
+    group: _Group
     number: int
     seq: int
     sampler: object
@@ -324,6 +324,8 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError("seeds must give one seed per prompt")
         k = max(params.n, params.best_of or params.n)
+        if k < 1:
+            return iter(())
         groups = []
         for i, prompt in enumerate(prompts):
             self._check_fits(prompt, params)

@@ -29,11 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def loadavg() -> str:
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other processes share the CPU)."""
     try:
-        return Path("/proc/loadavg").read_text().split(" ")[0:3].__str__()
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except OSError:
-        return "n/a"
+        return None
 
 
 def workload(kind: str, args, gen) -> tuple[list[str], list[int] | None, dict]:
@@ -49,17 +50,17 @@ def workload(kind: str, args, gen) -> tuple[list[str], list[int] | None, dict]:
               (Path(args.task) / "validation.jsonl").read_text().splitlines() if line.strip()]
     if kind == "annotation":
         prompts = [annotation_prompt(gen, task, x) for x in inputs[:args.inputs]]
-        sp = dict(temperature=params.ann_temperature, top_k=params.ann_top_k, top_p=1.0,
-                  max_tokens=args.ann_max_tokens, n=args.n, best_of=args.best_of, seed=params.seed,
-                  stop=[])
+        sp = {"temperature": params.ann_temperature, "top_k": params.ann_top_k, "top_p": 1.0,
+              "max_tokens": args.ann_max_tokens, "n": args.n, "best_of": args.best_of,
+              "seed": params.seed, "stop": []}
         return prompts, None, sp
     ig = InputGenerator(task, params, gen.count_tokens)
     # a later round: the pool holds (input, pseudo-label) pairs accepted in earlier rounds
     pool = [(x, None) for x in inputs[args.inputs:args.inputs + 20]]
     built = [ig.build_prompt(1, slot, pool) for slot in range(args.gen_prompts)]
-    sp = dict(temperature=params.gen_temperature, top_k=params.gen_top_k, top_p=params.gen_top_p,
-              max_tokens=min(args.gen_max_tokens, ig.max_tokens), n=1, best_of=None,
-              seed=params.seed, stop=list(ig.stop))
+    sp = {"temperature": params.gen_temperature, "top_k": params.gen_top_k,
+          "top_p": params.gen_top_p, "max_tokens": min(args.gen_max_tokens, ig.max_tokens),
+          "n": 1, "best_of": None, "seed": params.seed, "stop": list(ig.stop)}
     return [b.text for b in built], [b.seed for b in built], sp
 
 
@@ -106,11 +107,12 @@ def worker(path: str, kind: str, args) -> dict:
     gen.close()
     return {"path": path, "workload": kind, "samples": samples, "tokens": tokens,
             "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "tokens_per_s": round(tokens / wall, 2), "samples_per_min": round(samples / wall * 60, 1),
+            "tokens_per_s": round(tokens / wall, 2),
+            "samples_per_min": round(samples / wall * 60, 1),
             "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu else None,
             "peak_rss_mib": round(ru1.ru_maxrss / 1024, 1),
-            "task": Path(args.task).name, "threads": args.threads,
-            "prompts": len(prompts), "mean_prompt_tokens": round(sum(n_prompt_tokens) / len(prompts), 1),
+            "task": Path(args.task).name, "threads": args.threads, "prompts": len(prompts),
+            "mean_prompt_tokens": round(sum(n_prompt_tokens) / len(prompts), 1),
             "sampling": sp, "loadavg_before": load_before, "loadavg_after": loadavg()}
 
 
@@ -129,8 +131,8 @@ def machine() -> dict:
     except ImportError:
         ram = None
     import llama_cpp
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": ram, "python": platform.python_version(),
-            "llama_cpp_python": llama_cpp.__version__}
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": ram,
+            "python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__}
 
 
 def main() -> None:
@@ -173,7 +175,7 @@ def main() -> None:
             for path in order:
                 cmd = [sys.executable, __file__, *passthrough, "--task", args.task,
                        "--worker", path, kind]
-                out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
                 if out.returncode != 0:
                     sys.exit(f"{path}/{kind} failed:\n{out.stderr[-2000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -181,8 +183,9 @@ def main() -> None:
                 runs.append(r)
                 print(f"{kind:10s} {path:10s} {r['samples']:4d} samples {r['tokens']:6d} tok "
                       f"{r['wall_s']:8.1f} s  {r['tokens_per_s']:7.1f} tok/s  "
-                      f"{r['samples_per_min']:7.1f} samples/min  {r['tokens_per_cpu_s']:7.1f} tok/cpu-s  "
-                      f"rss {r['peak_rss_mib']:6.0f} MiB  load {r['loadavg_before']}", flush=True)
+                      f"{r['samples_per_min']:7.1f} samples/min  "
+                      f"{r['tokens_per_cpu_s']:7.1f} tok/cpu-s  rss {r['peak_rss_mib']:6.0f} MiB  "
+                      f"load {r['loadavg_before']}", flush=True)
     result = {"machine": machine(), "command": "python bench/throughput.py " + " ".join(
         a for a in sys.argv[1:]), "runs": runs}
     if args.json:

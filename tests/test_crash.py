@@ -33,7 +33,10 @@ def _soak_module():
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_five_kills_then_finish(tmp_path):
-    soak = _soak_module().Soak(tmp_path / "soak", kills=5, seed=11, max_delay=2.0)
+    mod = _soak_module()
+    # 18 slots and short delays: a fast machine must not finish the run before the kills do
+    soak = mod.Soak(tmp_path / "soak", kills=5, seed=11, max_delay=0.5,
+                    gen_args=mod.gen_args(rounds=3, per_round=6))
     result = soak.run()
     assert result.violations == []
     assert len(result.kills) >= 3, result  # the run outlived most of the kills
@@ -41,10 +44,10 @@ def test_five_kills_then_finish(tmp_path):
     assert result.duplicate_slots == 0 and result.marks_made >= 3 * len(result.kills)
     stages = {k.stage for k in result.kills}
     assert "inputs" in stages, result.kills
-    assert result.final["slots"] == result.final["expected_slots"] == 8
+    assert result.final["slots"] == result.final["expected_slots"] == 18
     assert result.final["status"] == "done"
     # the summary the CLI printed agrees with the rows
-    assert result.final["summary"]["candidates"] == 8
+    assert result.final["summary"]["candidates"] == 18
     print(f"\n{len(result.kills)} kills at stages {[k.stage for k in result.kills]}, "
           f"{result.committed_seen} samples seen committed, {result.samples_lost} lost, "
           f"{result.marks_made} marks made, {result.marks_lost} lost, {result.wall_s:.0f} s")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from backends.base import ChatMessage, SamplingParams
-from backends.llama_batch import BatchPlan, BatchedLlamaCppGenerator, common_prefix, plan_batch
+from backends.llama_batch import BatchedLlamaCppGenerator, BatchPlan, common_prefix, plan_batch
 from backends.llama_cpp import LlamaCppGenerator
 from sgtui.errors import SgtuiError
 
@@ -108,11 +108,11 @@ def test_n_and_best_of_give_exactly_n_per_prompt(batched, prompts):
 
 
 def test_stop_strings_truncate(batched, prompts):
-    full = list(batched.generate(prompts[2:3], GREEDY))[0]
+    full = next(iter(batched.generate(prompts[2:3], GREEDY)))
     assert len(full.text) > 10
     stop = full.text[4:8]
-    cut = list(batched.generate(prompts[2:3], SamplingParams(temperature=0.0, max_tokens=16,
-                                                             stop=("never here", stop))))[0]
+    sp = SamplingParams(temperature=0.0, max_tokens=16, stop=("never here", stop))
+    cut = next(iter(batched.generate(prompts[2:3], sp)))
     assert cut.text == full.text[:full.text.index(stop)]
     assert cut.finish_reason == "stop" and cut.n_tokens < full.n_tokens
 
