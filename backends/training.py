@@ -253,6 +253,62 @@ def collate(examples: Sequence[Encoded], pad_id: int):
     return ids, mask, labels
 
 
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for i in range(n):
+        t = first[i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return n
+
+
+MIN_SHARED_PREFIX = 32  # shorter common prefixes are evaluated per example
+
+
+def plain_loss(model, examples: Sequence[Encoded], pad_id: int, device: str):
+    """The textbook step: the whole padded batch through the model, transformers' loss."""
+    ids, mask, labels = (t.to(device) for t in collate(examples, pad_id))
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
+
+
+def answer_loss(model, examples: Sequence[Encoded], pad_id: int, device: str):
+    """The same loss as `plain_loss`, with less work (docs/PERFORMANCE.md):
+
+    - every example of a batch starts with the same few-shot prompt (instruction,
+      demonstrations, template), so that common token prefix runs through the model once and
+      its keys and values are repeated for each example; gradients flow through it as usual;
+    - the vocabulary projection and cross-entropy run only at positions that predict an answer
+      token, not at every prompt position.
+    Returns (mean loss over answer tokens, the examples' tokens, padding not counted)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    seqs = [e.input_ids for e in examples]
+    first_answer = min(next(i for i, t in enumerate(e.labels) if t != -100) for e in examples)
+    # the prefix ends before the token that predicts the first answer token
+    n = min(common_prefix_len(seqs), first_answer - 1) if len(examples) > 1 else 0
+    past = None
+    if n >= MIN_SHARED_PREFIX:
+        prefix = torch.tensor([seqs[0][:n]], dtype=torch.long, device=device)
+        past = decoder(input_ids=prefix, use_cache=True).past_key_values
+        past.batch_repeat_interleave(len(examples))
+    else:
+        n = 0
+    ids, mask, labels = (t.to(device) for t in collate(
+        [Encoded(e.input_ids[n:], e.labels[n:]) for e in examples], pad_id))
+    if past is not None:
+        mask = torch.cat([torch.ones((len(examples), n), dtype=mask.dtype, device=device), mask], 1)
+    hidden = decoder(input_ids=ids, attention_mask=mask, past_key_values=past,
+                     use_cache=past is not None).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep]).float()
+    loss = torch.nn.functional.cross_entropy(logits, targets[keep])
+    return loss, sum(len(s) for s in seqs)
+
+
 # -- checkpoints ------------------------------------------------------------------------------
 def latest_checkpoint(checkpoints: Path) -> Path | None:
     found = []
@@ -323,8 +379,9 @@ class Device:
 
 
 def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
-        backend: str) -> TrainResult:
-    """Train the LoRA weights of `model` (a peft model) on spec.texts."""
+        backend: str, step_loss=answer_loss) -> TrainResult:
+    """Train the LoRA weights of `model` (a peft model) on spec.texts. `step_loss` computes a
+    batch's loss: `answer_loss` (shared prefix, answer-only logits) or `plain_loss`."""
     import contextlib
 
     import torch
@@ -369,10 +426,8 @@ def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
         for batch in length_batches(lengths, p.batch_size, p.seed + epoch):
             for g in opt.param_groups:  # linear decay to 0, no warmup (HF Trainer default)
                 g["lr"] = p.lr * (1 - step / total)
-            ids, mask, labels = (t.to(device.name) for t in collate([data[i] for i in batch],
-                                                                     pad_id))
             with amp:
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss, n_tokens = step_loss(model, [data[i] for i in batch], pad_id, device.name)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -388,7 +443,7 @@ def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
             opt.zero_grad(set_to_none=True)
             step += 1
             steps_here += 1
-            tokens_seen += int(mask.sum())
+            tokens_seen += n_tokens
             losses.append(float(loss.detach()))
             elapsed = time.monotonic() - t0
             emit({"event": "progress", "step": step, "epoch": round(step / steps_per_epoch, 4),
@@ -522,4 +577,5 @@ class UnslothTrainer:
         bf16 = torch.cuda.is_bf16_supported()
         device = Device("cuda", torch.bfloat16 if bf16 else torch.float16,
                         "4-bit + " + ("bf16" if bf16 else "fp16"))
-        return fit(model, tok, spec, device, emit, "unsloth")
+        # Unsloth patches the forward pass and its loss; keep its own path
+        return fit(model, tok, spec, device, emit, "unsloth", step_loss=plain_loss)

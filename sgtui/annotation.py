@@ -30,7 +30,8 @@ class OutputAnnotator:
         self.params = params
         self.filters: list = []
         if params.output_length_filter and not task.is_classification:
-            self.filters.append(LengthFilter.from_seeds(task.seed_outputs, "output_length"))
+            self.filters.append(LengthFilter.from_seeds(task.seed_outputs, "output_length",
+                                                          params.length_sigma_floor))
         if params.noise_filter:
             self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
 

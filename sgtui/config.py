@@ -12,9 +12,13 @@ MODES = ("paper", "small")
 DEFAULT_MODE = "small"
 
 # The "small" mode for models that cannot follow the paper's long prompt (docs/METHOD.md).
+SMALL_COMMON = dict(mode="small", small_filters=True, max_low_quality=3, length_sigma_floor=0.25,
+                    best_of=0, seed_answer_budget=True)
+# Rounds sized for a CPU: a default `sgtui run` of the bundled model takes minutes, not hours
+# (bench/results/). More rounds give more data; pass --rounds.
 SMALL_MODE: dict[str, dict] = {
-    "classification": dict(mode="small", small_filters=True, max_low_quality=3),
-    "generation": dict(mode="small", small_filters=True, max_low_quality=3),
+    "classification": dict(SMALL_COMMON, rounds=20),
+    "generation": dict(SMALL_COMMON, rounds=10),
 }
 
 
@@ -35,13 +39,15 @@ class RunParams:
     # filters (section 3)
     input_length_filter: bool = True
     output_length_filter: bool = False
+    length_sigma_floor: float = 0.0  # sigma >= this x mu in the length windows (0: the paper)
     noise_filter: bool = True
     # annotation (section 4)
     n: int = 10
-    best_of: int = 20
+    best_of: int = 20                # 0: draw only n
     ann_temperature: float = 0.2
     ann_top_k: int = 10
     ann_max_tokens: int = 500
+    seed_answer_budget: bool = False  # cap answers at 2x the longest seed output + 16 tokens
     min_frequency: float = 0.3
     balance_classes: bool = True
     seed: int = 0

@@ -20,14 +20,16 @@ def canned_noise_terms() -> tuple[str, ...]:
     return tuple(data["terms"])
 
 
-def length_window(texts: Sequence[str]) -> tuple[int | None, int]:
+def length_window(texts: Sequence[str], sigma_floor: float = 0.0) -> tuple[int | None, int]:
     """[int(mu-2sigma), int(mu+2sigma)) over character lengths, population sigma.
 
+    `sigma_floor` makes sigma at least that fraction of mu: three seeds of nearly equal length
+    give a window a few characters wide (0 is the paper's rule; the small mode uses 0.25).
     A lower bound of 0 or below means no lower bound (the reference code's pre-fix bug
     rejected everything in that case)."""
     lengths = [len(t) for t in texts]
     mu = statistics.fmean(lengths)
-    sigma = statistics.pstdev(lengths)
+    sigma = max(statistics.pstdev(lengths), sigma_floor * mu)
     lo, hi = int(mu - 2 * sigma), int(mu + 2 * sigma)
     return (lo if lo > 0 else None), hi
 
@@ -49,8 +51,9 @@ class LengthFilter:
     name: str = "length"
 
     @classmethod
-    def from_seeds(cls, texts: Sequence[str], name: str = "length") -> "LengthFilter":
-        lo, hi = length_window(texts)
+    def from_seeds(cls, texts: Sequence[str], name: str = "length",
+                   sigma_floor: float = 0.0) -> "LengthFilter":
+        lo, hi = length_window(texts, sigma_floor)
         return cls(lo, hi, name)
 
     def __call__(self, text: str) -> str | None:

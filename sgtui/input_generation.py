@@ -42,7 +42,8 @@ class InputGenerator:
         self.count_tokens = count_tokens
         self.filters: list = [EmptyFilter()]
         if params.input_length_filter:
-            self.filters.append(LengthFilter.from_seeds(task.seed_inputs, "length"))
+            self.filters.append(LengthFilter.from_seeds(task.seed_inputs, "length",
+                                                          params.length_sigma_floor))
         if params.small_filters:
             self.filters += [PromptEchoFilter(task.instruction), DegenerateFilter()]
         if params.noise_filter:
@@ -75,11 +76,12 @@ class InputGenerator:
         # The reference code re-samples forever when a prompt is too long; shrink instead.
         while True:
             if p.mode == "small":
+                # The seeds in the task's order, then this prompt's pool items: the prompts of
+                # a run share the instruction and seeds as one token prefix, which the batched
+                # backend evaluates once (prompt evaluation is most of a small-mode round).
                 seeds = [(e.input, e.output.strip() if task.is_classification else None)
                          for e in task.examples]
-                items = seeds + list(low)
-                rng.shuffle(items)
-                text = small_input_prompt(task, items, label)
+                text = small_input_prompt(task, seeds + list(low), label)
             else:
                 text = input_generation_prompt(task, high, [x for x, _ in low], label)
             if self.count_tokens(text) < p.context_cutoff:

@@ -173,8 +173,12 @@ class SynthesisRun:
         done = total - len(pending)
         if not pending:
             return
+        max_tokens = p.ann_max_tokens
+        if p.seed_answer_budget:  # the budget evaluation gives (sgtui.evaluation)
+            longest = max(self.gen.count_tokens(t) for t in self.task.seed_outputs)
+            max_tokens = min(max_tokens, 2 * longest + 16)
         sp = SamplingParams(temperature=p.ann_temperature, top_k=p.ann_top_k, top_p=1.0,
-                            max_tokens=p.ann_max_tokens, n=p.n, best_of=p.best_of, seed=p.seed)
+                            max_tokens=max_tokens, n=p.n, best_of=p.best_of or None, seed=p.seed)
         prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
         got: dict[int, list] = {}
         # a seed per sample, not per position in this call: a resumed run annotates the

@@ -181,6 +181,46 @@ def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_mod
     assert supervised[-1] == tok.eos_token_id == llama.llm.token_eos()
 
 
+@pytest.mark.slow
+def test_shared_prefix_step_gives_the_plain_loss_and_gradients(bundled_model, hf_base):
+    """answer_loss (the few-shot prefix once per batch, logits only where an answer token is
+    predicted) is the textbook loss: same value, same gradient on every LoRA weight."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from backends.training import answer_loss, common_prefix_len, encode, plain_loss
+    from sgtui.training import chat_format, render_pairs
+    task = parse_task(WORD_TASK, "test")
+    fmt = chat_format(bundled_model)
+    pairs = [(c, f"a {c} thing" + " really" * i) for i, c in enumerate(COLOURS[:5])]
+    tok = AutoTokenizer.from_pretrained(str(hf_base))
+    data, _ = encode(tok, render_pairs(task, pairs, fmt), 1024, fmt.add_bos)
+    assert common_prefix_len([e.input_ids for e in data]) > 32  # the prefix path is taken
+    model = AutoModelForCausalLM.from_pretrained(str(hf_base), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    for name, q in model.named_parameters():  # B = 0 at init would hide A's gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(q, std=0.02)
+    got = {}
+    for f in (plain_loss, answer_loss):
+        model.zero_grad()
+        loss, n_tokens = f(model, data, tok.eos_token_id, "cpu")
+        loss.backward()
+        got[f.__name__] = (loss.item(), n_tokens, {k: q.grad.clone() for k, q in
+                                                   model.named_parameters() if q.requires_grad})
+    (l1, n1, g1), (l2, n2, g2) = got["plain_loss"], got["answer_loss"]
+    assert n1 == n2 == sum(len(e.input_ids) for e in data)
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    assert len(g1) == len(g2) > 0
+    scale = max(g.abs().max().item() for g in g1.values())
+    assert scale > 0
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], atol=1e-5 * scale, rtol=1e-3), k
+
+
 # -- the child process: kill, resume, and what the adapter learned -----------------------------
 @dataclass
 class Trained:

@@ -190,4 +190,8 @@ def test_batcher_posts_batches_and_flushes_on_close():
 
 
 def test_params_defaults_follow_the_core():
-    assert defaults("generation").rounds == RunParams.defaults_for("generation").rounds
+    from sgtui.config import DEFAULT_MODE
+    for typ in ("generation", "classification"):
+        assert defaults(typ) == RunParams.defaults_for(typ, DEFAULT_MODE)
+        assert defaults(typ, "paper") == RunParams.defaults_for(typ, "paper")
+    assert defaults("generation", "paper").rounds == 20 != defaults("generation").rounds
