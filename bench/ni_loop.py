@@ -29,8 +29,9 @@ from sgtui.paths import bundled_model, shared_ni  # noqa: E402
 from sgtui.store import Store  # noqa: E402
 from sgtui.task import load_task  # noqa: E402
 
-ALL = ["task190", "task199", "task200", "task738", "task937", "task1385", "task1386",
-       "task036", "task039", "task1195", "task121"]
+# classification and generation interleaved, so that a partial run covers both types
+ALL = ["task937", "task1195", "task190", "task121", "task199", "task036", "task200", "task039",
+       "task738", "task1385", "task1386"]
 
 
 def machine() -> str:
@@ -57,7 +58,8 @@ def run_task(name: str, args, results: dict, out_json: Path, store: Store, model
     for mode in args.modes:
         if mode in res:
             continue
-        params = RunParams.defaults_for(task.type, mode).override(rounds=args.rounds)
+        rounds = args.paper_rounds if mode == "paper" else args.rounds
+        params = RunParams.defaults_for(task.type, mode).override(rounds=rounds)
         res[mode] = self_guide(store, task, params, rows, model, res["max_tokens"],
                                epochs=args.epochs, split=split)
         out_json.write_text(json.dumps(results, indent=1))
@@ -71,7 +73,8 @@ def fmt(x) -> str:
 def table(results: dict, args, command: str) -> str:
     lines = [f"# SELF-GUIDE loop on Natural-Instructions tasks (bundled SmolLM2-135M-Instruct)", "",
              f"- machine: {machine()}",
-             f"- parameters: rounds {args.rounds} x 10 prompts, paper defaults otherwise per mode "
+             f"- parameters: rounds x 10 prompts: small mode {args.rounds or 'default'}, paper "
+             f"mode {args.paper_rounds or 'default'}; other parameters the mode's defaults "
              f"(docs/METHOD.md); LoRA epochs {args.epochs}, other training defaults "
              f"(docs/TRAINING.md); eval on the first {args.eval_limit} rows of a seeded shuffle of "
              "each test split, greedy, through llama.cpp",
@@ -109,7 +112,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default=",".join(ALL))
     ap.add_argument("--modes", default="paper,small")
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="small-mode rounds (default: the mode's default per task type)")
+    ap.add_argument("--paper-rounds", type=int, default=None,
+                    help="paper-mode rounds (default: the paper's 40 / 20; a paper-mode round "
+                         "is ten 500-token completions, minutes each on a CPU)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--eval-limit", type=int, default=50)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ni_loop"))
