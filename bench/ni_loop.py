@@ -64,6 +64,43 @@ def run_task(name: str, args, results: dict, out_json: Path, store: Store, model
                                epochs=args.epochs, split=split)
         out_json.write_text(json.dumps(results, indent=1))
         print(f"{name} {mode}: {res[mode]}", flush=True)
+    if args.select:
+        for mode in args.modes:
+            cell = res.get(mode, {})
+            if cell.get("score") is None or "selected" in cell:
+                continue
+            select(name, task, res, cell, args, store, model, split)
+            out_json.write_text(json.dumps(results, indent=1))
+            print(f"{name} {mode} epoch on validation: {cell['selected']}", flush=True)
+
+
+def select(name: str, task, res: dict, cell: dict, args, store: Store, model: str,
+           split: str) -> None:
+    """Choose the epoch (0 = the base model) on validation rows, then score it on test."""
+    import backends
+    from sgtui.loop import select_epoch
+    t = time.monotonic()
+    val_rows, val_split = ev.load_rows(f"{name}:validation", args.eval_limit, seed=0)
+    chosen = select_epoch(store, cell["run"], task, val_rows, model, res["max_tokens"],
+                          val_split, base_score=res.get("base_val"))
+    res["base_val"] = chosen["scores"][0]
+    k, last = chosen["epoch"], max(chosen["scores"])
+    if k == 0:
+        score = res["base"]
+    elif k == last:
+        score = cell["score"]
+    else:
+        rows, _ = ev.load_rows(f"{name}:test", args.eval_limit, seed=0)
+        gen = backends.load_generator("llama-cpp", model, lora_path=chosen["adapter"])
+        try:
+            result = ev.evaluate(gen, task, rows, max_tokens=res["max_tokens"])
+        finally:
+            gen.close()
+        ev.save(store, cell["run"], f"self-guide-epoch-{k}", split, result,
+                f"{model} + {chosen['adapter']}")
+        score = result.score
+    cell["selected"] = {"epoch": k, "val_scores": chosen["scores"], "score": score,
+                        "minutes": (time.monotonic() - t) / 60}
 
 
 def fmt(x) -> str:
@@ -71,7 +108,7 @@ def fmt(x) -> str:
 
 
 def table(results: dict, args, command: str) -> str:
-    lines = [f"# SELF-GUIDE loop on Natural-Instructions tasks (bundled SmolLM2-135M-Instruct)", "",
+    lines = ["# SELF-GUIDE loop on Natural-Instructions tasks (bundled SmolLM2-135M-Instruct)", "",
              f"- machine: {machine()}",
              f"- parameters: rounds x 10 prompts: small mode {args.rounds or 'default'}, paper "
              f"mode {args.paper_rounds or 'default'}; other parameters the mode's defaults "
@@ -79,32 +116,42 @@ def table(results: dict, args, command: str) -> str:
              f"(docs/TRAINING.md); eval on the first {args.eval_limit} rows of a seeded shuffle of "
              "each test split, greedy, through llama.cpp",
              f"- command: `{command}`",
-             "- scores x100: exact match (classification), word-level ROUGE-L (generation)", "",
-             "| task | type | trivial | base few-shot | paper mode | small mode | kept (paper / small) | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+             "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
+             "- small mode, epoch on val: the epoch (0 = the base model, no fine-tune) with the "
+             f"best score on the first {args.eval_limit} rows of a seeded shuffle of the task's "
+             "validation split, scored on the test rows; the epoch chosen in brackets", "",
+             "| task | type | trivial | base few-shot | paper mode | small mode (3 epochs) | "
+             "small mode, epoch on val | kept (paper / small) | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cols = ("trivial", "base", "paper", "small", "selected")
     avg: dict[str, dict[str, list]] = {}
     for name, r in results.items():
         if "base" not in r:
             continue
-        cells = [r.get(m, {}) for m in ("paper", "small")]
-        minutes = r.get("base_minutes", 0) + sum(c.get("minutes", 0) for c in cells)
+        paper, small = r.get("paper", {}), r.get("small", {})
+        sel = small.get("selected", {})
+        minutes = r.get("base_minutes", 0) + sum(c.get("minutes", 0) for c in (paper, small, sel))
+        chosen = f"{fmt(sel['score'])} [{sel['epoch']}]" if sel else "—"
         lines.append(f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
-                     f"{fmt(cells[0].get('score'))} | {fmt(cells[1].get('score'))} | "
-                     f"{cells[0].get('kept', '—')} / {cells[1].get('kept', '—')} | {minutes:.1f} |")
-        a = avg.setdefault(r["type"], {k: [] for k in ("trivial", "base", "paper", "small")})
+                     f"{fmt(paper.get('score'))} | {fmt(small.get('score'))} | {chosen} | "
+                     f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |")
+        a = avg.setdefault(r["type"], {k: [] for k in cols})
         a["trivial"].append(r["trivial"])
         a["base"].append(r["base"])
-        for m, c in zip(("paper", "small"), cells):
+        for m, c in (("paper", paper), ("small", small)):
             a[m].append(c.get("score") if c.get("score") is not None else r["base"]
                         if c.get("note") else None)
+        a["selected"].append(sel.get("score"))
+
+    def mean(v):
+        v = [x for x in v if x is not None]
+        return f"{fmt(sum(v) / len(v))} ({len(v)})" if v else "—"
     for typ, a in avg.items():
-        def mean(v):
-            v = [x for x in v if x is not None]
-            return sum(v) / len(v) if v else None
-        lines.append(f"| **average ({typ})** | | {fmt(mean(a['trivial']))} | {fmt(mean(a['base']))} | "
-                     f"{fmt(mean(a['paper']))} | {fmt(mean(a['small']))} | | |")
-    lines += ["", "Where a mode kept no sample, nothing is trained and the average counts the base "
-              "score for it (the tool refuses to fine-tune)."]
+        lines.append(f"| **average ({typ})** | | " + " | ".join(mean(a[c]) for c in cols)
+                     + " | | |")
+    lines += ["", "Averages are over the tasks with a figure in that column (how many in "
+              "brackets). Where a mode kept no sample, nothing is trained and the average counts "
+              "the base score for it (the tool refuses to fine-tune)."]
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +166,8 @@ def main() -> int:
                          "is ten 500-token completions, minutes each on a CPU)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--eval-limit", type=int, default=50)
+    ap.add_argument("--select", action="store_true",
+                    help="also choose the epoch (0 = no fine-tune) on the validation split")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ni_loop"))
     args = ap.parse_args()
     args.modes = args.modes.split(",")

@@ -55,6 +55,11 @@ def add_commands(sub, add_model_args, add_run_params) -> None:
                    help=f"score N rows (default {RUN_EVAL_LIMIT} for an NI test split; all rows "
                         "of --eval-split)")
     g.add_argument("--no-eval", action="store_true", help="stop after training and export")
+    g.add_argument("--val-split", metavar="SPEC",
+                   help="choose the epoch on these rows (a JSONL file or an NI split such as "
+                        "task937:validation, never the test rows): the base model and every "
+                        "epoch's checkpoint are scored and the best one is evaluated; 0 means "
+                        "the fine-tune did not beat the base model (GGUF base models only)")
     p.add_argument("--quiet", action="store_true", help="print only summaries and the table")
 
 
@@ -186,6 +191,12 @@ def _eval_generators(model: str, backend: str, adapter_dir: str, gguf_adapter: s
             lambda: backends.load_generator("transformers", model, adapter=adapter_dir, **opts))
 
 
+def backends_load(backend: str, model: str, **kw):
+    import backends
+    return backends.load_generator(backend if backend.startswith("llama-cpp") else "llama-cpp",
+                                   model, **kw)
+
+
 def cmd_run(args) -> int:
     from .cli import Printer, _store, params_from_args as run_params, print_summary, resolve_model
     from .export import export_run
@@ -208,8 +219,19 @@ def cmd_run(args) -> int:
               "--eval-split FILE.jsonl (rows of {input, output}) to compare before/after",
               file=sys.stderr)
 
+    val_rows, val_split = [], None
+    if getattr(args, "val_split", None):
+        from . import evaluation as ev
+        val_rows, val_split = ev.load_rows(args.val_split, args.eval_limit, seed=0)
+
     store = _store(args.db)
     run_id, generator = open_run(store, args, load_task, resolve_model, run_params)
+    if val_rows and not Path(store.run(run_id)["model"]).is_file():
+        generator.close()
+        from .errors import SgtuiError
+        raise SgtuiError("--val-split needs a GGUF base model (epochs are scored through "
+                         "llama.cpp)", path=store.run(run_id)["model"],
+                         fix="leave --val-split out, or use the model's .gguf file")
     try:
         summary = run_synthesis(store, run_id, generator, Printer(args.quiet))
     finally:
@@ -236,7 +258,29 @@ def cmd_run(args) -> int:
                                              args.trust_remote_code)
     results = []
     max_tokens = None
-    for system, make in (("base", make_base), ("self-guide", make_tuned)):
+    tuned_label = "self-guide"
+    if val_rows:
+        from .loop import select_epoch
+        probe = backends_load(backend, model)
+        try:
+            max_tokens = ev.default_max_tokens(probe, task, rows)
+        finally:
+            probe.close()
+        if not args.quiet:
+            print(f"choosing the epoch on {len(val_rows)} rows of {val_split}", file=sys.stderr)
+        chosen = select_epoch(store, run_id, task, val_rows, model, max_tokens, val_split)
+        scores = ", ".join(f"{'base' if k == 0 else f'epoch {k}'} {v:.1f}"
+                           for k, v in chosen["scores"].items())
+        print(f"  validation ({val_split}): {scores}")
+        k = chosen["epoch"]
+        if k == 0:
+            print("  the fine-tune did not beat the base model on validation: keep the base "
+                  "model; the table shows the last epoch for reference")
+        else:
+            print(f"  chosen: epoch {k} ({chosen['adapter']})")
+            gguf_adapter, tuned_label = chosen["adapter"], f"self-guide (epoch {k})"
+            make_tuned = (lambda a=gguf_adapter: backends_load(backend, model, lora_path=a))
+    for system, make in (("base", make_base), (tuned_label, make_tuned)):
         gen = make()
         try:
             if max_tokens is None:  # one answer budget for both systems
@@ -247,7 +291,8 @@ def cmd_run(args) -> int:
         finally:
             gen.close()
         label = model if system == "base" else f"{model} + {gguf_adapter or outcome.adapter}"
-        ev.save(store, run_id, system, split, result, label)
+        ev.save(store, run_id, "self-guide" if system.startswith("self-guide") else system,
+                split, result, label)
         results.append((system, result))
     trivial = ev.trivial_baseline(task, rows)
     ev.save(store, run_id, "trivial", split, trivial, "none")

@@ -68,3 +68,45 @@ def self_guide(store: Store, task: Task, params: RunParams, rows: list[dict], mo
         cell["score"] = result.score
     cell["minutes"] = (time.monotonic() - t) / 60
     return cell
+
+
+def select_epoch(store: Store, run_id: int, task: Task, val_rows: list[dict], model: str,
+                 max_tokens: int, val_split: str = "validation", base_score: float | None = None,
+                 on_score=None) -> dict:
+    """SELF_GUIDE.md section 7: choose the epoch on validation rows, never on the test rows.
+
+    Scores the base model (epoch 0) and each epoch's checkpoint of run `run_id`, greedy,
+    through llama.cpp with the checkpoint exported as a GGUF adapter. The best score wins; a
+    tie goes to the earlier epoch, so a fine-tune that does no better than the base model on
+    validation is not chosen. Returns {"scores": {epoch: score}, "epoch": best, "adapter":
+    the chosen GGUF adapter, or None for the base model}."""
+    import backends
+    from . import evaluation as ev
+    from .export import export_gguf
+    from .training import checkpoints_dir, run_dir
+
+    scores: dict[int, float] = {}
+    adapters: dict[int, str | None] = {0: None}
+    if base_score is None:
+        gen = backends.load_generator("llama-cpp", model)
+        try:
+            base_score = ev.evaluate(gen, task, val_rows, max_tokens=max_tokens).score
+        finally:
+            gen.close()
+    scores[0] = base_score
+    cks = sorted(checkpoints_dir(run_id).glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+    for ck in cks:
+        k = int(ck.name.split("-")[1])
+        dest = run_dir(run_id) / "export" / f"epoch-{k}.gguf"
+        adapters[k] = str(export_gguf(ck, model, dest))
+        gen = backends.load_generator("llama-cpp", model, lora_path=adapters[k])
+        try:
+            result = ev.evaluate(gen, task, val_rows, max_tokens=max_tokens)
+        finally:
+            gen.close()
+        ev.save(store, run_id, f"epoch-{k}", val_split, result, f"{model} + {adapters[k]}")
+        scores[k] = result.score
+        if on_score:
+            on_score(k, result.score)
+    best = max(scores, key=lambda k: (scores[k], -k))
+    return {"scores": scores, "epoch": best, "adapter": adapters[best]}

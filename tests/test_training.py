@@ -373,3 +373,25 @@ def test_unsloth_qlora_trains_on_cuda(tmp_path, bundled_model):
     assert (result.adapter / "adapter_model.safetensors").is_file()
     assert result.losses[-1] < result.losses[0]
     assert next(e for e in events if e["event"] == "start")["backend"] == "unsloth"
+
+
+@pytest.mark.slow
+def test_epoch_selection_on_validation_rows(trained, bundled_model, monkeypatch):
+    """select_epoch scores the base model and each checkpoint through llama.cpp and picks the
+    best; a fine-tune that does no better than the base on validation is not chosen."""
+    from sgtui.loop import select_epoch
+    monkeypatch.setenv("SGTUI_HOME", str(trained.db.parent))
+    store = Store(trained.db)
+    task = parse_task(WORD_TASK, "test")
+    learned = [{"input": c, "output": WORD} for c in ("grey", "silver", "gold")]
+    got = select_epoch(store, trained.run_id, task, learned, bundled_model, max_tokens=12)
+    assert set(got["scores"]) == {0, 1, 2}
+    assert got["scores"][0] < 50 and got["scores"][2] > 50  # the base never says the word
+    assert got["epoch"] >= 1 and got["scores"][got["epoch"]] == max(got["scores"].values())
+    assert got["adapter"].endswith(f"epoch-{got['epoch']}.gguf")
+    assert {e["system"] for e in store.evals(trained.run_id)} >= {"epoch-1", "epoch-2"}
+    # rows the fine-tune cannot help with: the base model (epoch 0) wins the tie or the loss
+    other = [{"input": "grey", "output": "zzz qqq"}]
+    got = select_epoch(store, trained.run_id, task, other, bundled_model, max_tokens=12,
+                       base_score=100.0)
+    assert got["epoch"] == 0 and got["adapter"] is None
