@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model, ram_gib  # noqa: E402  (bench/machine.py)
 from sgtui import evaluation as ev  # noqa: E402
 from sgtui.config import RunParams  # noqa: E402
 from sgtui.loop import base_scores, self_guide  # noqa: E402
@@ -35,16 +36,8 @@ ALL = ["task937", "task1195", "task190", "task121", "task199", "task036", "task2
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()}, no GPU"
+    return (f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.0f} GiB RAM, "
+            f"{platform.system()}, no GPU")
 
 
 def run_task(name: str, args, results: dict, out_json: Path, store: Store, model: str) -> None:

@@ -117,19 +117,8 @@ def worker(path: str, kind: str, args) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import psutil
-        ram = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        ram = None
+    from machine import cpu_model, ram_gib  # bench/machine.py
+    cpu, ram = cpu_model(), round(ram_gib(), 1)
     import llama_cpp
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": ram,
             "python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__}

@@ -123,14 +123,8 @@ def worker(path: str, args) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine import cpu_model  # bench/machine.py
+    cpu = cpu_model()
     import torch
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch "
             f"{torch.__version__}, {torch.get_num_threads()} torch threads, no GPU")
