@@ -290,12 +290,17 @@ def answer_loss(model, examples: Sequence[Encoded], pad_id: int, device: str):
     # the prefix ends before the token that predicts the first answer token
     n = min(common_prefix_len(seqs), first_answer - 1) if len(examples) > 1 else 0
     past = None
-    if n >= MIN_SHARED_PREFIX:
+    # gradient checkpointing (4-bit QLoRA on CUDA) turns the cache off: no sharing there
+    checkpointing = getattr(base, "is_activation_checkpointing", None)
+    if checkpointing is None:  # transformers before 5
+        checkpointing = getattr(base, "is_gradient_checkpointing", False)
+    if n >= MIN_SHARED_PREFIX and not checkpointing:
         prefix = torch.tensor([seqs[0][:n]], dtype=torch.long, device=device)
         past = decoder(input_ids=prefix, use_cache=True).past_key_values
-        past.batch_repeat_interleave(len(examples))
-    else:
+    if past is None:
         n = 0
+    else:
+        past.batch_repeat_interleave(len(examples))
     ids, mask, labels = (t.to(device) for t in collate(
         [Encoded(e.input_ids[n:], e.labels[n:]) for e in examples], pad_id))
     if past is not None:

@@ -258,14 +258,26 @@ def cmd_run(args) -> int:
                                              args.trust_remote_code)
     results = []
     max_tokens = None
-    tuned_label = "self-guide"
+
+    def evaluate(system: str, make, label: str) -> None:
+        nonlocal max_tokens
+        gen = make()
+        try:
+            if max_tokens is None:  # one answer budget for every system
+                max_tokens = ev.default_max_tokens(gen, task, rows)
+            if not args.quiet:
+                print(f"evaluating {system} on {len(rows)} rows of {split}", file=sys.stderr)
+            result = ev.evaluate(gen, task, rows, max_tokens=max_tokens)
+        finally:
+            gen.close()
+        ev.save(store, run_id, "self-guide" if system.startswith("self-guide") else system,
+                split, result, label)
+        results.append((system, result))
+
+    evaluate("base", make_base, model)
+    tuned_label, tuned = "self-guide", gguf_adapter or str(outcome.adapter)
     if val_rows:
         from .loop import select_epoch
-        probe = backends_load(backend, model)
-        try:
-            max_tokens = ev.default_max_tokens(probe, task, rows)
-        finally:
-            probe.close()
         if not args.quiet:
             print(f"choosing the epoch on {len(val_rows)} rows of {val_split}", file=sys.stderr)
         chosen = select_epoch(store, run_id, task, val_rows, model, max_tokens, val_split)
@@ -278,22 +290,9 @@ def cmd_run(args) -> int:
                   "model; the table shows the last epoch for reference")
         else:
             print(f"  chosen: epoch {k} ({chosen['adapter']})")
-            gguf_adapter, tuned_label = chosen["adapter"], f"self-guide (epoch {k})"
-            make_tuned = (lambda a=gguf_adapter: backends_load(backend, model, lora_path=a))
-    for system, make in (("base", make_base), (tuned_label, make_tuned)):
-        gen = make()
-        try:
-            if max_tokens is None:  # one answer budget for both systems
-                max_tokens = ev.default_max_tokens(gen, task, rows)
-            if not args.quiet:
-                print(f"evaluating {system} on {len(rows)} rows of {split}", file=sys.stderr)
-            result = ev.evaluate(gen, task, rows, max_tokens=max_tokens)
-        finally:
-            gen.close()
-        label = model if system == "base" else f"{model} + {gguf_adapter or outcome.adapter}"
-        ev.save(store, run_id, "self-guide" if system.startswith("self-guide") else system,
-                split, result, label)
-        results.append((system, result))
+            tuned_label, tuned = f"self-guide (epoch {k})", chosen["adapter"]
+            make_tuned = (lambda: backends_load(backend, model, lora_path=tuned))
+    evaluate(tuned_label, make_tuned, f"{model} + {tuned}")
     trivial = ev.trivial_baseline(task, rows)
     ev.save(store, run_id, "trivial", split, trivial, "none")
     results.append(("trivial", trivial))
