@@ -108,7 +108,8 @@ def table(results: dict, args, command: str) -> str:
              f"(docs/METHOD.md); LoRA epochs {args.epochs}, other training defaults "
              f"(docs/TRAINING.md); eval on the first {args.eval_limit} rows of a seeded shuffle of "
              "each test split, greedy, through llama.cpp",
-             f"- command: `{command}`",
+             "- commands (each continues the results of the ones before): "
+             + ", ".join(f"`{c}`" for c in results.get("_commands", [command])),
              "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
              "- small mode, epoch on val: the epoch (0 = the base model, no fine-tune) with the "
              f"best score on the first {args.eval_limit} rows of a seeded shuffle of the task's "
@@ -119,7 +120,7 @@ def table(results: dict, args, command: str) -> str:
     cols = ("trivial", "base", "paper", "small", "selected")
     avg: dict[str, dict[str, list]] = {}
     for name, r in results.items():
-        if "base" not in r:
+        if name.startswith("_") or "base" not in r:
             continue
         paper, small = r.get("paper", {}), r.get("small", {})
         sel = small.get("selected", {})
@@ -144,7 +145,8 @@ def table(results: dict, args, command: str) -> str:
                      + " | | |")
     lines += ["", "Averages are over the tasks with a figure in that column (how many in "
               "brackets). Where a mode kept no sample, nothing is trained and the average counts "
-              "the base score for it (the tool refuses to fine-tune)."]
+              "the base score for it (the tool refuses to fine-tune).", "",
+              "A reading of these figures, with the samples behind them: ni_loop-notes.md."]
     return "\n".join(lines) + "\n"
 
 
@@ -176,6 +178,9 @@ def main() -> int:
     store = Store(work / "bench.db")
     model = str(bundled_model())
     command = "python bench/ni_loop.py " + " ".join(sys.argv[1:])
+    commands = results.setdefault("_commands", [])
+    if command not in commands:
+        commands.append(command)
     for name in args.tasks.split(","):
         run_task(name, args, results, out_json, store, model)
         out.with_suffix(".md").write_text(table(results, args, command))
