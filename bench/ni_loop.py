@@ -129,6 +129,8 @@ def table(results: dict, args, command: str) -> str:
         lines.append(f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
                      f"{fmt(paper.get('score'))} | {fmt(small.get('score'))} | {chosen} | "
                      f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |")
+        if small.get("score") is None and not small.get("note"):
+            continue  # not finished: the averages compare the same tasks in every column
         a = avg.setdefault(r["type"], {k: [] for k in cols})
         a["trivial"].append(r["trivial"])
         a["base"].append(r["base"])
@@ -143,7 +145,7 @@ def table(results: dict, args, command: str) -> str:
     for typ, a in avg.items():
         lines.append(f"| **average ({typ})** | | " + " | ".join(mean(a[c]) for c in cols)
                      + " | | |")
-    lines += ["", "Averages are over the tasks with a figure in that column (how many in "
+    lines += ["", "Averages are over the tasks whose small-mode run finished (how many in "
               "brackets). Where a mode kept no sample, nothing is trained and the average counts "
               "the base score for it (the tool refuses to fine-tune).", "",
               "A reading of these figures, with the samples behind them: ni_loop-notes.md."]
