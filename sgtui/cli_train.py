@@ -177,24 +177,24 @@ def _default_eval_split(task_path: Path) -> str | None:
     return None
 
 
+def backends_load(backend: str, model: str, **kw):
+    """A llama.cpp generator for a GGUF model: the run's backend when it is a llama.cpp one."""
+    import backends
+    return backends.load_generator(backend if backend.startswith("llama-cpp") else "llama-cpp",
+                                   model, **kw)
+
+
 def _eval_generators(model: str, backend: str, adapter_dir: str, gguf_adapter: str | None,
                      trust_remote_code: bool):
     """(base, fine-tuned) generator factories: llama.cpp with the GGUF adapter for a GGUF base,
     transformers + peft for a Hugging Face folder."""
     import backends
     if gguf_adapter:
-        name = backend if backend.startswith("llama-cpp") else "llama-cpp"
-        return (lambda: backends.load_generator(name, model),
-                lambda: backends.load_generator(name, model, lora_path=gguf_adapter))
+        return (lambda: backends_load(backend, model),
+                lambda: backends_load(backend, model, lora_path=gguf_adapter))
     opts = {"trust_remote_code": trust_remote_code}
     return (lambda: backends.load_generator("transformers", model, **opts),
             lambda: backends.load_generator("transformers", model, adapter=adapter_dir, **opts))
-
-
-def backends_load(backend: str, model: str, **kw):
-    import backends
-    return backends.load_generator(backend if backend.startswith("llama-cpp") else "llama-cpp",
-                                   model, **kw)
 
 
 def cmd_run(args) -> int:
