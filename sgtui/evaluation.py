@@ -153,9 +153,13 @@ def default_max_tokens(generator, task: Task, rows: Sequence[dict]) -> int:
     The paper decodes up to 500 tokens for every row; on a CPU that mostly buys rambling after
     the answer, so the budget follows the answers' own lengths (the same budget for every system
     compared). Pass max_tokens=500 to reproduce the paper."""
-    longest = max(generator.count_tokens(t) for t in
-                  [*task.seed_outputs, *(r["output"] for r in rows)])
-    return min(MAX_ANSWER_TOKENS, 2 * longest + 16)
+    return min(MAX_ANSWER_TOKENS,
+               answer_budget(generator, [*task.seed_outputs, *(r["output"] for r in rows)]))
+
+
+def answer_budget(generator, answers: Sequence[str]) -> int:
+    """Twice the longest answer in tokens, plus 16 (annotation uses it too)."""
+    return 2 * max(generator.count_tokens(t) for t in answers) + 16
 
 
 def evaluate(generator, task: Task, rows: Sequence[dict], *,

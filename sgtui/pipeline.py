@@ -174,9 +174,9 @@ class SynthesisRun:
         if not pending:
             return
         max_tokens = p.ann_max_tokens
-        if p.seed_answer_budget:  # the budget evaluation gives (sgtui.evaluation)
-            longest = max(self.gen.count_tokens(t) for t in self.task.seed_outputs)
-            max_tokens = min(max_tokens, 2 * longest + 16)
+        if p.seed_answer_budget:  # the budget evaluation gives
+            from .evaluation import answer_budget
+            max_tokens = min(max_tokens, answer_budget(self.gen, self.task.seed_outputs))
         sp = SamplingParams(temperature=p.ann_temperature, top_k=p.ann_top_k, top_p=1.0,
                             max_tokens=max_tokens, n=p.n, best_of=p.best_of or None, seed=p.seed)
         prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
