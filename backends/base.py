@@ -5,6 +5,7 @@ samples into an adapter. Heavy libraries are imported only inside the concrete b
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
@@ -75,3 +76,12 @@ class BackendInfo:
     available: bool
     reason: str = ""
     extras: dict = field(default_factory=dict)
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, cgroup cpusets), not the
+    machine's core count, so that a pinned process does not start more threads than cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1

@@ -5,13 +5,12 @@ that loaded it: llama.cpp contexts are not thread-safe.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
 
-from .base import ChatMessage, Completion, SamplingParams
+from .base import ChatMessage, Completion, SamplingParams, cpu_threads
 from .chat import render_template
 
 
@@ -48,7 +47,7 @@ class LlamaCppGenerator:
             raise SgtuiError(f"llama-cpp-python is not installed ({e})", fix="run ./install.sh")
         try:
             self.llm = Llama(model_path=self.model_path, n_ctx=n_ctx, verbose=verbose,
-                             n_threads=n_threads or os.cpu_count(), lora_path=lora_path,
+                             n_threads=n_threads or cpu_threads(), lora_path=lora_path,
                              n_batch=512)
         except (ValueError, RuntimeError, OSError) as e:
             raise SgtuiError(f"llama.cpp could not load the model ({e}); the file may be "

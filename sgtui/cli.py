@@ -227,7 +227,9 @@ def cmd_search(args) -> int:
     store = _store(args.db)
     configs = parse_grid(args.grid or DEFAULT_GRID)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    measure = real_measure(store, str(bundled_model()), args.split, args.eval_limit, {})
+    max_epochs = max(c.get("epochs", 3) for c in configs)
+    measure = real_measure(store, str(bundled_model()), args.split, args.eval_limit, {},
+                           search=args.name, max_epochs=max_epochs)
     ranking = run_search(store, args.name, configs, tasks, measure)
     for typ in sorted({r.task_type for r in ranking}):
         print(f"\n{typ}: configurations by minimum improvement over base few-shot")

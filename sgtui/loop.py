@@ -34,17 +34,16 @@ def base_scores(task: Task, rows: list[dict], model: str) -> BaseScores:
                       (time.monotonic() - t) / 60)
 
 
-def self_guide(store: Store, task: Task, params: RunParams, rows: list[dict], model: str,
-               max_tokens: int, epochs: int = 3, split: str = "", emit=None) -> dict:
-    """Generate, train and evaluate one configuration on one task. Returns a result cell."""
+def synthesize_and_train(store: Store, task: Task, params: RunParams, model: str,
+                         epochs: int = 3, emit=None) -> dict:
+    """Generate and filter samples, then train on them (one checkpoint per epoch). Returns a
+    cell without a score: {"run", "kept", "candidates", "filtered", "warnings"}, and "note"
+    when nothing survived to train on."""
     import backends
-    from . import evaluation as ev
     from .cli_train import train_run
-    from .export import export_run
     from .synthesis import create_run, run_synthesis
     from .training import TrainParams
 
-    t = time.monotonic()
     rid = create_run(store, task, params, model, "llama-cpp")
     gen = backends.load_generator("llama-cpp", model)
     try:
@@ -53,11 +52,26 @@ def self_guide(store: Store, task: Task, params: RunParams, rows: list[dict], mo
         gen.close()
     cell: dict = {"run": rid, "kept": summary["training_pairs"],
                   "candidates": summary["candidates"], "filtered": summary["filtered"],
-                  "warnings": summary["warnings"], "score": None}
+                  "warnings": summary["warnings"]}
     if summary["training_pairs"] == 0:
         cell["note"] = "no sample survived the filters; nothing to train"
     else:
         train_run(str(store.path), rid, TrainParams(epochs=epochs), quiet=True)
+    return cell
+
+
+def self_guide(store: Store, task: Task, params: RunParams, rows: list[dict], model: str,
+               max_tokens: int, epochs: int = 3, split: str = "", emit=None) -> dict:
+    """Generate, train and evaluate one configuration on one task. Returns a result cell."""
+    import backends
+    from . import evaluation as ev
+    from .export import export_run
+
+    t = time.monotonic()
+    cell = synthesize_and_train(store, task, params, model, epochs, emit)
+    cell["score"] = None
+    if "note" not in cell:
+        rid = cell["run"]
         lora = str(export_run(store, rid, "gguf"))
         gen = backends.load_generator("llama-cpp", model, lora_path=lora)
         try:
@@ -68,6 +82,32 @@ def self_guide(store: Store, task: Task, params: RunParams, rows: list[dict], mo
         cell["score"] = result.score
     cell["minutes"] = (time.monotonic() - t) / 60
     return cell
+
+
+def trained_epochs(run_id: int) -> list[int]:
+    """The epochs of run `run_id` that have a checkpoint, in order."""
+    from .training import checkpoints_dir
+    return sorted(int(ck.name.split("-")[1]) for ck in checkpoints_dir(run_id).glob("epoch-*"))
+
+
+def score_epoch(store: Store, run_id: int, epoch: int, task: Task, rows: list[dict], model: str,
+                max_tokens: int, split: str) -> tuple[float, str]:
+    """Score the checkpoint after `epoch` epochs of run `run_id`, greedy, through llama.cpp
+    with the checkpoint exported as a GGUF adapter. Returns (score, adapter path)."""
+    import backends
+    from . import evaluation as ev
+    from .export import export_gguf
+    from .training import checkpoints_dir, run_dir
+
+    dest = run_dir(run_id) / "export" / f"epoch-{epoch}.gguf"
+    adapter = str(export_gguf(checkpoints_dir(run_id) / f"epoch-{epoch}", model, dest))
+    gen = backends.load_generator("llama-cpp", model, lora_path=adapter)
+    try:
+        result = ev.evaluate(gen, task, rows, max_tokens=max_tokens)
+    finally:
+        gen.close()
+    ev.save(store, run_id, f"epoch-{epoch}", split, result, f"{model} + {adapter}")
+    return result.score, adapter
 
 
 def select_epoch(store: Store, run_id: int, task: Task, val_rows: list[dict], model: str,
@@ -82,8 +122,6 @@ def select_epoch(store: Store, run_id: int, task: Task, val_rows: list[dict], mo
     the chosen GGUF adapter, or None for the base model}."""
     import backends
     from . import evaluation as ev
-    from .export import export_gguf
-    from .training import checkpoints_dir, run_dir
 
     scores: dict[int, float] = {}
     adapters: dict[int, str | None] = {0: None}
@@ -94,19 +132,10 @@ def select_epoch(store: Store, run_id: int, task: Task, val_rows: list[dict], mo
         finally:
             gen.close()
     scores[0] = base_score
-    cks = sorted(checkpoints_dir(run_id).glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
-    for ck in cks:
-        k = int(ck.name.split("-")[1])
-        dest = run_dir(run_id) / "export" / f"epoch-{k}.gguf"
-        adapters[k] = str(export_gguf(ck, model, dest))
-        gen = backends.load_generator("llama-cpp", model, lora_path=adapters[k])
-        try:
-            result = ev.evaluate(gen, task, val_rows, max_tokens=max_tokens)
-        finally:
-            gen.close()
-        ev.save(store, run_id, f"epoch-{k}", val_split, result, f"{model} + {adapters[k]}")
-        scores[k] = result.score
+    for k in trained_epochs(run_id):
+        scores[k], adapters[k] = score_epoch(store, run_id, k, task, val_rows, model,
+                                             max_tokens, val_split)
         if on_score:
-            on_score(k, result.score)
+            on_score(k, scores[k])
     best = max(scores, key=lambda k: (scores[k], -k))
     return {"scores": scores, "epoch": best, "adapter": adapters[best]}

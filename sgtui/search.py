@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -93,15 +94,34 @@ def run_search(store: Store, search: str, configs: list[dict], tasks: list[str],
     return rank(store, search)
 
 
-def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: dict):
-    """The real cell: the whole loop through llama.cpp on one task's validation split."""
+def shared_run(store: Store, search: str, task: str, config: dict) -> int | None:
+    """The run a stored cell of this search made for `task` with the same configuration apart
+    from its epochs, if any: cells that differ only in epochs share one synthesis and one
+    training, each scoring that training's checkpoint after its own number of epochs."""
+    want = config_key({k: v for k, v in config.items() if k != "epochs"})
+    for r in store.db["search_cells"].rows_where("search = ? and task = ?", [search, task]):
+        other = {k: v for k, v in json.loads(r["config"]).items() if k != "epochs"}
+        if config_key(other) == want:
+            run = json.loads(r["cell"]).get("run")
+            if run is not None:
+                return run
+    return None
+
+
+def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: dict,
+                 search: str = "default", max_epochs: int = 3):
+    """The real cell: the whole loop through llama.cpp on one task's validation split. One
+    training of `max_epochs` epochs serves every cell that differs only in epochs (the epochs
+    axis scores checkpoints, as choosing the epoch on validation does; with the learning rate's
+    linear decay, the checkpoint after 1 of 3 epochs is not the same as a 1-epoch training)."""
     from . import evaluation as ev
     from .config import DEFAULT_MODE, RunParams
-    from .loop import base_scores, self_guide
+    from .loop import base_scores, score_epoch, synthesize_and_train, trained_epochs
     from .task import load_task
     from .cli_train import _resolve_task
 
     def measure(config: dict, task_name: str) -> dict:
+        t = time.monotonic()
         task = load_task(_resolve_task(task_name))
         if task_name not in cache:
             rows, split_name = ev.load_rows(f"{task_name}:{split}", eval_limit, seed=0)
@@ -109,7 +129,29 @@ def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: d
         rows, split_name, base = cache[task_name]
         cfg = dict(config)
         epochs = cfg.pop("epochs", 3)
+        if epochs > max_epochs:
+            raise SgtuiError(f"a grid cell asks for {epochs} epochs, more than the search's "
+                             f"{max_epochs}", fix="raise --max-epochs or lower the epochs axis")
         params = RunParams.defaults_for(task.type, cfg.pop("mode", DEFAULT_MODE)).override(**cfg)
-        cell = self_guide(store, task, params, rows, model, base.max_tokens, epochs, split_name)
-        return {**cell, "task_type": task.type, "base": base.base}
+        share = (task_name, config_key({k: v for k, v in config.items() if k != "epochs"}))
+        rid = cache.get(share) or shared_run(store, search, task_name, config)
+        cell: dict = {"task_type": task.type, "base": base.base, "score": None}
+        if rid is None:
+            made = synthesize_and_train(store, task, params, model, max_epochs)
+            rid = made["run"]
+            cell.update(made)
+        elif store.training_pairs(rid) and epochs not in trained_epochs(rid):
+            # the shared training was stopped before this epoch: it resumes from its checkpoint
+            from .cli_train import train_run
+            from .training import TrainParams
+            train_run(str(store.path), rid, TrainParams(epochs=max_epochs), resume=True,
+                      quiet=True)
+        cache[share] = rid
+        cell["run"] = rid
+        cell["kept"] = len(store.training_pairs(rid))
+        if cell["kept"]:
+            cell["score"], _ = score_epoch(store, rid, epochs, task, rows, model,
+                                           base.max_tokens, split_name)
+        cell["minutes"] = (time.monotonic() - t) / 60
+        return cell
     return measure

@@ -45,3 +45,16 @@ def test_nothing_to_train_counts_as_no_change(tmp_path):
                          log=lambda s: None)
     assert ranking[0].min_delta == 0
     assert config_key({"b": 1, "a": 2}) == config_key({"a": 2, "b": 1})
+
+
+def test_cells_that_differ_only_in_epochs_share_a_run(tmp_path):
+    from sgtui.search import shared_run
+    store = Store(tmp_path / "s.db")
+    run_search(store, "s", [{"mode": "small", "epochs": 3}], ["t"],
+               lambda c, t: {"task_type": "generation", "base": 30.0, "score": 35.0, "run": 7},
+               log=lambda s: None)
+    assert shared_run(store, "s", "t", {"mode": "small", "epochs": 1}) == 7
+    assert shared_run(store, "s", "t", {"epochs": 1, "mode": "small"}) == 7
+    assert shared_run(store, "s", "t", {"mode": "paper", "epochs": 1}) is None
+    assert shared_run(store, "s", "other", {"mode": "small", "epochs": 1}) is None
+    assert shared_run(store, "other", "t", {"mode": "small", "epochs": 1}) is None

@@ -17,6 +17,8 @@ from typing import Callable
 
 from textual.message import Message
 
+from backends.base import cpu_threads
+
 from ..config import RunParams
 from ..errors import SgtuiError
 from ..events import NoticeEvent, ProgressEvent, SampleEvent
@@ -37,7 +39,7 @@ def load_generator(backend: str, model: str) -> object:
         # leave one core to the UI thread: llama.cpp's worker threads spin, and on a small or
         # busy machine a thread per core starves the UI and itself (measured on 2 cores under
         # load: 2.8 tok/s with 2 threads, 10.8 tok/s with 1)
-        options["n_threads"] = max(1, (os.cpu_count() or 2) - 1)
+        options["n_threads"] = max(1, cpu_threads() - 1)
     return backends.load_generator(backend, model, **options)
 
 
