@@ -145,6 +145,23 @@ def table(results: dict, args, command: str) -> str:
     for typ, a in avg.items():
         lines.append(f"| **average ({typ})** | | " + " | ".join(mean(a[c]) for c in cols)
                      + " | | |")
+    lines += ["", "Against the targets of the small mode (points, small mode minus base few-shot; "
+              "worst task in brackets):", ""]
+    for typ in avg:
+        rows = [(n, r) for n, r in results.items() if not n.startswith("_") and "base" in r
+                and r["type"] == typ and r.get("small", {}).get("score") is not None]
+        for label, get in (("3 epochs", lambda r: r["small"]["score"]),
+                           ("epoch on val", lambda r: r["small"].get("selected", {}).get("score"))):
+            d = [(get(r) - r["base"], n) for n, r in rows if get(r) is not None]
+            if not d:
+                continue
+            worst = min(d)
+            lost = [n for n, r in rows if get(r) is not None and r["base"] > r["trivial"]
+                    and get(r) <= r["trivial"]]
+            lines.append(f"- {typ}, {label}: mean {sum(x for x, _ in d) / len(d):+.1f} over "
+                         f"{len(d)} tasks (target +5.0); worst {worst[0]:+.1f} ({worst[1]}; "
+                         f"target no worse than -2.0); at or below the trivial baseline where "
+                         f"the base beats it: {', '.join(lost) or 'none'}")
     lines += ["", "Averages are over the tasks whose small-mode run finished (how many in "
               "brackets). Where a mode kept no sample, nothing is trained and the average counts "
               "the base score for it (the tool refuses to fine-tune).", "",
@@ -166,6 +183,9 @@ def main() -> int:
     ap.add_argument("--select", action="store_true",
                     help="also choose the epoch (0 = no fine-tune) on the validation split")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ni_loop"))
+    ap.add_argument("--merge", default="",
+                    help="comma-separated result JSON files of other invocations (for example "
+                         "runs pinned to one core each) to fold into --out; runs nothing")
     args = ap.parse_args()
     args.modes = args.modes.split(",")
     if shared_ni() is None:
@@ -183,6 +203,19 @@ def main() -> int:
     commands = results.setdefault("_commands", [])
     if command not in commands:
         commands.append(command)
+    if args.merge:
+        commands.remove(command)
+        for f in filter(None, args.merge.split(",")):
+            other = json.loads(Path(f).read_text())
+            for c in other.pop("_commands", []):
+                if c not in commands:
+                    commands.append(c)
+            for name, r in other.items():
+                results.setdefault(name, {}).update(r)
+        out_json.write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(table(results, args, command))
+        print(out.with_suffix(".md").read_text())
+        return 0
     for name in args.tasks.split(","):
         run_task(name, args, results, out_json, store, model)
         out.with_suffix(".md").write_text(table(results, args, command))

@@ -60,8 +60,9 @@ class Ranking:
 
 
 def rank(store: Store, search: str) -> list[Ranking]:
-    """Configurations ranked by their minimum improvement, per task type, best first. Only
-    configurations measured on every task of that type are ranked."""
+    """Configurations ranked by their minimum improvement, per task type, best first (a tie
+    goes to the higher mean improvement). Only configurations measured on every task of that
+    type are ranked."""
     rows = list(store.db["search_cells"].rows_where("search = ?", [search]))
     tasks: dict[str, set] = {}
     by: dict[tuple[str, str], dict[str, float]] = {}
@@ -70,7 +71,9 @@ def rank(store: Store, search: str) -> list[Ranking]:
         by.setdefault((r["task_type"], r["config"]), {})[r["task"]] = r["delta"]
     out = [Ranking(t, json.loads(c), min(d.values()), d) for (t, c), d in by.items()
            if set(d) == tasks[t]]
-    return sorted(out, key=lambda r: (r.task_type, -r.min_delta))
+    # a tie on the minimum goes to the higher mean improvement
+    return sorted(out, key=lambda r: (r.task_type, -r.min_delta,
+                                      -sum(r.deltas.values()) / len(r.deltas)))
 
 
 def run_search(store: Store, search: str, configs: list[dict], tasks: list[str],

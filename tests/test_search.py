@@ -58,3 +58,14 @@ def test_cells_that_differ_only_in_epochs_share_a_run(tmp_path):
     assert shared_run(store, "s", "t", {"mode": "paper", "epochs": 1}) is None
     assert shared_run(store, "s", "other", {"mode": "small", "epochs": 1}) is None
     assert shared_run(store, "other", "t", {"mode": "small", "epochs": 1}) is None
+
+
+def test_a_tie_on_the_minimum_goes_to_the_higher_mean(tmp_path):
+    store = Store(tmp_path / "s.db")
+    deltas = {("a", "t1"): 2, ("a", "t2"): 2, ("b", "t1"): 2, ("b", "t2"): 9}
+    ranking = run_search(store, "s", [{"mode": "a"}, {"mode": "b"}], ["t1", "t2"],
+                         lambda c, t: {"task_type": "generation", "base": 10.0,
+                                       "score": 10.0 + deltas[(c["mode"], t)]},
+                         log=lambda s: None)
+    assert [r.config["mode"] for r in ranking] == ["b", "a"]
+    assert ranking[0].min_delta == ranking[1].min_delta == 2

@@ -1,0 +1,89 @@
+"""The max-min search's results, rendered: the live `sgtui search` runs, and the epochs axis of
+the small mode over every NI task the loop benchmark finished.
+
+The loop benchmark with --select (bench/ni_loop.py) scores, for each task, the base model and
+each epoch's checkpoint of the small-mode training on the first 50 rows of a seeded shuffle of
+the validation split. That is exactly the cell `sgtui search` measures for the configuration
+{"mode": "small", "epochs": e} (sgtui.search.real_measure: same rows, same training, the
+checkpoint after e epochs). This script feeds those cells through sgtui.search.run_search, so
+the ranking is the search's own max-min code, over all the tasks instead of a few.
+
+    .venv/bin/python bench/search.py --live-db bench/.work-search/search.db --live-name gen
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sgtui.search import rank, run_search  # noqa: E402
+from sgtui.store import Store  # noqa: E402
+
+
+def loop_cells(results: dict) -> tuple[list[dict], list[str], callable]:
+    tasks = [n for n, r in results.items() if not n.startswith("_")
+             and r.get("small", {}).get("selected")]
+    configs = [{"mode": "small", "epochs": e} for e in (1, 2, 3)]
+
+    def measure(config: dict, task: str) -> dict:
+        r = results[task]
+        val = {int(k): v for k, v in r["small"]["selected"]["val_scores"].items()}
+        return {"task_type": r["type"], "base": val[0], "score": val.get(config["epochs"]),
+                "run": r["small"]["run"], "from": "bench/results/ni_loop.json"}
+    return configs, tasks, measure
+
+
+def ranking_lines(ranking, title: str) -> list[str]:
+    lines = [f"### {title}", "", "| task type | configuration | minimum Δ | Δ per task |",
+             "|---|---|---|---|"]
+    for r in ranking:
+        per = ", ".join(f"{t} {d:+.1f}" for t, d in sorted(r.deltas.items()))
+        lines.append(f"| {r.task_type} | `{json.dumps(r.config, sort_keys=True)}` | "
+                     f"{r.min_delta:+.1f} | {per} |")
+    return lines + [""]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--loop", default=str(ROOT / "bench" / "results" / "ni_loop.json"))
+    ap.add_argument("--live-db", default="", help="the database of a live `sgtui search`")
+    ap.add_argument("--live-name", default="", help="that search's --name")
+    ap.add_argument("--live-command", default="", help="the command that ran it")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "search.md"))
+    args = ap.parse_args()
+    lines = ["# The max-min search (bundled SmolLM2-135M-Instruct)", "",
+             "Δ: score minus the base model's few-shot score on the same validation rows "
+             "(x100; exact match for classification, word-level ROUGE-L for generation). "
+             "A configuration ranks by its minimum Δ over the tasks of its type.", ""]
+    if args.live_db:
+        store = Store(args.live_db)
+        cells = list(store.db["search_cells"].rows_where("search = ?", [args.live_name]))
+        lines += ranking_lines(rank(store, args.live_name),
+                               f"Live `sgtui search` ({len(cells)} cells)")
+        if args.live_command:
+            lines += [f"Command: `{args.live_command}`", ""]
+        lines += ["| task | configuration | base | score | kept | minutes |",
+                  "|---|---|---|---|---|---|"]
+        for c in cells:
+            cell = json.loads(c["cell"])
+            lines.append(f"| {c['task']} | `{c['config']}` | {c['base']:.1f} | {c['score']:.1f} "
+                         f"| {cell.get('kept', '—')} | {cell.get('minutes', 0):.1f} |")
+        lines.append("")
+    results = json.loads(Path(args.loop).read_text())
+    configs, tasks, measure = loop_cells(results)
+    store = Store(":memory:")
+    ranking = run_search(store, "epochs", configs, tasks, measure, log=lambda s: None)
+    lines += ranking_lines(ranking, f"The small mode's epochs axis over {len(tasks)} NI tasks "
+                                    "(cells from bench/results/ni_loop.json)")
+    lines += ["Command: `python bench/search.py " + " ".join(sys.argv[1:]) + "`", ""]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
