@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_model, ram_gib  # noqa: E402  (bench/machine.py)
+from machine import describe  # noqa: E402  (bench/machine.py)
 from sgtui import evaluation as ev  # noqa: E402
 from sgtui.paths import bundled_model, shared_ni  # noqa: E402
 from sgtui.prompts import meta_messages  # noqa: E402
@@ -130,11 +130,8 @@ def main() -> int:
     if shared_ni() is None:
         print("the Natural-Instructions tasks (../shared/ni) are not beside the project")
         return 2
-    import os
-    import platform
     scorer = LabelScorer(str(bundled_model()))
-    results: dict = {"_machine": f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.0f} GiB "
-                                 f"RAM, {platform.system()}, no GPU", "_rows": args.rows}
+    results: dict = {"_machine": describe(), "_rows": args.rows}
     for name in args.tasks.split(","):
         results[name] = probe(scorer, name, args.rows)
         print(name, json.dumps(results[name]), flush=True)

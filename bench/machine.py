@@ -19,3 +19,9 @@ def cpu_model() -> str:
 
 def ram_gib() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def describe() -> str:
+    """One line: cores, CPU model, memory, system; benchmarks here run on the CPU."""
+    return (f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.0f} GiB RAM, "
+            f"{platform.system()}, no GPU")

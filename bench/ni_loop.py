@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_model, ram_gib  # noqa: E402  (bench/machine.py)
+from machine import describe as machine  # noqa: E402  (bench/machine.py)
 from sgtui import evaluation as ev  # noqa: E402
 from sgtui.config import RunParams  # noqa: E402
 from sgtui.loop import base_scores, self_guide  # noqa: E402
@@ -33,11 +32,6 @@ from sgtui.task import load_task  # noqa: E402
 # classification and generation interleaved, so that a partial run covers both types
 ALL = ["task937", "task1195", "task190", "task121", "task199", "task036", "task200", "task039",
        "task738", "task1385", "task1386"]
-
-
-def machine() -> str:
-    return (f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.0f} GiB RAM, "
-            f"{platform.system()}, no GPU")
 
 
 def run_task(name: str, args, results: dict, out_json: Path, store: Store, model: str) -> None:
