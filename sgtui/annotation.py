@@ -51,14 +51,17 @@ class OutputAnnotator:
         return result, None, None
 
 
-def balance(samples: Sequence[dict], seed: int) -> tuple[set[int], dict[str, int]]:
+def balance(samples: Sequence[dict], seed: int, min_labels: int = 1) -> tuple[set[int], dict[str, int]]:
     """Down-sample to equal counts per label that occurs. Returns (ids to keep, counts per label).
-    Labels that never occur are absent; an empty input gives an empty set."""
+    Labels that never occur are absent; an empty input gives an empty set, and so do fewer than
+    `min_labels` distinct labels (the paper's rule is 1: one label alone is kept whole)."""
     by_label: dict[str, list[int]] = defaultdict(list)
     for s in samples:
         by_label[s["label"]].append(s["id"])
     if not by_label:
         return set(), {}
+    if len(by_label) < min_labels:
+        return set(), dict(Counter(s["label"] for s in samples))
     m = min(len(v) for v in by_label.values())
     rng = slot_rng(seed, "balance")
     keep: set[int] = set()

@@ -13,7 +13,7 @@ DEFAULT_MODE = "small"
 
 # The "small" mode for models that cannot follow the paper's long prompt (docs/METHOD.md).
 SMALL_COMMON = dict(mode="small", small_filters=True, max_low_quality=3, length_sigma_floor=0.25,
-                    best_of=0, seed_answer_budget=True)
+                    best_of=0, seed_answer_budget=True, min_labels=2)
 # Rounds sized for a CPU: a default `sgtui run` of the bundled model takes minutes, not hours
 # (bench/results/). More rounds give more data; pass --rounds.
 SMALL_MODE: dict[str, dict] = {
@@ -50,6 +50,7 @@ class RunParams:
     seed_answer_budget: bool = False  # cap answers at 2x the longest seed output + 16 tokens
     min_frequency: float = 0.3
     balance_classes: bool = True
+    min_labels: int = 1              # fewer distinct labels than this: class balancing keeps none
     seed: int = 0
 
     @classmethod

@@ -216,10 +216,17 @@ class SynthesisRun:
             self.emit(NoticeEvent(w, "warning"))
         if not (self.task.is_classification and self.params.balance_classes):
             return
-        keep, counts = balance(kept, self.params.seed)
+        keep, counts = balance(kept, self.params.seed, self.params.min_labels)
+        if kept and not keep:
+            only = ", ".join(repr(lab) for lab in sorted(counts))
+            reason = (f"every kept input got the label {only}: a training set of one label "
+                      "teaches only that answer (mark samples keep to train on them anyway)")
+            self.warnings.append(reason)
+            self.emit(NoticeEvent(reason, "warning"))
+        else:
+            reason = f"down-sampled to {len(keep) // max(len(counts), 1)} per label"
         self.store.update_samples(
-            (s["id"], {"status": "filtered", "filter": "class_balance",
-                       "reason": f"down-sampled to {len(keep) // max(len(counts), 1)} per label"})
+            (s["id"], {"status": "filtered", "filter": "class_balance", "reason": reason})
             for s in kept if s["id"] not in keep)
         missing = [lab for lab in self.task.labels if lab not in counts]
         if missing and kept:

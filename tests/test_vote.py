@@ -48,3 +48,40 @@ def test_balance_downsamples_to_smallest_class():
     assert len(keep) == 4 and {10, 11} <= keep
     assert balance(samples, seed=1)[0] == keep  # deterministic
     assert balance([], 0) == (set(), {})
+
+
+def test_balance_keeps_nothing_below_min_labels():
+    one = [{"id": i, "label": "a"} for i in range(5)]
+    assert balance(one, seed=1) == ({0, 1, 2, 3, 4}, {"a": 5})  # the paper's rule
+    assert balance(one, seed=1, min_labels=2) == (set(), {"a": 5})
+    two = one + [{"id": 9, "label": "b"}]
+    assert balance(two, seed=1, min_labels=2)[0] == {9} | (balance(two, seed=1)[0] - {9})
+
+
+def test_a_run_whose_annotator_gave_one_label_has_nothing_to_train(tmp_path):
+    """The small mode's balancing: one label alone is filtered with its reason and a warning;
+    a keep mark still brings a sample back."""
+    from sgtui.config import RunParams
+    from sgtui.paths import example_tasks
+    from sgtui.pipeline import SynthesisRun
+    from sgtui.store import Store
+    from sgtui.synthesis import create_run
+    from sgtui.task import load_task
+
+    task = load_task(next(p for p in example_tasks() if p.stem == "sentiment"))
+    store = Store(tmp_path / "s.db")
+    rid = create_run(store, task, RunParams.defaults_for(task.type, "small"), "m.gguf", "fake")
+    ids = [store.add_sample(rid, round=0, slot=i, stage="annotated", input=f"review {i}",
+                            output="positive", label="positive", status="kept") for i in range(6)]
+    notices = []
+    run = SynthesisRun(store, rid, generator=None, emit=notices.append)
+    run.finalize()
+    assert store.training_pairs(rid) == []
+    rows = store.samples(rid)
+    assert {r["filter"] for r in rows} == {"class_balance"}
+    assert all("'positive'" in r["reason"] and "one label" in r["reason"] for r in rows)
+    assert any("one label" in w for w in run.summary()["warnings"])
+    assert any("one label" in n.text and n.level == "warning" for n in notices
+               if hasattr(n, "text"))
+    store.mark(ids[0], "keep")
+    assert [s["id"] for s in store.training_pairs(rid)] == [ids[0]]
