@@ -174,7 +174,7 @@ def hf_folder(model_path: str | Path, cache_dir: Path | None = None,
         model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype,
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise SgtuiError(f"transformers could not read this GGUF for training "
+        raise SgtuiError(f"transformers could not read this GGUF "
                          f"({str(e).splitlines()[0]})", path=str(p),
                          fix="pass --model with the model's Hugging Face folder instead") from e
     _forget_gguf_quantizer(model)

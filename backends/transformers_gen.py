@@ -1,5 +1,6 @@
 """The transformers generation backend: a local Hugging Face folder, or a GGUF file that
-transformers dequantises. torch and transformers are imported only when this backend loads."""
+transformers dequantises once into a cached folder. torch and transformers are imported only
+when this backend loads."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,9 +24,9 @@ def load_hf(model_path: str | Path, adapter: str | None = None, trust_remote_cod
                          fix="pass --model with a .gguf file or a Hugging Face folder")
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if p.is_file():
-        from .llama_cpp import check_gguf
-        check_gguf(p)
-        src, kwargs["gguf_file"] = str(p.parent), p.name
+        # dequantised once and kept, as for training (backends.training.hf_folder)
+        from .training import hf_folder
+        src = str(hf_folder(p, trust_remote_code=trust_remote_code))
     else:
         if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
             raise SgtuiError("this Hugging Face folder holds no weights (*.safetensors or *.bin)",

@@ -395,3 +395,19 @@ def test_epoch_selection_on_validation_rows(trained, bundled_model, monkeypatch)
     got = select_epoch(store, trained.run_id, task, other, bundled_model, max_tokens=12,
                        base_score=100.0)
     assert got["epoch"] == 0 and got["adapter"] is None
+
+
+@pytest.mark.slow
+def test_transformers_generator_reads_a_gguf_through_the_cached_folder(bundled_model, hf_base):
+    """The transformers backend loads a GGUF from the folder training dequantised it into,
+    not by dequantising the file again, and answers with it."""
+    from backends.base import ChatMessage, SamplingParams
+    from backends.transformers_gen import TransformersGenerator
+    gen = TransformersGenerator(str(bundled_model))
+    try:
+        assert Path(gen.model.config._name_or_path) == hf_base
+        prompt = gen.render_chat([ChatMessage("user", "Say hello.")])
+        out = list(gen.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8)))
+        assert len(out) == 1 and out[0].text.strip() and out[0].n_tokens > 0
+    finally:
+        gen.close()
