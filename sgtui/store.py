@@ -295,9 +295,11 @@ class Store:
                                              for i, it in enumerate(items))
         return eid
 
-    def evals(self, run_id: int) -> list[dict]:
+    def evals(self, run_id: int | None) -> list[dict]:
+        """A run's evaluations; None: those saved without a run (`sgtui eval` of a model)."""
+        where, args = ("run_id = ?", [run_id]) if run_id is not None else ("run_id is null", [])
         rows = []
-        for r in self.db["evals"].rows_where("run_id = ?", [run_id], order_by="id"):
+        for r in self.db["evals"].rows_where(where, args, order_by="id"):
             r = dict(r)
             r["scores"] = json.loads(r["scores"] or "{}")
             rows.append(r)

@@ -75,3 +75,12 @@ def test_claim_refuses_live_other_process(store):
         proc.wait()
     store.claim_run(rid)  # the holder is dead: the run can be taken over
     assert store.run(rid)["status"] == "running"
+
+
+def test_evals_without_a_run_are_listed_apart(store):
+    rid = _run(store)
+    item = [{"input": "x", "gold": "y", "prediction": "y", "score": 100.0}]
+    store.add_eval(rid, "base", "t:test", "exact_match", 100.0, {}, "m", item)
+    store.add_eval(None, "base", "t:test", "exact_match", 50.0, {}, "m", item)
+    assert [e["score"] for e in store.evals(rid)] == [100.0]
+    assert [e["score"] for e in store.evals(None)] == [50.0]
