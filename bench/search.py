@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def main() -> int:
     ranking = run_search(store, "epochs", configs, tasks, measure, log=lambda s: None)
     lines += ranking_lines(ranking, f"The small mode's epochs axis over {len(tasks)} NI tasks "
                                     "(cells from bench/results/ni_loop.json)")
-    lines += ["Command: `python bench/search.py " + " ".join(sys.argv[1:]) + "`", ""]
+    lines += ["Command: `python bench/search.py " + shlex.join(sys.argv[1:]) + "`", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

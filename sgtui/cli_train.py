@@ -128,8 +128,9 @@ def train_run(db: str, run_id: int, params, *, resume: bool = False, model: str 
 
 
 def cmd_train(args) -> int:
-    from .training import params_from_args
-    params = params_from_args(args)
+    from .training import _task_of, params_from_args
+    from .cli import _store
+    params = params_from_args(args, task_type=_task_of(_store(args.db), args.run).type)
     if args.resume and not args.quiet:
         given = [k for k in params.to_dict() if getattr(args, k, None) is not None]
         if given:
@@ -204,8 +205,8 @@ def cmd_run(args) -> int:
     from .task import load_task
     from .training import params_from_args
 
-    train_params = params_from_args(args, RUN_PREFIXED)
     task_path = _resolve_task(args.task)
+    train_params = params_from_args(args, RUN_PREFIXED, load_task(task_path).type)
     args.task, args.resume = str(task_path), None
     # check the evaluation split before hours of generation and training
     rows, split = [], None

@@ -22,6 +22,11 @@ PRECISIONS = ("auto", "bf16", "fp32")
 TRAINERS = ("auto", "unsloth", "peft")
 
 
+# The epochs `sgtui search` chose per task type by max-min over the eleven NI tasks
+# (bench/results/search.md); a task of another type gets TrainParams.epochs.
+EPOCHS_BY_TYPE = {"classification": 2, "generation": 3}
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """Everything that decides what a training produces. Defaults and reasons: docs/TRAINING.md."""
@@ -39,6 +44,11 @@ class TrainParams:
     trainer: str = "auto"          # unsloth on CUDA when installed, else transformers + peft
     grad_clip: float = 1.0
     weight_decay: float = 0.0
+
+    @classmethod
+    def for_task(cls, task_type: str | None) -> "TrainParams":
+        """The defaults, with the epochs the max-min search chose for this task type."""
+        return cls(epochs=EPOCHS_BY_TYPE.get(task_type or "", cls.epochs))
 
     def override(self, **changes) -> "TrainParams":
         known = {f.name for f in fields(self)}
@@ -98,8 +108,10 @@ def add_param_args(parser, prefixed: Sequence[str] = ()) -> None:
                            help=_HELP.get(f.name))
         else:
             choices = {"precision": PRECISIONS, "trainer": TRAINERS}.get(f.name)
+            shown = ("2 for classification, 3 for generation" if f.name == "epochs"
+                     else default)
             g.add_argument(flag, dest=name, type=type(default), default=None, choices=choices,
-                           help=(_HELP.get(f.name, "") + f" (default {default})").strip())
+                           help=(_HELP.get(f.name, "") + f" (default {shown})").strip())
 
 
 _HELP = {"seeds_only": "train on the task's own examples only (the few-shot fine-tuning "
@@ -109,8 +121,8 @@ _HELP = {"seeds_only": "train on the task's own examples only (the few-shot fine
          "trainer": "auto: unsloth on CUDA when installed, else transformers + peft"}
 
 
-def params_from_args(args, prefixed: Sequence[str] = ()) -> TrainParams:
-    return TrainParams().override(**{
+def params_from_args(args, prefixed: Sequence[str] = (), task_type: str | None = None) -> TrainParams:
+    return TrainParams.for_task(task_type).override(**{
         f.name: getattr(args, f"train_{f.name}" if f.name in prefixed else f.name, None)
         for f in fields(TrainParams)})
 

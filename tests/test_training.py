@@ -411,3 +411,15 @@ def test_transformers_generator_reads_a_gguf_through_the_cached_folder(bundled_m
         assert len(out) == 1 and out[0].text.strip() and out[0].n_tokens > 0
     finally:
         gen.close()
+
+
+def test_epochs_default_per_task_type_and_a_flag_wins():
+    import argparse
+    from sgtui.training import EPOCHS_BY_TYPE, TrainParams, add_param_args, params_from_args
+    ap = argparse.ArgumentParser()
+    add_param_args(ap)
+    assert params_from_args(ap.parse_args([]), task_type="classification").epochs == \
+        EPOCHS_BY_TYPE["classification"] == 2
+    assert params_from_args(ap.parse_args([]), task_type="generation").epochs == 3
+    assert params_from_args(ap.parse_args(["--epochs", "5"]), task_type="classification").epochs == 5
+    assert params_from_args(ap.parse_args([])).epochs == TrainParams().epochs == 3
