@@ -195,10 +195,7 @@ def main() -> int:
     model = str(bundled_model())
     command = "python bench/ni_loop.py " + " ".join(sys.argv[1:])
     commands = results.setdefault("_commands", [])
-    if command not in commands:
-        commands.append(command)
     if args.merge:
-        commands.remove(command)
         for f in filter(None, args.merge.split(",")):
             other = json.loads(Path(f).read_text())
             for c in other.pop("_commands", []):
@@ -210,6 +207,8 @@ def main() -> int:
         out.with_suffix(".md").write_text(table(results, args, command))
         print(out.with_suffix(".md").read_text())
         return 0
+    if command not in commands:
+        commands.append(command)
     for name in args.tasks.split(","):
         run_task(name, args, results, out_json, store, model)
         out.with_suffix(".md").write_text(table(results, args, command))

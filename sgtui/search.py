@@ -97,14 +97,18 @@ def run_search(store: Store, search: str, configs: list[dict], tasks: list[str],
     return rank(store, search)
 
 
+def _without_epochs(config: dict) -> str:
+    """The key of a configuration's synthesis and training: everything but its epochs."""
+    return config_key({k: v for k, v in config.items() if k != "epochs"})
+
+
 def shared_run(store: Store, search: str, task: str, config: dict) -> int | None:
     """The run a stored cell of this search made for `task` with the same configuration apart
     from its epochs, if any: cells that differ only in epochs share one synthesis and one
     training, each scoring that training's checkpoint after its own number of epochs."""
-    want = config_key({k: v for k, v in config.items() if k != "epochs"})
+    want = _without_epochs(config)
     for r in store.db["search_cells"].rows_where("search = ? and task = ?", [search, task]):
-        other = {k: v for k, v in json.loads(r["config"]).items() if k != "epochs"}
-        if config_key(other) == want:
+        if _without_epochs(json.loads(r["config"])) == want:
             run = json.loads(r["cell"]).get("run")
             if run is not None:
                 return run
@@ -136,7 +140,7 @@ def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: d
             raise SgtuiError(f"a grid cell asks for {epochs} epochs, more than the search's "
                              f"{max_epochs}", fix="raise --max-epochs or lower the epochs axis")
         params = RunParams.defaults_for(task.type, cfg.pop("mode", DEFAULT_MODE)).override(**cfg)
-        share = (task_name, config_key({k: v for k, v in config.items() if k != "epochs"}))
+        share = (task_name, _without_epochs(config))
         rid = cache.get(share) or shared_run(store, search, task_name, config)
         cell: dict = {"task_type": task.type, "base": base.base, "score": None}
         if rid is None:
