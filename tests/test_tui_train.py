@@ -94,3 +94,25 @@ async def test_no_training_pairs_is_refused_with_the_reason(tmp_path):
         await pilot.pause()
         assert app.page("train").training_run is None
         assert "0 training pairs" in screen_text(app)
+
+
+async def test_training_defaults_follow_the_task_type_until_edited(tmp_path):
+    """A classification run starts at the epochs the search chose for classification, not the
+    generic default; parameters the person edits are kept."""
+    from sgtui.training import EPOCHS_BY_TYPE, TrainParams
+
+    db = tmp_path / "d.db"
+    make_reviewed_run(db)  # the sentiment task: classification
+    want = EPOCHS_BY_TYPE["classification"]
+    assert want != TrainParams().epochs  # otherwise this test could not tell them apart
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        page = app.page("train")
+        await wait_until(pilot, lambda: page.train_params.epochs == want, timeout=10)
+        assert f"{want} epochs" in screen_text(app)
+        page.train_params, page.params_edited = TrainParams(epochs=5), True
+        page.show_run(page.run_id)  # reloading the run keeps what the person chose
+        await settle(app, pilot)
+        assert page.train_params.epochs == 5

@@ -255,11 +255,12 @@ def run_params_form(params: RunParams, task_type: str) -> ParamsForm:
     )
 
 
-def train_params_form(params: TrainParams) -> ParamsForm:
+def train_params_form(params: TrainParams, task_type: str | None = None) -> ParamsForm:
+    """ctrl+d resets to the defaults for the task type (the epochs the search chose)."""
     return ParamsForm(
         params,
         title="[b]Training parameters[/b]  [dim](ctrl+d: defaults, see docs/TRAINING.md)[/dim]",
-        reset=lambda _: TrainParams(),
+        reset=lambda _: TrainParams.for_task(task_type),
         parse=parse_train,
         choices={"precision": PRECISIONS, "trainer": TRAINERS},
     )

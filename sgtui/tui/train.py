@@ -77,6 +77,7 @@ class TrainPage(Page):
         self.run_id: int | None = None
         self.training_run: int | None = None
         self.train_params = TrainParams()
+        self.params_edited = False  # until the person edits them: the defaults for the task type
         self.info: dict = {}
         self.rows: list[dict] = []
 
@@ -115,6 +116,7 @@ class TrainPage(Page):
             run = store.run(run_id)
             info = {
                 "task": json.loads(run["task"]).get("name", ""),
+                "type": json.loads(run["task"]).get("type"),
                 "status": run["status"],
                 "pairs": len(store.training_pairs(run_id)),
                 "adapters": [a["path"] for a in store.artifacts(run_id, "adapter")],
@@ -126,6 +128,8 @@ class TrainPage(Page):
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "train-info" and message.key == self.run_id:
             self.info, rows = message.data  # type: ignore[misc]
+            if not self.params_edited:
+                self.train_params = TrainParams.for_task(self.info.get("type"))
             if self.training_run != self.run_id and (rows or not self.rows):
                 self.rows = latest_session(rows)  # the stored rows, unless a training is live
             self._refresh_view()
@@ -186,10 +190,10 @@ class TrainPage(Page):
     def action_params(self) -> None:
         def saved(p: TrainParams | None) -> None:
             if p is not None:
-                self.train_params = p
+                self.train_params, self.params_edited = p, True
                 self._refresh_view()
 
-        self.app.push_screen(train_params_form(self.train_params), saved)
+        self.app.push_screen(train_params_form(self.train_params, self.info.get("type")), saved)
 
     def action_train(self) -> None:
         if self.training_run is not None:
