@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))  # bench/machine.py, also when a test loads this file
 TASK = ROOT / "data" / "tasks" / "formal-rewrite.toml"
 SMALL = ["--rounds", "2", "--per-round", "4", "--gen-max-tokens", "32", "--n", "2",
          "--best-of", "2", "--ann-max-tokens", "16", "--mode", "small"]
@@ -398,23 +399,17 @@ class Soak:
 
 # -- report -----------------------------------------------------------------------------------
 def machine() -> str:
+    """bench/machine.py's description, with what a crash soak also depends on."""
+    from machine import describe
     try:
         import llama_cpp
         llama = llama_cpp.__version__
     except ImportError:
         llama = "not installed"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), "
-            f"load average at the end {load}; Python {platform.python_version()}, "
-            f"llama-cpp-python {llama}; SQLite {sqlite3.sqlite_version}")
+    return (f"{describe()}; kernel {platform.release()}; load average at the end "
+            f"{load}; Python {platform.python_version()}, llama-cpp-python {llama}; "
+            f"SQLite {sqlite3.sqlite_version}")
 
 
 def report(result: Result, args, ref: dict | None) -> str:
