@@ -64,8 +64,7 @@ def run_task(name: str, args, results: dict, out_json: Path, store: Store, model
 def select(name: str, task, res: dict, cell: dict, args, store: Store, model: str,
            split: str) -> None:
     """Choose the epoch (0 = the base model) on validation rows, then score it on test."""
-    import backends
-    from sgtui.loop import select_epoch
+    from sgtui.loop import score_epoch, select_epoch
     t = time.monotonic()
     val_rows, val_split = ev.load_rows(f"{name}:validation", args.eval_limit, seed=0)
     chosen = select_epoch(store, cell["run"], task, val_rows, model, res["max_tokens"],
@@ -76,16 +75,9 @@ def select(name: str, task, res: dict, cell: dict, args, store: Store, model: st
         score = res["base"]
     elif k == last:
         score = cell["score"]
-    else:
+    else:  # the checkpoint after k epochs, on the test rows (exported again: a second or two)
         rows, _ = ev.load_rows(f"{name}:test", args.eval_limit, seed=0)
-        gen = backends.load_generator("llama-cpp", model, lora_path=chosen["adapter"])
-        try:
-            result = ev.evaluate(gen, task, rows, max_tokens=res["max_tokens"])
-        finally:
-            gen.close()
-        ev.save(store, cell["run"], f"self-guide-epoch-{k}", split, result,
-                f"{model} + {chosen['adapter']}")
-        score = result.score
+        score, _ = score_epoch(store, cell["run"], k, task, rows, model, res["max_tokens"], split)
     cell["selected"] = {"epoch": k, "val_scores": chosen["scores"], "score": score,
                         "minutes": (time.monotonic() - t) / 60}
 
