@@ -52,21 +52,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--loop", default=str(ROOT / "bench" / "results" / "ni_loop.json"))
     ap.add_argument("--live-db", default="", help="the database of a live `sgtui search`")
-    ap.add_argument("--live-name", default="", help="that search's --name")
-    ap.add_argument("--live-command", default="", help="the command that ran it")
+    ap.add_argument("--live-name", action="append", default=[],
+                    help="a search's --name in that database (repeat for several)")
+    ap.add_argument("--live-command", action="append", default=[],
+                    help="the command that ran it (one per --live-name, in the same order)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "search.md"))
     args = ap.parse_args()
     lines = ["# The max-min search (bundled SmolLM2-135M-Instruct)", "",
              "Δ: score minus the base model's few-shot score on the same validation rows "
              "(x100; exact match for classification, word-level ROUGE-L for generation). "
              "A configuration ranks by its minimum Δ over the tasks of its type.", ""]
-    if args.live_db:
-        store = Store(args.live_db)
-        cells = list(store.db["search_cells"].rows_where("search = ?", [args.live_name]))
-        lines += ranking_lines(rank(store, args.live_name),
-                               f"Live `sgtui search` ({len(cells)} cells)")
-        if args.live_command:
-            lines += [f"Command: `{args.live_command}`", ""]
+    store = Store(args.live_db) if args.live_db else None
+    for i, name in enumerate(args.live_name if store else []):
+        cells = list(store.db["search_cells"].rows_where("search = ?", [name]))
+        lines += ranking_lines(rank(store, name),
+                               f"Live `sgtui search --name {name}` ({len(cells)} cells)")
+        if i < len(args.live_command):
+            lines += [f"Command: `{args.live_command[i]}`", ""]
         lines += ["| task | configuration | base | score | kept | minutes |",
                   "|---|---|---|---|---|---|"]
         for c in cells:
