@@ -58,3 +58,26 @@ async def test_history_open_and_resume(tmp_path):
         await pilot.press("6")
         await settle(app, pilot)
         assert "stopped" not in screen_text(app).split("\n")[2]
+
+
+async def test_annotation_warnings_stay_on_the_runs_and_train_pages(tmp_path):
+    """Annotation sanity (one label for nearly everything) is shown with the run, not only as a
+    toast while it is generated: the Runs detail and the Train page say it."""
+    from sgtui.pipeline import annotation_warnings
+
+    db = tmp_path / "w.db"
+    rid = make_reviewed_run(db)
+    task = load_task(REPO_DATA / "tasks" / "sentiment.toml")
+    warnings = annotation_warnings(task, [{"label": "positive"}] * 9 + [{"label": "negative"}])
+    assert warnings and "'positive' to 9 of 10" in warnings[0]
+    store = Store(db)
+    store.update_run(rid, summary={"warnings": warnings})
+    store.close()
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await settle(app, pilot)
+        assert "'positive' to 9 of 10" in screen_text(app)
+        await pilot.press("4")
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: "'positive' to 9 of 10" in screen_text(app), timeout=10)

@@ -173,6 +173,8 @@ class RunsPage(Page):
                 ),
                 style="red",
             )
+        for w in (r.get("summary") or {}).get("warnings", []):
+            t.append(f"\nwarning: {w}", style="bold yellow")
         for e in r["evals"]:
             t.append(
                 f"\neval {e['system']} {e['split'] or ''} {e['metric']}: {e['score']:.1f}",

@@ -119,6 +119,7 @@ class TrainPage(Page):
                 "type": json.loads(run["task"]).get("type"),
                 "status": run["status"],
                 "pairs": len(store.training_pairs(run_id)),
+                "warnings": run["summary"].get("warnings", []),  # annotation sanity
                 "adapters": [a["path"] for a in store.artifacts(run_id, "adapter")],
             }
             self.post_message(Loaded("train-info", (info, store.progress(run_id)), run_id))
@@ -144,6 +145,8 @@ class TrainPage(Page):
             head.append(f"{self.info.get('task', '')} ", style="bold cyan")
             if "pairs" in self.info:
                 head.append(f"· {self.info['pairs']} training pairs (kept or marked keep)")
+            for w in self.info.get("warnings", []):
+                head.append(f"\nwarning: {w}", style="bold yellow")
         if self.training_run is not None:
             head.append(
                 f"\ntraining run {self.training_run} in a child process · c cancels", style="yellow"
