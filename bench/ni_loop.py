@@ -46,9 +46,11 @@ def run_task(name: str, args, results: dict, out_json: Path, store: Store, model
         if mode in res:
             continue
         rounds = args.paper_rounds if mode == "paper" else args.rounds
-        params = RunParams.defaults_for(task.type, mode).override(rounds=rounds)
+        params = RunParams.defaults_for(task.type, mode).override(rounds=rounds, **args.set)
         res[mode] = self_guide(store, task, params, rows, model, res["max_tokens"],
                                epochs=args.epochs, split=split)
+        if args.set:
+            res[mode]["set"] = args.set  # shown in the table: not the mode's defaults
         out_json.write_text(json.dumps(results, indent=1))
         print(f"{name} {mode}: {res[mode]}", flush=True)
     if args.select:
@@ -82,6 +84,30 @@ def select(name: str, task, res: dict, cell: dict, args, store: Store, model: st
                         "minutes": (time.monotonic() - t) / 60}
 
 
+def parse_set(spec: str) -> dict:
+    """"key=value,..." -> typed RunParams overrides."""
+    from dataclasses import fields
+    types = {f.name: type(getattr(RunParams(), f.name)) for f in fields(RunParams)}
+    out = {}
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        if key not in types:
+            raise SystemExit(f"--set: unknown run parameter {key!r}")
+        cast = types[key]
+        out[key] = value.lower() in ("1", "true", "on") if cast is bool else cast(value)
+    return out
+
+
+def overrides(cell: dict, notes: list[str]) -> str:
+    """The footnote mark of a cell run with --set overrides ("" for the mode's defaults)."""
+    if not cell.get("set"):
+        return ""
+    text = ", ".join(f"{k}={v}" for k, v in sorted(cell["set"].items()))
+    if text not in notes:
+        notes.append(text)
+    return "*" * (notes.index(text) + 1)
+
+
 def fmt(x) -> str:
     return "—" if x is None else f"{x:.1f}"
 
@@ -104,6 +130,7 @@ def table(results: dict, args, command: str) -> str:
              "small mode, epoch on val | kept (paper / small) | minutes |",
              "|---|---|---|---|---|---|---|---|---|"]
     cols = ("trivial", "base", "paper", "small", "selected")
+    notes: list[str] = []  # parameter overrides (--set), one footnote mark each
     avg: dict[str, dict[str, list]] = {}
     for name, r in results.items():
         if name.startswith("_") or "base" not in r:
@@ -112,8 +139,10 @@ def table(results: dict, args, command: str) -> str:
         sel = small.get("selected", {})
         minutes = r.get("base_minutes", 0) + sum(c.get("minutes", 0) for c in (paper, small, sel))
         chosen = f"{fmt(sel['score'])} [{sel['epoch']}]" if sel else "—"
+        mark = {m: overrides(c, notes) for m, c in (("paper", paper), ("small", small))}
         lines.append(f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
-                     f"{fmt(paper.get('score'))} | {fmt(small.get('score'))} | {chosen} | "
+                     f"{fmt(paper.get('score'))}{mark['paper']} | {fmt(small.get('score'))}"
+                     f"{mark['small']} | {chosen}{mark['small']} | "
                      f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |")
         if small.get("score") is None and not small.get("note"):
             continue  # not finished: the averages compare the same tasks in every column
@@ -148,6 +177,8 @@ def table(results: dict, args, command: str) -> str:
                          f"{len(d)} tasks (target +5.0); worst {worst[0]:+.1f} ({worst[1]}; "
                          f"target no worse than -2.0); at or below the trivial baseline where "
                          f"the base beats it: {', '.join(lost) or 'none'}")
+    lines += [""] + [f"{'*' * (i + 1)} run with {n} (`--set`), not the mode's default"
+                     for i, n in enumerate(notes)]
     lines += ["", "Averages are over the tasks whose small-mode run finished (how many in "
               "brackets). Where a mode kept no sample, nothing is trained and the average counts "
               "the base score for it (the tool refuses to fine-tune).", "",
@@ -172,8 +203,12 @@ def main() -> int:
     ap.add_argument("--merge", default="",
                     help="comma-separated result JSON files of other invocations (for example "
                          "runs pinned to one core each) to fold into --out; runs nothing")
+    ap.add_argument("--set", default="",
+                    help="run parameters to override in every mode, key=value,... (for "
+                         "example gen_temperature=0.7); the defaults are docs/METHOD.md's")
     args = ap.parse_args()
     args.modes = args.modes.split(",")
+    args.set = parse_set(args.set)
     if shared_ni() is None:
         print("the Natural-Instructions tasks (../shared/ni) are not beside the project")
         return 2
