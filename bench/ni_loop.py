@@ -112,6 +112,11 @@ def fmt(x) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def score(cell: dict) -> str:
+    """A mode's score, or why there is none (nothing survived the filters: nothing trained)."""
+    return "none kept" if cell.get("note") else fmt(cell.get("score"))
+
+
 def table(results: dict, args, command: str) -> str:
     lines = ["# SELF-GUIDE loop on Natural-Instructions tasks (bundled SmolLM2-135M-Instruct)", "",
              f"- machine: {machine()}",
@@ -141,7 +146,7 @@ def table(results: dict, args, command: str) -> str:
         chosen = f"{fmt(sel['score'])} [{sel['epoch']}]" if sel else "—"
         mark = {m: overrides(c, notes) for m, c in (("paper", paper), ("small", small))}
         lines.append(f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
-                     f"{fmt(paper.get('score'))}{mark['paper']} | {fmt(small.get('score'))}"
+                     f"{score(paper)}{mark['paper']} | {score(small)}"
                      f"{mark['small']} | {chosen}{mark['small']} | "
                      f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |")
         if small.get("score") is None and not small.get("note"):
