@@ -38,18 +38,6 @@ def loop_cells(results: dict) -> tuple[list[dict], list[str], callable]:
     return configs, tasks, measure
 
 
-def with_loop_cells(cells: list[dict], name: str, results: dict) -> list:
-    """A live search's cells and, for its tasks, the loop benchmark's cells of the small mode's
-    defaults, ranked together by the search's own code."""
-    mem = Store(":memory:")
-    mem.db["search_cells"].insert_all(cells)
-    configs, _, measure = loop_cells(results)
-    tasks = sorted({c["task"] for c in cells})
-    run_search(mem, name, [dict(c, **{"from": "ni_loop"}) for c in configs], tasks, measure,
-               log=lambda s: None)
-    return rank(mem, name)
-
-
 def ranking_lines(ranking, title: str) -> list[str]:
     lines = [f"### {title}", "", "| task type | configuration | minimum Δ | Δ per task |",
              "|---|---|---|---|"]
@@ -68,26 +56,17 @@ def main() -> int:
                     help="a search's --name in that database (repeat for several)")
     ap.add_argument("--live-command", action="append", default=[],
                     help="the command that ran it (one per --live-name, in the same order)")
-    ap.add_argument("--with-loop", action="append", default=[],
-                    help="a --live-name whose ranking also gets the loop benchmark's cells of "
-                         "the small mode's defaults on the same tasks (configuration marked "
-                         "\"from\": \"ni_loop\"), when the search did not run the defaults")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "search.md"))
     args = ap.parse_args()
     lines = ["# The max-min search (bundled SmolLM2-135M-Instruct)", "",
              "Δ: score minus the base model's few-shot score on the same validation rows "
              "(x100; exact match for classification, word-level ROUGE-L for generation). "
              "A configuration ranks by its minimum Δ over the tasks of its type.", ""]
-    results = json.loads(Path(args.loop).read_text())
     store = Store(args.live_db) if args.live_db else None
     for i, name in enumerate(args.live_name if store else []):
         cells = list(store.db["search_cells"].rows_where("search = ?", [name]))
-        ranking = rank(store, name)
-        if name in args.with_loop:
-            ranking = with_loop_cells(cells, name, results)
-        lines += ranking_lines(ranking, f"Live `sgtui search --name {name}` ({len(cells)} cells)"
-                               + (", with the loop benchmark's default cells on its tasks"
-                                  if name in args.with_loop else ""))
+        lines += ranking_lines(rank(store, name),
+                               f"Live `sgtui search --name {name}` ({len(cells)} cells)")
         if i < len(args.live_command):
             lines += [f"Command: `{args.live_command[i]}`", ""]
         lines += ["| task | configuration | base | score | kept | minutes |",
@@ -97,6 +76,7 @@ def main() -> int:
             lines.append(f"| {c['task']} | `{c['config']}` | {c['base']:.1f} | {c['score']:.1f} "
                          f"| {cell.get('kept', '—')} | {cell.get('minutes', 0):.1f} |")
         lines.append("")
+    results = json.loads(Path(args.loop).read_text())
     configs, tasks, measure = loop_cells(results)
     store = Store(":memory:")
     ranking = run_search(store, "epochs", configs, tasks, measure, log=lambda s: None)
