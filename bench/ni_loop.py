@@ -147,7 +147,7 @@ def table(results: dict, args, command: str) -> str:
         mark = {m: overrides(c, notes) for m, c in (("paper", paper), ("small", small))}
         lines.append(f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
                      f"{score(paper)}{mark['paper']} | {score(small)}"
-                     f"{mark['small']} | {chosen}{mark['small']} | "
+                     f"{mark['small']} | {chosen}{mark['small'] if sel else ''} | "
                      f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |")
         if small.get("score") is None and not small.get("note"):
             continue  # not finished: the averages compare the same tasks in every column
@@ -182,7 +182,7 @@ def table(results: dict, args, command: str) -> str:
                          f"{len(d)} tasks (target +5.0); worst {worst[0]:+.1f} ({worst[1]}; "
                          f"target no worse than -2.0); at or below the trivial baseline where "
                          f"the base beats it: {', '.join(lost) or 'none'}")
-    lines += [""] + [f"{'*' * (i + 1)} run with {n} (`--set`), not the mode's default"
+    lines += [""] + [f"{'*' * (i + 1)} run with {n} (`--set`)"
                      for i, n in enumerate(notes)]
     lines += ["", "Averages are over the tasks whose small-mode run finished (how many in "
               "brackets). Where a mode kept no sample, nothing is trained and the average counts "

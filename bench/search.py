@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import describe  # noqa: E402  (bench/machine.py)
 from sgtui.search import rank, run_search  # noqa: E402
 from sgtui.store import Store  # noqa: E402
 
@@ -61,7 +62,10 @@ def main() -> int:
     lines = ["# The max-min search (bundled SmolLM2-135M-Instruct)", "",
              "Δ: score minus the base model's few-shot score on the same validation rows "
              "(x100; exact match for classification, word-level ROUGE-L for generation). "
-             "A configuration ranks by its minimum Δ over the tasks of its type.", ""]
+             "A configuration ranks by its minimum Δ over the tasks of its type.", "",
+             f"Machine: {describe()}. Each cell: the first 50 rows of a seeded shuffle of the "
+             "task's validation split, greedy, through llama.cpp; the other parameters the "
+             "defaults of their time (docs/METHOD.md, docs/TRAINING.md).", ""]
     store = Store(args.live_db) if args.live_db else None
     for i, name in enumerate(args.live_name if store else []):
         cells = list(store.db["search_cells"].rows_where("search = ?", [name]))
