@@ -114,9 +114,10 @@ class TrainPage(Page):
         store = Store(self.sg.db_path)
         try:
             run = store.run(run_id)
+            task = json.loads(run["task"])
             info = {
-                "task": json.loads(run["task"]).get("name", ""),
-                "type": json.loads(run["task"]).get("type"),
+                "task": task.get("name", ""),
+                "type": task.get("type"),
                 "status": run["status"],
                 "pairs": len(store.training_pairs(run_id)),
                 "warnings": run["summary"].get("warnings", []),  # annotation sanity
