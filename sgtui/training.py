@@ -108,8 +108,8 @@ def add_param_args(parser, prefixed: Sequence[str] = ()) -> None:
                            help=_HELP.get(f.name))
         else:
             choices = {"precision": PRECISIONS, "trainer": TRAINERS}.get(f.name)
-            shown = ("2 for classification, 3 for generation" if f.name == "epochs"
-                     else default)
+            shown = (", ".join(f"{n} for {t}" for t, n in EPOCHS_BY_TYPE.items())
+                     if f.name == "epochs" else default)
             g.add_argument(flag, dest=name, type=type(default), default=None, choices=choices,
                            help=(_HELP.get(f.name, "") + f" (default {shown})").strip())
 
