@@ -1,33 +1,43 @@
 """Batched llama.cpp generation: many sequences decoded together in one context.
 
-The sequential backend (backends/llama_cpp.py) evaluates one sequence at a time. Here each
-llama_decode call carries one token for every running sequence plus chunks of prompt tokens.
-A sequence that ends (end-of-generation token, stop string, max_tokens) hands its slot to the
-next waiting one at once (continuous batching). Each sequence samples with its own llama.cpp
+The sequential backend (backends/llama_cpp.py) evaluates one sequence at a time. Here one
+llama_decode call carries the next token of every running sequence; a new prompt is evaluated
+in calls of its own, before its draws join. A sequence that ends (end-of-generation token, stop string, max_tokens) hands its slot to the
+next waiting one at once (continuous batching). Each draw samples with its own llama.cpp
 sampler chain, seeded per prompt and per draw. docs/PERFORMANCE.md has the measurements.
 
-Two cache layouts, chosen per call (see plan_batch):
-- shared (n or best_of > 1, e.g. annotation): one KV cell pool (kv_unified). Copying a
-  sequence only tags the same cells with another id, so sequence 0 holds the token prefix
-  common to all prompts (kept between calls), a holder sequence per prompt holds its prompt,
-  and each draw starts from a copy of it; all draws of a prompt take their first token from
-  the prompt's own logits. Draws that have produced the same tokens so far have the same
-  cache, so they are decoded once (one batch token tagged with all their ids) until they part.
-- streams (one draw per prompt, e.g. input generation): one KV stream per sequence, so a
-  token attends only to its own sequence, not to every cell in use (the CPU attention kernel
-  pays for every cell of a shared pool). The common prefix is computed once in sequence 0
-  and its stream copied to each new sequence.
+The draws of a prompt are the same numbers, bit for bit, alone or beside any other prompts,
+with any n_parallel: a resumed run, which annotates only the inputs left, samples what an
+uninterrupted run would have. Two things make it so:
+- every sequence has its own KV stream (llama.cpp's non-unified cache), so a token attends
+  only to the cells of its own history, which lie at the same cell indices whatever else is
+  in the batch (a shared cell pool, used before, interleaved the sequences' cells; the
+  attention sums then grouped their terms differently, the logits moved by up to ~0.5, and
+  11 of 12 annotations changed with the batch around them);
+- each kind of row always goes through the same llama.cpp kernel (see "why the batches look
+  the way they do" below), and those kernels compute a row on its own.
+
+How the work is shared:
+- The token prefix common to all prompts is computed once in sequence 0 (kept between calls)
+  and its stream copied to the holder sequence, which then takes the prompt's own tokens.
+  Every draw of a prompt takes its first token from the prompt's last logits.
+- Draws of one prompt that have produced the same tokens so far form a branch and share one
+  sequence: its token is decoded once and each draw samples from that row with its own
+  sampler. Draws that take different tokens go on in copies of the stream (on a branch, the
+  first set of them keeps it). Copying a stream copies its cells in place, so the copy
+  computes exactly what the original would have.
 """
 from __future__ import annotations
 
 import ctypes
-import itertools
+import logging
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sgtui import interrupts
 from sgtui.errors import SgtuiError
 
 from .base import Completion, SamplingParams
@@ -35,27 +45,27 @@ from .llama_cpp import LlamaCppGenerator
 
 MAX_PARALLEL = 32       # the per-token cost fell little beyond this on a 2-core CPU
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a sequence of their own
-CELL_ALIGN = 256        # llama.cpp pads the KV cache to this many cells
-STREAM_ALIGN = 512      # streams grow in steps, so that rounds of prompts reuse a context
+CELL_ALIGN = 256        # llama.cpp pads the cells attention looks at to this many
+STREAM_ALIGN = 512      # one-draw streams grow in steps, so that rounds of prompts reuse a
+                        # context; several-draw calls (one per annotation) take CELL_ALIGN
+_LLAMA_LOG = logging.getLogger("llama-cpp-python")  # prints llama.cpp's log
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Parallel sequences, KV cells in all, sequence ids, and the cache layout."""
+    """Parallel draws, KV cells in all, and sequence ids (one KV stream each)."""
 
     n_parallel: int
     kv_cells: int
     n_seq_max: int
-    unified: bool = True
 
     @property
     def seq_cells(self) -> int:
         """Cells one sequence can use."""
-        return self.kv_cells if self.unified else self.kv_cells // self.n_seq_max
+        return self.kv_cells // self.n_seq_max
 
     def holds(self, other: BatchPlan) -> bool:
-        return (self.unified == other.unified and self.n_seq_max >= other.n_seq_max
-                and self.kv_cells >= other.kv_cells and self.seq_cells >= other.seq_cells)
+        return self.n_seq_max >= other.n_seq_max and self.seq_cells >= other.seq_cells
 
 
 def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
@@ -63,15 +73,15 @@ def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
                n_ctx: int = 1 << 30) -> BatchPlan:
     """The batch-size rule.
 
-    Layout: one draw per prompt (k == 1) gets a KV stream per sequence; several draws per
-    prompt (k = max(n, best_of) > 1) share one cell pool.
-    Parallel count: n_parallel when given; otherwise the number of draws in the call, at most
-    MAX_PARALLEL, rounded down to a multiple of k so that whole prompts fit; then lowered until
-    the KV cache fits the memory budget (one sequence is always allowed).
-    KV cells, shared pool: each draw in flight reserves 1 + max_new cells, each prompt in
-    flight its own prompt tokens, the common prefix counts once; rounded up to 256.
-    Streams: 1 + parallel streams (the first holds the prefix), each as long as the longest
-    prompt plus max_new (at most n_ctx), rounded up to 512."""
+    Parallel count: n_parallel when given; otherwise the number of draws in the call (k =
+    max(n, best_of) per prompt), at most MAX_PARALLEL, rounded down to a multiple of k so
+    that whole prompts fit; then lowered until the KV cache fits the memory budget (one draw
+    is always allowed).
+    Sequences: one per parallel draw (the most branches of identical draws there can be),
+    one for the common prefix, one for the prompt being evaluated, one spare.
+    Each sequence's stream is as long as the longest prompt plus max_new (at most n_ctx),
+    rounded up to 512 cells with one draw per prompt, 256 with several. (n_prefix no longer
+    matters: every stream holds its own copy of the prefix.)"""
     total = len(prompt_lens) * k
     if n_parallel:
         b = n_parallel
@@ -79,18 +89,15 @@ def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
         b = min(total, MAX_PARALLEL)
         if k < b:
             b -= b % k
-    b = max(1, min(b, 126))  # n_seq_max = 2b + 2 must stay within llama.cpp's 256
+    b = max(1, min(b, 250))  # n_seq_max = b + 3 must stay within llama.cpp's 256
     longest = max(prompt_lens, default=1)
-    unique = max((p - n_prefix for p in prompt_lens), default=0)
+    per = min(longest + max_new + 1, n_ctx)
+    align = STREAM_ALIGN if k == 1 else CELL_ALIGN
+    per = -(-per // align) * align
 
     def plan(b: int) -> BatchPlan:
-        if k == 1:
-            per = min(longest + max_new + 1, n_ctx)
-            per = -(-per // STREAM_ALIGN) * STREAM_ALIGN
-            return BatchPlan(b, per * (b + 1), b + 1, unified=False)
-        groups = min(len(prompt_lens), -(-b // k) + 1)
-        raw = n_prefix + groups * unique + b * (1 + max_new)
-        return BatchPlan(b, -(-raw // CELL_ALIGN) * CELL_ALIGN, 2 * b + 2)
+        n_seq = b + 3  # the prefix, b branches, a spare, the holder
+        return BatchPlan(b, per * n_seq, n_seq)
 
     while b > 1 and not n_parallel and plan(b).kv_cells * cell_bytes > budget_bytes:
         b -= 1
@@ -119,19 +126,23 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+class _StopAsked(Exception):
+    """The stop event was set during a decode, which llama.cpp gave up."""
+
+
 @dataclass
 class _Candidate:
     """One draw from one prompt."""
 
     group: _Group
     number: int
-    seq: int
     sampler: object
     max_new: int
+    seq: int = -1                # its branch's sequence, shared with the identical draws
     ready: bool = False          # its prompt is in its cache; `pending` can be decoded
+    over: bool = False           # finished (retired at the end of the step)
     pending: int = 0             # the token to decode next
     pos: int = 0                 # and its position
-    branch: int = -1             # draws with the same branch have the same tokens so far
     tokens: list[int] = field(default_factory=list)
     buf: bytearray = field(default_factory=bytearray)
     scanned: int = 0             # characters already searched for stop strings
@@ -148,16 +159,11 @@ class _Group:
     tokens: list[int]
     seed: int
     k: int
-    n_prefix: int = 0
-    holder: int = -1             # the sequence holding the prompt
+    holder: int = -1             # the sequence holding the prompt (-1 once handed on)
     filled: int = 0              # prompt tokens in the holder so far
     started: int = 0             # draws admitted so far
     live: int = 0                # draws admitted and not finished
     done: list[_Candidate] = field(default_factory=list)
-
-    @property
-    def prompt_cells(self) -> int:
-        return len(self.tokens) - self.n_prefix
 
     @property
     def prefilled(self) -> bool:
@@ -176,9 +182,9 @@ class _Call:
     waiting: deque[_Group]
     active: list[_Group] = field(default_factory=list)
     running: list[_Candidate] = field(default_factory=list)
-    free_seqs: list[int] = field(default_factory=list)
-    reserved: int = 0
-    branches: Iterator[int] = field(default_factory=itertools.count)
+    holder_seq: int = 0          # the sequence a prompt is evaluated in
+    n_branches: int = 0          # branch sequences in use: ids 1..n_branches
+    users: dict[int, int] = field(default_factory=dict)  # branch sequence -> its draws
 
 
 class BatchedLlamaCppGenerator(LlamaCppGenerator):
@@ -187,11 +193,12 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     n_parallel: sequences decoded together (default: the batch-size rule in plan_batch);
     share_prefix: compute the prompts' common token prefix once; kv_budget_mib: the most
     memory the KV cache may take (default: a quarter of the memory available); flash_attn:
-    llama.cpp's flash attention (off: on CPU it was slower here, and with it off greedy
-    output with one draw per prompt is token for token that of the sequential backend)."""
+    llama.cpp's flash attention (off: on CPU it was slower here, and the batch-independence
+    argued in the module docstring holds for the plain attention kernels only)."""
 
     name = "llama-cpp"
     supports_batch = True
+    supports_stop = True  # generate() takes a stop event
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  lora_path: str | None = None, verbose: bool = False,
@@ -210,6 +217,12 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         self._batch_size = 0
         self._prefix: list[int] = []  # tokens held by sequence 0
         self._stream: Iterator[Completion] | None = None
+        self._n_decodes = 0
+        # llama.cpp asks between two graph nodes whether to give a decode up: on SIGINT or
+        # SIGTERM (sgtui/interrupts.py) or the stop event of the call; ctypes needs the
+        # callback object kept alive
+        self._stop = None
+        self._abort_cb = L.ggml_abort_callback(self._should_abort)
         self._pieces: dict[int, bytes] = {}
         self._model = self.llm._model.model
         self._vocab = self.llm._model.vocab
@@ -260,7 +273,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         # The thread count asked for applies to prompt chunks too (llama-cpp-python would use
         # every core for them); on a shared machine more threads than free cores collapse.
         p.n_threads = p.n_threads_batch = self.llm.context_params.n_threads
-        p.kv_unified = plan.unified
+        p.kv_unified = False  # a KV stream per sequence: see the module docstring
         p.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
                              else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.no_perf = True
@@ -279,6 +292,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 L.llama_free(ctx)
                 raise SgtuiError("llama.cpp could not apply the LoRA adapter to the batched "
                                  "context", path=self.model_path)
+        L.llama_set_abort_callback(ctx, self._abort_cb, None)
         self._ctx, self._ctx_plan = ctx, plan
         self._batch_size = L.llama_n_batch(ctx)
         self._batch = L.llama_batch_init(self._batch_size, 0, plan.n_seq_max)
@@ -316,9 +330,11 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], params: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+                 seeds: Sequence[int] | None = None, stop=None) -> Iterator[Completion]:
         """Yield completions as they finish (with best_of > n, a prompt's n best once all its
-        draws are done). Prompts are checked here, before any decoding."""
+        draws are done). Prompts are checked here, before any decoding. `stop`: an object with
+        is_set() (a threading.Event), looked at before every decode step; once it is set the
+        stream ends, without the completions not yet finished."""
         if self.llm is None:
             raise SgtuiError("the model is closed", path=self.model_path)
         if seeds is not None and len(seeds) != len(prompts):
@@ -340,16 +356,19 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             return iter(())
         if self._stream is not None:
             self._stream.close()  # one call at a time owns the context's sequences
-        self._stream = self._run(groups, params)
+        self._stream = self._run(groups, params, stop)
         return self._stream
 
-    def _run(self, groups: list[_Group], params: SamplingParams) -> Iterator[Completion]:
+    def _run(self, groups: list[_Group], params: SamplingParams, stop=None
+             ) -> Iterator[Completion]:
         L = self._L
         prefix: list[int] = []
         if self.share_prefix:
             # one prompt alone keeps what it has in common with the last call's prefix
             heads = [g.tokens[:-1] for g in groups] + ([self._prefix] if len(groups) == 1 else [])
             n = common_prefix(heads) if len(heads) > 1 else 0
+            # every prompt keeps at least two tokens of its own (see _chunks)
+            n = min(n, min(len(g.tokens) for g in groups) - 2)
             if n >= MIN_SHARED_PREFIX:
                 prefix = groups[0].tokens[:n]
         shortest = min(len(g.tokens) for g in groups)
@@ -359,28 +378,31 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         self._ensure_context(plan)
         # a context kept from an earlier call may be larger than this call needs
         kept = self._ctx_plan
-        plan = BatchPlan(plan.n_parallel, kept.kv_cells, kept.n_seq_max, kept.unified)
+        plan = BatchPlan(plan.n_parallel, kept.kv_cells, kept.n_seq_max)
         mem = L.llama_get_memory(self._ctx)
         call = _Call(params, plan, len(prefix), tuple(s for s in params.stop if s),
                      params.best_of is not None and params.best_of > params.n,
-                     deque(groups), free_seqs=list(range(plan.n_seq_max - 1, 0, -1)),
-                     reserved=len(prefix))
+                     deque(groups), holder_seq=plan.n_parallel + 2)
+        self._stop = stop
         try:
             self._clear(mem)
             self._load_prefix(prefix, mem)
             while call.waiting or call.active:
-                self._admit(call, mem)
-                self._start_late(call, mem)
-                entries, primed = self._fill_batch(call)
-                rc = L.llama_decode(self._ctx, self._batch)
-                if rc != 0:
-                    raise SgtuiError(f"llama.cpp could not decode a batch (code {rc})",
-                                     path=self.model_path,
-                                     fix="pass a smaller n_parallel, or use --backend "
-                                         "llama-cpp-sequential")
-                finished = self._sample(call, entries, primed, mem)
+                if stop is not None and stop.is_set():
+                    return
+                decodes = self._n_decodes
+                # draws that end on their first token are retired before the branches are
+                # decoded, so that the branches in use are exactly 1..m
+                started = self._admit_and_prefill(call, mem) + self._start_late(call, mem)
+                yield from self._retire(call, started, mem)
+                finished = self._decode_branches(call, mem)
+                if not (started or finished) and self._n_decodes == decodes:
+                    raise RuntimeError("batched decoding stalled with nothing to decode")
                 yield from self._retire(call, finished, mem)
+        except _StopAsked:
+            return
         finally:
+            self._stop = None
             for c in call.running:
                 if c.sampler is not None:
                     L.llama_sampler_free(c.sampler)
@@ -390,118 +412,223 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
 
     def _clear(self, mem) -> None:
         """Drop every sequence but the prefix (sequence 0)."""
-        if self._ctx_plan.unified:
-            self._L.llama_memory_seq_keep(mem, 0)
-        else:
-            for s in range(1, self._ctx_plan.n_seq_max):
-                self._L.llama_memory_seq_rm(mem, s, -1, -1)
+        for s in range(1, self._ctx_plan.n_seq_max):
+            self._L.llama_memory_seq_rm(mem, s, -1, -1)
 
+    # -- why the batches look the way they do ----------------------------------------------
+    # llama.cpp's CPU matrix products take one of two kernels: for a single row (one token of
+    # a sequence in an attention product, one logits row in the output product) a dot
+    # product per element, for two rows or more a tiled one (llamafile's sgemm), and the two
+    # may add in a different order. Every row of a kind therefore always goes the same way
+    # here, however many other prompts share the call:
+    # - a prompt's tokens are evaluated in calls of their own, in chunks of two tokens or
+    #   more (tiled attention), with only the last token's logits (one row: dot products);
+    # - the branches' next tokens (one per sequence: dot-product attention) go in one call,
+    #   on consecutive sequence ids 1..m so that llama.cpp keeps them in one micro-batch,
+    #   with a throwaway token on sequence m + 1 when m is 1 (so logits are always tiled).
+    # Sequence ids: 0 the prefix, 1..n_parallel the branches, n_parallel + 2 the holder.
+
+    def _chunks(self, start: int, end: int) -> list[tuple[int, int]]:
+        """[start, end) in chunks of at most one batch, none of them a single token (unless
+        the whole range is one token)."""
+        n = end - start
+        if n <= 0:
+            return []
+        parts = -(-n // self._batch_size)
+        bounds = [start + n * i // parts for i in range(parts + 1)]
+        return list(zip(bounds, bounds[1:]))
+
+    def _should_abort(self, _data) -> bool:
+        abort = interrupts.pending() or (self._stop is not None and self._stop.is_set())
+        if abort:  # llama.cpp logs the decode it gives up as an error: expected here
+            _LLAMA_LOG.setLevel(logging.CRITICAL)
+        return abort
+
+    def _decode(self, n: int, what: str) -> None:
+        self._batch.n_tokens = n
+        self._n_decodes += 1
+        level = _LLAMA_LOG.level
+        try:
+            with interrupts.native_call():  # a signal meanwhile is raised when it ends
+                rc = self._L.llama_decode(self._ctx, self._batch)
+                if rc != 0:  # llama.cpp took back what the batch added, maybe to the prefix
+                    self._L.llama_memory_seq_rm(self._L.llama_get_memory(self._ctx), 0, -1, -1)
+                    self._prefix = []
+                if rc == 2 and self._stop is not None and self._stop.is_set():
+                    raise _StopAsked()
+                if rc != 0:
+                    raise SgtuiError(f"llama.cpp could not decode {what} (code {rc})",
+                                     path=self.model_path,
+                                     fix="pass a smaller n_parallel, or use --backend "
+                                         "llama-cpp-sequential")
+        finally:
+            _LLAMA_LOG.setLevel(level)
+
+    def _eval_tokens(self, seq: int, tokens: list[int], start: int, end: int) -> None:
+        """Evaluate tokens[start:end] (at those positions) into `seq`, logits for the last."""
+        for a, b in self._chunks(start, end):
+            for i in range(a, b):
+                self._put(i - a, tokens[i], i, [seq], i == end - 1)
+            self._decode(b - a, "a prompt")
+
+    # -- sequences --------------------------------------------------------------------------
+    def _new_branch(self, call: _Call, src: int, mem) -> int:
+        """Sequence m + 1, holding a copy of `src`'s stream (copied at the next decode)."""
+        if call.n_branches >= call.plan.n_parallel:
+            raise RuntimeError("batched decoding ran out of sequences")
+        call.n_branches += 1
+        seq = call.n_branches
+        self._L.llama_memory_seq_cp(mem, src, seq, -1, -1)
+        return seq
+
+    def _free_branch(self, call: _Call, seq: int, mem) -> None:
+        """Free a branch's sequence, moving the last branch into it so that the branches keep
+        the ids 1..m (the copy keeps every cell where it was, so nothing changes numerically)."""
+        L, top = self._L, call.n_branches
+        if seq != top:
+            L.llama_memory_seq_cp(mem, top, seq, -1, -1)
+            for c in call.running:
+                if c.seq == top:
+                    c.seq = seq
+            call.users[seq] = call.users.pop(top)
+        L.llama_memory_seq_rm(mem, top, -1, -1)
+        call.n_branches -= 1
+
+    def _leave(self, call: _Call, c: _Candidate, mem) -> None:
+        """Take draw `c` off its branch, freeing the branch's sequence when it was the last."""
+        seq, c.seq = c.seq, -1
+        if seq < 0:
+            return
+        call.users[seq] -= 1
+        if call.users[seq] == 0:
+            del call.users[seq]
+            self._free_branch(call, seq, mem)
+
+    def _release_holder(self, call: _Call, g: _Group, mem) -> None:
+        """Free the holder once every draw of its prompt has started from it."""
+        if g.holder >= 0 and g.started == g.k and not any(
+                c.group is g and not c.ready for c in call.running):
+            self._L.llama_memory_seq_rm(mem, g.holder, -1, -1)
+            g.holder = -1
+
+    # -- scheduling -------------------------------------------------------------------------
     def _admit(self, call: _Call, mem) -> None:
-        """Give free slots to draws: the rest of the prompts in flight first, one slot at a
-        time; a new prompt only when a block of slots is free, so that its draws start
-        together and all take their first token from the prompt's own logits."""
+        """Give free slots to draws: the rest of the prompt in flight first, one slot at a
+        time; a new prompt only when a block of slots is free (so that its draws start
+        together and all take their first token from the prompt's own logits) and the holder
+        is free. A draw gets a sequence when it has its first token."""
         L, plan = self._L, call.plan
         block = min(call.waiting[0].k if call.waiting else 1, plan.n_parallel)
-        while len(call.running) < plan.n_parallel and call.free_seqs:
+        while len(call.running) < plan.n_parallel:
             g = next((a for a in call.active if a.started < a.k), None)
-            new = g is None
-            if new:
+            if g is None:
                 free = plan.n_parallel - len(call.running)
-                need_seqs = 2 if plan.unified else 1
-                if (not call.waiting or len(call.free_seqs) < need_seqs
-                        or (call.running and free < block)):
+                holder_busy = any(a.holder >= 0 for a in call.active)
+                if not call.waiting or holder_busy or (call.running and free < block):
                     return
-                g = call.waiting[0]
-                g.n_prefix = call.prefix_len
-            g_max = max(1, min(call.params.max_tokens, self.n_ctx - len(g.tokens) - 1))
-            cells = 1 + g_max + (g.prompt_cells if new else 0)
-            if plan.unified and call.running and call.reserved + cells > plan.kv_cells:
-                return
-            call.reserved += cells
-            seq = call.free_seqs.pop()
-            if new:
-                call.waiting.popleft()
-                # with streams the draw's own sequence holds the prompt (k is 1 there)
-                g.holder = call.free_seqs.pop() if plan.unified else seq
+                g = call.waiting.popleft()
+                g.holder = call.holder_seq
+                L.llama_memory_seq_rm(mem, g.holder, -1, -1)
                 if call.prefix_len:
                     L.llama_memory_seq_cp(mem, 0, g.holder, -1, -1)
-                g.filled = g.n_prefix
+                g.filled = call.prefix_len
                 call.active.append(g)
+            g_max = max(1, min(call.params.max_tokens, self.n_ctx - len(g.tokens) - 1))
             seed = (g.seed + g.started) % (2**31)
-            call.running.append(_Candidate(g, g.started, seq, self._sampler(call.params, seed),
+            call.running.append(_Candidate(g, g.started, self._sampler(call.params, seed),
                                            g_max))
             g.started += 1
             g.live += 1
 
-    def _start_late(self, call: _Call, mem) -> None:
-        """A draw admitted after its prompt's logits are gone decodes the prompt's last token
-        again in its own sequence."""
-        L = self._L
-        for c in call.running:
-            g = c.group
-            if not c.ready and g.prefilled:
-                L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
-                L.llama_memory_seq_rm(mem, c.seq, len(g.tokens) - 1, -1)
-                c.ready, c.pending, c.pos = True, g.tokens[-1], len(g.tokens) - 1
-                c.branch = next(call.branches)
-
-    def _fill_batch(self, call: _Call) -> tuple[list[list[_Candidate]], list[tuple[_Group, int]]]:
-        """Draws with the same history (same prompt, same tokens so far) have the same cache
-        and logits: they share one batch token tagged with all their sequence ids, and each
-        draws from that row with its own sampler. Then prompt chunks fill the batch."""
-        by_key: dict[tuple[int, int], list[_Candidate]] = {}
-        for c in call.running:
-            if c.ready:
-                by_key.setdefault((c.branch, c.pending), []).append(c)
-        entries = list(by_key.values())
-        if not call.plan.unified:
-            # llama.cpp puts consecutive sequence ids of streams into one micro-batch
-            entries.sort(key=lambda cs: cs[0].seq)
-        for n, cs in enumerate(entries):
-            self._put(n, cs[0].pending, cs[0].pos, [c.seq for c in cs], True)
-        n = len(entries)
-        primed: list[tuple[_Group, int]] = []  # prompts whose last token is in this batch
-        for g in call.active:
-            end = len(g.tokens)
-            while g.filled < end and n < self._batch_size:
-                last = g.filled == end - 1
-                self._put(n, g.tokens[g.filled], g.filled, [g.holder], last)
-                if last:
-                    primed.append((g, n))
-                g.filled += 1
-                n += 1
-        if n == 0:
-            raise RuntimeError("batched decoding stalled with nothing to decode")
-        self._batch.n_tokens = n
-        return entries, primed
-
-    def _sample(self, call: _Call, entries: list[list[_Candidate]],
-                primed: list[tuple[_Group, int]], mem) -> list[_Candidate]:
-        L, ctx = self._L, self._ctx
-        lse, logits = self._logsumexp(len(entries) + len(primed)) if call.want_logprob \
-            else (None, None)
-        rows: list[tuple[int, int, list[_Candidate]]] = [
-            (r, r, cs) for r, cs in enumerate(entries)]
-        for j, (g, idx) in enumerate(primed):
-            cs = [c for c in call.running if c.group is g and not c.ready]
-            for c in cs:
-                if c.seq != g.holder:
-                    L.llama_memory_seq_cp(mem, g.holder, c.seq, -1, -1)
-                c.ready, c.pos = True, len(g.tokens) - 1
-            rows.append((idx, len(entries) + j, cs))
+    def _admit_and_prefill(self, call: _Call, mem) -> list[_Candidate]:
+        """Admit draws, and evaluate each new prompt in its holder; its draws take their first
+        tokens from its last logits. Returns the draws already finished."""
         finished: list[_Candidate] = []
-        for idx, row, cs in rows:
-            forks: dict[int, int] = {}
+        while True:
+            self._admit(call, mem)
+            g = next((a for a in call.active if a.holder >= 0 and not a.prefilled), None)
+            if g is None:
+                return finished
+            self._eval_tokens(g.holder, g.tokens, g.filled, len(g.tokens))
+            g.filled = len(g.tokens)
+            draws = [c for c in call.running if c.group is g and not c.ready]
+            for c in draws:
+                c.ready, c.pos = True, len(g.tokens) - 1
+            finished += self._sample_row(call, -1, 0, draws, g.holder, None, mem)
+            self._release_holder(call, g, mem)
+
+    def _start_late(self, call: _Call, mem) -> list[_Candidate]:
+        """A draw admitted after its prompt's logits are gone (n_parallel < k) evaluates the
+        prompt's last two tokens again, in a copy of the holder without them."""
+        finished: list[_Candidate] = []
+        for c in [c for c in call.running if not c.ready and c.group.prefilled]:
+            g = c.group
+            seq = self._new_branch(call, g.holder, mem)
+            back = max(0, len(g.tokens) - 2)
+            self._L.llama_memory_seq_rm(mem, seq, back, -1)
+            self._eval_tokens(seq, g.tokens, back, len(g.tokens))
+            c.ready, c.pos, c.seq = True, len(g.tokens) - 1, seq
+            call.users[seq] = 1
+            finished += self._sample_row(call, -1, 0, [c], seq, seq, mem)
+            self._release_holder(call, g, mem)
+        return finished
+
+    def _decode_branches(self, call: _Call, mem) -> list[_Candidate]:
+        """Decode one token per branch (its draws have the same cache and logits) and let
+        each draw sample from its branch's row with its own sampler."""
+        by_seq: dict[int, list[_Candidate]] = {}
+        for c in call.running:
+            if c.ready and not c.over:
+                by_seq.setdefault(c.seq, []).append(c)
+        if not by_seq:
+            return []
+        entries = [by_seq[seq] for seq in sorted(by_seq)]
+        for n, cs in enumerate(entries):
+            self._put(n, cs[0].pending, cs[0].pos, [cs[0].seq], True)
+        n = len(entries)
+        pad = n == 1
+        if pad:  # a second logits row: see "why the batches look the way they do"
+            self._put(1, entries[0][0].pending, 0, [call.n_branches + 1], True)
+        self._decode(n + pad, "a batch")
+        if pad:
+            self._L.llama_memory_seq_rm(mem, call.n_branches + 1, -1, -1)
+        scores = self._logsumexp(n + pad) if call.want_logprob else None
+        finished: list[_Candidate] = []
+        for row, cs in enumerate(entries):
+            finished += self._sample_row(call, row, row, cs, cs[0].seq, cs[0].seq, mem, scores)
+        return finished
+
+    def _sample_row(self, call: _Call, idx: int, row: int, draws: list[_Candidate], src: int,
+                    branch: int | None, mem, scores=None) -> list[_Candidate]:
+        """Each draw samples its next token from the logits of batch index `idx` (output row
+        `row`) of the last decode. Draws that go on with the same token share a sequence
+        holding `src`'s stream: the first set stays on `branch` (the sequence they decoded
+        in; None for a prompt's holder), the others get new branches. Returns the draws that
+        finished; they stay on their sequence until retired. `scores`: _logsumexp's (log-sum-
+        exp, logits) of the decode, when log-probabilities are wanted."""
+        L, ctx = self._L, self._ctx
+        if scores is None and call.want_logprob:
+            scores = self._logsumexp(row + 1)
+        going: dict[int, list[_Candidate]] = {}  # next token -> the draws that took it
+        finished: list[_Candidate] = []
+        for c in draws:
+            tok = L.llama_sampler_sample(c.sampler, ctx, idx)
+            lp = float(scores[1][row, tok] - scores[0][row]) if scores is not None else 0.0
+            c.pos += 1
+            if self._accept(c, tok, lp, call.stops):
+                c.over = True
+                finished.append(c)
+            else:
+                going.setdefault(tok, []).append(c)
+        for n, cs in enumerate(going.values()):
+            if n == 0 and branch is not None:
+                continue  # they stay where they are
+            seq = self._new_branch(call, src, mem)
+            call.users[seq] = len(cs)
             for c in cs:
-                tok = L.llama_sampler_sample(c.sampler, ctx, idx)
-                lp = float(logits[row, tok] - lse[row]) if lse is not None else 0.0
-                c.pos += 1
-                # draws that took the same token still share a history
-                if tok not in forks:
-                    forks[tok] = next(call.branches)
-                c.branch = forks[tok]
-                if self._accept(c, tok, lp, call.stops):
-                    finished.append(c)
+                if c.seq > 0:
+                    call.users[c.seq] -= 1
+                c.seq = seq
         return finished
 
     def _retire(self, call: _Call, finished: list[_Candidate], mem) -> list[Completion]:
@@ -512,10 +639,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             call.running.remove(c)
             L.llama_sampler_free(c.sampler)
             c.sampler = None
-            if c.seq != g.holder:
-                L.llama_memory_seq_rm(mem, c.seq, -1, -1)
-                call.free_seqs.append(c.seq)
-            call.reserved -= 1 + c.max_new
+            self._leave(call, c, mem)
             g.live -= 1
             g.done.append(c)
             if g.k == params.n:
@@ -524,9 +648,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 if g.k > params.n:
                     best = sorted(g.done, key=lambda d: (-d.logprob, d.number))
                     out.extend(self._completion(d, i) for i, d in enumerate(best[:params.n]))
-                L.llama_memory_seq_rm(mem, g.holder, -1, -1)
-                call.free_seqs.append(g.holder)
-                call.reserved -= g.prompt_cells
+                self._release_holder(call, g, mem)
                 call.active.remove(g)
         return out
 
@@ -548,21 +670,16 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     def _load_prefix(self, prefix: list[int], mem) -> None:
         """Make sequence 0 hold exactly `prefix`, reusing what an earlier call left there."""
         keep = common_prefix([self._prefix, prefix]) if self._prefix else 0
+        if len(prefix) - keep == 1:
+            keep -= 1  # no single-token chunk: see "why the batches look the way they do"
         if keep < len(self._prefix):
             self._L.llama_memory_seq_rm(mem, 0, keep, -1)
         self._prefix = prefix[:keep]
-        for start in range(keep, len(prefix), self._batch_size):
-            chunk = prefix[start:start + self._batch_size]
-            for i, tok in enumerate(chunk):
-                self._put(i, tok, start + i, [0], False)
-            self._batch.n_tokens = len(chunk)
-            rc = self._L.llama_decode(self._ctx, self._batch)
-            if rc != 0:
-                self._L.llama_memory_seq_rm(mem, 0, -1, -1)
-                self._prefix = []
-                raise SgtuiError(f"llama.cpp could not decode the shared prompt (code {rc})",
-                                 path=self.model_path)
-            self._prefix = prefix[:start + len(chunk)]
+        for a, b in self._chunks(keep, len(prefix)):
+            for i in range(a, b):
+                self._put(i - a, prefix[i], i, [0], False)
+            self._decode(b - a, "the shared prompt")
+            self._prefix = prefix[:b]
 
     def _put(self, i: int, tok: int, pos: int, seqs: list[int], logits: bool) -> None:
         b = self._batch

@@ -6,6 +6,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Sequence
 
+from .answer_filters import answer_filters, first_answer_failure
 from .config import RunParams
 from .filters import LengthFilter, NoiseFilter
 from .input_generation import slot_rng
@@ -34,9 +35,41 @@ class OutputAnnotator:
                                                           params.length_sigma_floor))
         if params.noise_filter:
             self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
+        # answer-side filters see each answer with its input (sgtui/answer_filters.py)
+        self.answer_filters: list = []
+        if getattr(params, "answer_filters", False) and not task.is_classification:
+            self.answer_filters = answer_filters([(e.input, e.output) for e in task.examples])
 
-    def vote(self, candidates: Sequence[str]) -> tuple[VoteResult, str | None, str | None]:
-        """Return the vote, and (filter, reason) if the input is dropped."""
+    def vote(self, candidates: Sequence[str], text: str | None = None
+             ) -> tuple[VoteResult, str | None, str | None]:
+        """Return the vote, and (filter, reason) if the input is dropped. `text` is the input
+        the candidates answer; the answer filters need it."""
+        dropped: dict[str, int] = {}
+        reasons: dict[str, str] = {}
+        if self.answer_filters and text is not None:
+            kept = []
+            for c in candidates:
+                fail = first_answer_failure(c.strip(), text, self.answer_filters) \
+                    if c and c.strip() else None
+                if fail:
+                    dropped[fail[0]] = dropped.get(fail[0], 0) + 1
+                    reasons.setdefault(fail[0], fail[1])
+                else:
+                    kept.append(c)
+            if dropped and not any(c and c.strip() for c in kept):
+                # every answer failed an answer filter: the sample is dropped by that filter
+                name = max(dropped, key=dropped.get)
+                result = VoteResult(None, 0, 0, {}, dropped,
+                                    f"{dropped[name]} of {len(candidates)} answers: "
+                                    f"{reasons[name]}")
+                return result, name, result.reason
+            candidates = kept
+        result, filt, reason = self._vote(candidates)
+        for name, n in dropped.items():
+            result.dropped[name] = result.dropped.get(name, 0) + n
+        return result, filt, reason
+
+    def _vote(self, candidates: Sequence[str]) -> tuple[VoteResult, str | None, str | None]:
         if self.task.is_classification:
             mapped = []
             for c in candidates:

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from . import cli_eval
+from .config import DEFAULT_MODE, RunParams, cli_fields, range_text
+from .cli_args import record_id
 from .errors import SgtuiError
 
 
@@ -23,25 +25,22 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_params(p: argparse.ArgumentParser) -> None:
+    """The RunParams fields that have a flag, from their one declaration (sgtui/config.py)."""
     g = p.add_argument_group("run parameters (defaults: the paper's, per task type)")
-    g.add_argument("--rounds", type=int)
-    g.add_argument("--per-round", type=int)
-    g.add_argument("--mode", choices=["paper", "small"],
-                   help="input-generation prompt: the paper's, or the one small models follow")
-    g.add_argument("--temperature", dest="gen_temperature", type=float)
-    g.add_argument("--n", type=int, help="candidate answers per input for the vote")
-    g.add_argument("--best-of", type=int)
-    g.add_argument("--gen-max-tokens", type=int)
-    g.add_argument("--ann-max-tokens", type=int)
-    g.add_argument("--min-frequency", type=float)
-    g.add_argument("--seed", type=int)
-    for name in ("input-length-filter", "output-length-filter", "noise-filter", "small-filters"):
-        g.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction)
+    for f in cli_fields():
+        m = f.metadata
+        if isinstance(f.default, bool):
+            g.add_argument(m["flag"], dest=f.name, action=argparse.BooleanOptionalAction,
+                           help=m["help"] or None)
+        elif m["choices"]:
+            g.add_argument(m["flag"], dest=f.name, choices=m["choices"], help=m["help"] or None)
+        else:
+            g.add_argument(m["flag"], dest=f.name, type=type(f.default),
+                           metavar="N" if isinstance(f.default, int) else "X",
+                           help=f"{m['help']} ({range_text(f)})".lstrip())
 
 
-PARAM_KEYS = ("rounds", "per_round", "mode", "gen_temperature", "n", "best_of", "gen_max_tokens",
-              "ann_max_tokens", "min_frequency", "seed", "input_length_filter",
-              "output_length_filter", "noise_filter", "small_filters")
+PARAM_KEYS = tuple(f.name for f in cli_fields())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="synthesise a training set for a task")
     p.add_argument("task", nargs="?", help="a task file (.toml / NI .json) or NI task folder")
-    p.add_argument("--resume", type=int, metavar="RUN", help="continue a stopped or crashed run")
+    p.add_argument("--resume", type=record_id, metavar="RUN", help="continue a stopped or crashed run")
     _add_model_args(p)
     _add_run_params(p)
     p.add_argument("--quiet", action="store_true", help="print only the summary")
 
     p = sub.add_parser("samples", help="list or export a run's samples")
-    p.add_argument("run", type=int)
+    p.add_argument("run", type=record_id)
     p.add_argument("--status", choices=["kept", "filtered", "training"],
                    help="training = what fine-tuning would use (honours marks)")
     p.add_argument("--export", metavar="OUT.jsonl")
@@ -106,7 +105,8 @@ def resolve_model(model: str | None, backend: str | None) -> tuple[str, str]:
 
 
 def params_from_args(args, task_type: str):
-    from .config import DEFAULT_MODE, RunParams
+    """The run's parameters: the defaults for the task type with the flags given, validated
+    (an SgtuiError naming the flag) before any model is loaded or run created."""
     mode = getattr(args, "mode", None) or DEFAULT_MODE
     return RunParams.defaults_for(task_type, mode).override(
         **{k: getattr(args, k, None) for k in PARAM_KEYS})
@@ -163,6 +163,37 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def write_jsonl(path: Path, rows) -> None:
+    """Write rows as JSON lines through a temporary file beside `path`, then rename: a failed
+    export leaves whatever was at `path` as it was. Errors the person can fix are SgtuiErrors."""
+    if path.is_dir():
+        raise SgtuiError("this is a folder; the export needs a file name", path=str(path),
+                         fix=f"pass a file path, e.g. --export {path / 'samples.jsonl'}")
+    if not path.parent.is_dir():
+        raise SgtuiError("the folder to export into does not exist", path=str(path),
+                         fix=f"create it first (mkdir -p {path.parent}), or pick another path")
+    if path.exists() and not path.is_file() and not path.is_char_device():
+        raise SgtuiError("this is not a regular file; the export will not replace it",
+                         path=str(path), fix="pass the path of a new or regular file")
+    if path.is_char_device():  # /dev/stdout, /dev/null, /dev/full: write through, no rename
+        with open(path, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == 28:
+            raise
+        raise SgtuiError(f"cannot write the export ({e.strerror or e})", path=str(path),
+                         fix="pick a path in a folder you can write")
+
+
 def cmd_samples(args) -> int:
     store = _store(args.db)
     store.run(args.run)
@@ -173,11 +204,9 @@ def cmd_samples(args) -> int:
     else:
         rows = store.samples(args.run)
     if args.export:
-        with open(args.export, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({"input": r["input"], "output": r["output"], "status": r["status"],
-                                    "filter": r["filter"], "mark": r["mark"], "id": r["id"]},
-                                   ensure_ascii=False) + "\n")
+        write_jsonl(Path(args.export), ({"input": r["input"], "output": r["output"],
+                                         "status": r["status"], "filter": r["filter"],
+                                         "mark": r["mark"], "id": r["id"]} for r in rows))
         print(f"wrote {len(rows)} samples to {args.export}")
         return 0
     for r in rows:
@@ -190,10 +219,18 @@ def cmd_samples(args) -> int:
 
 
 def cmd_mark(args) -> int:
+    """Mark the samples that exist; name the ids that do not, and exit 2 if there are any."""
     store = _store(args.db)
-    for sid in args.ids:
-        store.mark(sid, None if args.mark == "clear" else args.mark)
-    print(f"marked {len(args.ids)} sample(s) {args.mark}")
+    ids, mark = list(dict.fromkeys(args.ids)), None if args.mark == "clear" else args.mark
+    missing = [sid for sid in ids if not store.mark(sid, mark)]
+    print(f"marked {len(ids) - len(missing)} sample(s) {args.mark}")
+    if missing:
+        shown = ", ".join(str(sid) for sid in missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise SgtuiError(f"no sample with id {shown}{more} in this database; "
+                         f"{len(missing)} id(s) not marked", path=str(store.path),
+                         fix="see a run's sample ids with `sgtui samples RUN`, or pass --db "
+                             "with the database that holds them")
     return 0
 
 
@@ -216,17 +253,28 @@ def cmd_doctor(args) -> int:
         print(f"bundled model: missing ({e.message})")
     for b in backends.info():
         print(f"backend {b.name:<21} {'ok' if b.available else 'unavailable: ' + b.reason}")
-    print(f"data folder:   {home()}")
-    print(f"database:      {default_db()}")
+    try:
+        print(f"data folder:   {home()}")
+        print(f"database:      {default_db()}")
+    except SgtuiError as e:
+        print("data folder:   unusable (below)")
+        print(f"sgtui: {e.render()}", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_search(args) -> int:
     from .paths import bundled_model
     from .search import DEFAULT_GRID, parse_grid, real_measure, run_search
-    store = _store(args.db)
-    configs = parse_grid(args.grid or DEFAULT_GRID)
+    if args.eval_limit < 1:
+        raise SgtuiError(f"--eval-limit must be at least 1 (got {args.eval_limit})",
+                         fix="give --eval-limit a number of rows, or leave it out (default 50)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise SgtuiError("--tasks names no task", fix="give comma-separated task files or NI "
+                         "task ids, e.g. --tasks task1195,task036")
+    configs = parse_grid(args.grid or DEFAULT_GRID)
+    store = _store(args.db)
     max_epochs = max(c.get("epochs", 3) for c in configs)
     measure = real_measure(store, str(bundled_model()), args.split, args.eval_limit, {},
                            search=args.name, max_epochs=max_epochs)
@@ -254,6 +302,10 @@ def _database_error(e: Exception, db: str | None) -> str | None:
     if "disk is full" in text:  # SQLITE_FULL: "database or disk is full"
         return (f"{path}: the disk is full; everything committed so far is kept.\n"
                 "  fix: free some space, then resume the run (sgtui generate --resume RUN)")
+    if "readonly" in text or "read-only" in text:
+        return (f"{path}: the database is read-only, so this command cannot write to it\n"
+                "  fix: make it and its folder writable (chmod u+w), or copy the database "
+                "somewhere writable and pass --db with the copy")
     if "malformed" in text or "not a database" in text:
         return (f"{path}: the database is damaged ({text})\n  fix: restore a backup, or "
                 "salvage it with `sqlite3 DB .recover`, or pass --db to use another database")
@@ -272,15 +324,22 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": cli_eval.cmd_eval}
     from . import cli_train
     handlers.update(cli_train.HANDLERS)
+    from .interrupts import exit_code_of, interrupted_message, signals_interrupt
     try:
-        code = handlers[args.command](args)
+        # SIGTERM stops a headless command as Ctrl-C does (the TUI handles its own keys)
+        with signals_interrupt(args.command not in ("tui", None)):
+            code = handlers[args.command](args)
     except SgtuiError as e:
         print(f"sgtui: {e.render()}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("\nsgtui: interrupted; everything so far is saved. Continue with --resume RUN.",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM outside a run (RunStopped names one)
+        print(f"\nsgtui: {interrupted_message(args, e)}", file=sys.stderr)
+        return exit_code_of(e)
+    except BrokenPipeError:
+        # `sgtui runs | head -1`: the reader has gone; stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as e:
         if e.errno == 28:  # ENOSPC
             print(f"sgtui: the disk is full ({e.filename or 'database'}); everything committed "
@@ -293,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sgtui: {message}", file=sys.stderr)
         return 2
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code or 0
 
 

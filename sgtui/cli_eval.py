@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_args import record_id
 from .errors import SgtuiError
 
 SYSTEMS = ("base", "trivial", "self-icl", "self-guide")
@@ -26,7 +27,7 @@ def add_eval_command(sub, add_model_args) -> None:
     p.add_argument("--seed", type=int, default=0, help="the shuffle seed for --limit (default 0)")
     p.add_argument("--adapter", metavar="PATH.gguf", help="a LoRA adapter in GGUF form: adds the "
                                                           "fine-tuned system 'self-guide'")
-    p.add_argument("--run", type=int, metavar="RUN", help="store results under this run; its "
+    p.add_argument("--run", type=record_id, metavar="RUN", help="store results under this run; its "
                                                           "synthetic pairs feed 'self-icl'")
     p.add_argument("--systems", help="comma-separated, from: " + ", ".join(SYSTEMS) + " (default: "
                                      "base, trivial, plus self-guide with --adapter and self-icl "

@@ -8,6 +8,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
+
+from .cli_args import record_id
+from .errors import SgtuiError
 
 RUN_EVAL_LIMIT = 100  # rows of an NI test split that `sgtui run` scores by default
 RUN_PREFIXED = ("seed",)  # `sgtui run` has a generation --seed; training's is --train-seed
@@ -20,7 +24,7 @@ def add_commands(sub, add_model_args, add_run_params) -> None:
     p = sub.add_parser("train", help="fine-tune the model on a run's training pairs (LoRA)",
                        description="LoRA fine-tuning in a child process; progress every second, "
                                    "a checkpoint every epoch, the adapter in the run's folder.")
-    p.add_argument("run", type=int)
+    p.add_argument("run", type=record_id)
     p.add_argument("--resume", action="store_true",
                    help="continue from the last epoch checkpoint (its parameters are kept)")
     p.add_argument("--model", help="the base model (default: the run's model)")
@@ -31,11 +35,16 @@ def add_commands(sub, add_model_args, add_run_params) -> None:
     add_param_args(p)
 
     p = sub.add_parser("export", help="export a run's adapter (adapter, merged or gguf)")
-    p.add_argument("run", type=int)
+    p.add_argument("run", type=record_id)
     p.add_argument("--format", choices=FORMATS, default="gguf",
                    help="adapter: the peft folder; merged: a HF folder with the LoRA merged in; "
                         "gguf: a llama.cpp LoRA adapter for the base GGUF (default)")
-    p.add_argument("--out", metavar="PATH", help="default: <run folder>/export/")
+    p.add_argument("--out", metavar="PATH",
+                   help="default: <run folder>/export/ (an earlier export there is replaced); "
+                        "an existing PATH is refused unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out, if it is a regular file (gguf) or a folder "
+                        "that sgtui exported; anything else is never replaced")
     p.add_argument("--base", metavar="MODEL",
                    help="the base model (default: the one the adapter was trained on); for "
                         "gguf of a HF-folder base, the base's converted .gguf")
@@ -112,12 +121,16 @@ def _db_path(db: str | None) -> str:
 
 
 def train_run(db: str, run_id: int, params, *, resume: bool = False, model: str | None = None,
-              trust_remote_code: bool = False, quiet: bool = False):
-    """Run one training in a child process, showing progress; Ctrl-C cancels it."""
+              trust_remote_code: bool = False, quiet: bool = False, given: Sequence[str] = ()):
+    """Run one training in a child process, showing progress; Ctrl-C cancels it. `given`: the
+    options the user typed, which a resumed training ignores (it keeps its own)."""
     from .training import TrainingJob
     job = TrainingJob()
     job.start(db, run_id, params, resume=resume, model=model,
               trust_remote_code=trust_remote_code)
+    if job.resuming and given and not quiet:
+        print(f"[notice] --resume keeps the interrupted training's parameters; ignoring "
+              f"{', '.join(given)}", file=sys.stderr)
     try:
         return job.wait(on_event=TrainPrinter(quiet))
     except KeyboardInterrupt:
@@ -131,14 +144,10 @@ def cmd_train(args) -> int:
     from .training import _task_of, params_from_args
     from .cli import _store
     params = params_from_args(args, task_type=_task_of(_store(args.db), args.run).type)
-    if args.resume and not args.quiet:
-        given = [k for k in params.to_dict() if getattr(args, k, None) is not None]
-        if given:
-            print(f"[notice] --resume keeps the checkpoint's parameters; ignoring "
-                  f"{', '.join('--' + k.replace('_', '-') for k in given)}", file=sys.stderr)
+    given = [k for k in [*params.to_dict(), "model"] if getattr(args, k, None) is not None]
     outcome = train_run(_db_path(args.db), args.run, params, resume=args.resume,
                         model=args.model, trust_remote_code=args.trust_remote_code,
-                        quiet=args.quiet)
+                        quiet=args.quiet, given=["--" + k.replace("_", "-") for k in given])
     loss = f", final loss {outcome.final_loss:.4f}" if outcome.final_loss is not None else ""
     print(f"run {args.run}: trained {outcome.steps} steps{loss}")
     print(f"  adapter: {outcome.adapter}")
@@ -150,7 +159,8 @@ def cmd_export(args) -> int:
     from .cli import _store
     from .export import export_run
     store = _store(args.db)
-    path = export_run(store, args.run, args.format, args.out, args.base, args.trust_remote_code)
+    path = export_run(store, args.run, args.format, args.out, args.base, args.trust_remote_code,
+                      force=args.force)
     print(f"run {args.run}: exported {args.format} -> {path}")
     if args.format == "gguf":
         print("  use it with llama.cpp beside the base GGUF: "
@@ -198,6 +208,23 @@ def _eval_generators(model: str, backend: str, adapter_dir: str, gguf_adapter: s
             lambda: backends.load_generator("transformers", model, adapter=adapter_dir, **opts))
 
 
+def _run_flag_names(message: str) -> str:
+    """A training parameter's message with the flag `sgtui run` gives it."""
+    for name in RUN_PREFIXED:
+        message = message.replace(f"--{name} ", f"--train-{name} ")
+    return message
+
+
+def check_eval_limit(limit: int | None) -> None:
+    """--eval-limit is a number of rows: refused in its own name before any work starts (0
+    would otherwise mean the default, and a negative one be blamed on eval's --limit)."""
+    if limit is not None and limit < 1:
+        raise SgtuiError(f"--eval-limit must be at least 1 (got {limit})",
+                         fix=f"give --eval-limit a number of rows, or leave it out (default "
+                             f"{RUN_EVAL_LIMIT} rows of an NI test split, all rows of "
+                             "--eval-split)")
+
+
 def cmd_run(args) -> int:
     from .cli import Printer, _store, params_from_args as run_params, print_summary, resolve_model
     from .export import export_run
@@ -205,8 +232,13 @@ def cmd_run(args) -> int:
     from .task import load_task
     from .training import params_from_args
 
+    check_eval_limit(args.eval_limit)
     task_path = _resolve_task(args.task)
-    train_params = params_from_args(args, RUN_PREFIXED, load_task(task_path).type)
+    task_type = load_task(task_path).type
+    try:
+        train_params = params_from_args(args, RUN_PREFIXED, task_type)
+    except SgtuiError as e:  # name the flag as `sgtui run` spells it (--train-seed)
+        raise SgtuiError(_run_flag_names(e.message), path=e.path, fix=e.fix) from None
     args.task, args.resume = str(task_path), None
     # check the evaluation split before hours of generation and training
     rows, split = [], None
@@ -229,7 +261,6 @@ def cmd_run(args) -> int:
     run_id, generator = open_run(store, args, load_task, resolve_model, run_params)
     if val_rows and not Path(store.run(run_id)["model"]).is_file():
         generator.close()
-        from .errors import SgtuiError
         raise SgtuiError("--val-split needs a GGUF base model (epochs are scored through "
                          "llama.cpp)", path=store.run(run_id)["model"],
                          fix="leave --val-split out, or use the model's .gguf file")
@@ -238,11 +269,13 @@ def cmd_run(args) -> int:
     finally:
         generator.close()  # free the model before training loads its own copy
     print_summary(run_id, summary, store)
+    args.run, args.stage = run_id, "training"  # for main()'s message if a signal stops it
 
     row = store.run(run_id)
     outcome = train_run(str(store.path), run_id, train_params,
                         trust_remote_code=args.trust_remote_code, quiet=args.quiet)
     print(f"run {run_id}: trained {outcome.steps} steps; adapter {outcome.adapter}")
+    args.stage = "evaluation"
     model, backend = row["model"], row["backend"]
     gguf_adapter = None
     if Path(model).is_file():

@@ -2,18 +2,33 @@
 
 Defaults follow SELF_GUIDE.md sections 2-4 and 7 (the "one parameter fits all" values the
 reference pipelines use). Departures are listed in docs/METHOD.md.
+
+Each field is declared once, with its metadata: the CLI flag (None: only the TUI form sets it),
+the TUI label, the help text and the accepted range. The CLI's options, the TUI form's labels
+and `RunParams.validate()` are all read from it, so the CLI and the TUI refuse the same values
+with the same message.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 
+from .errors import SgtuiError
 
 MODES = ("paper", "small")
 DEFAULT_MODE = "small"
 
+# The backends hand counts and token limits to llama.cpp as C ints.
+C_INT_MAX = 2**31 - 1
+# A round's prompts are built and queued at once, and the transformers backend draws the n
+# candidates of an input as one batch: past these, a run exhausts memory instead of running.
+MAX_PER_ROUND = 10_000
+MAX_DRAWS = 1_000
+MAX_SEED = 2**32 - 1
+
 # The "small" mode for models that cannot follow the paper's long prompt (docs/METHOD.md).
 SMALL_COMMON = dict(mode="small", small_filters=True, max_low_quality=3, length_sigma_floor=0.25,
-                    best_of=0, seed_answer_budget=True, min_labels=2)
+                    best_of=0, seed_answer_budget=True, min_labels=2, answer_filters=True)
 # Rounds sized for a CPU: a default `sgtui run` of the bundled model takes minutes, not hours
 # (bench/results/). More rounds give more data; pass --rounds.
 SMALL_MODE: dict[str, dict] = {
@@ -24,36 +39,129 @@ SMALL_MODE: dict[str, dict] = {
 }
 
 
+def param(default, *, flag: str | None = None, label: str | None = None, help: str = "",
+          min: float | None = None, above: float | None = None, max: float | None = None,
+          choices: tuple[str, ...] | None = None):
+    """A RunParams field with its declaration. `min` is inclusive, `above` exclusive; a float
+    field must also be finite, an int field at most C_INT_MAX."""
+    return field(default=default, metadata={"flag": flag, "label": label, "help": help,
+                                            "min": min, "above": above, "max": max,
+                                            "choices": choices})
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _low_text(m) -> str:
+    if m["above"] is not None:
+        return f"above {_number(m['above'])}"
+    return f"at least {_number(m['min'])}" if m["min"] is not None else ""
+
+
+def range_text(f: Field) -> str:
+    """The accepted values of a field, in words: "at least 1", "between 0 and 1"..."""
+    m = f.metadata
+    if m["choices"]:
+        return "one of " + ", ".join(m["choices"])
+    if isinstance(f.default, bool):
+        return "true or false"
+    low = _low_text(m)
+    if m["max"] is None:
+        return low or "any number"
+    if m["min"] is not None:
+        return f"between {_number(m['min'])} and {_number(m['max'])}"
+    return f"{low} and at most {_number(m['max'])}" if low else f"at most {_number(m['max'])}"
+
+
+def param_name(f: Field) -> str:
+    """How messages name a field: its CLI flag, or the field's own name where it has none."""
+    return f.metadata["flag"] or f.name
+
+
+def field_problem(f: Field, value) -> str | None:
+    """Why `value` is not acceptable for field `f`, or None when it is."""
+    m, name, default = f.metadata, param_name(f), f.default
+    if isinstance(default, bool) or m["choices"]:
+        ok = isinstance(value, bool) if isinstance(default, bool) else value in m["choices"]
+        return None if ok else f"{name} must be {range_text(f)} (got {value!r})"
+    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{name} must be a whole number, {range_text(f)} (got {value!r})"
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name} must be a number, {range_text(f)} (got {value!r})"
+        if not math.isfinite(value):
+            return f"{name} must be a finite number, {range_text(f)} (got {value})"
+    if (m["min"] is not None and value < m["min"]) or (m["above"] is not None
+                                                       and value <= m["above"]):
+        return f"{name} must be {range_text(f) if m['max'] is not None else _low_text(m)} " \
+               f"(got {_number(value)})"
+    if m["max"] is not None and value > m["max"]:
+        return f"{name} must be {range_text(f)} (got {_number(value)})"
+    if isinstance(default, int) and m["max"] is None and value > C_INT_MAX:
+        return f"{name} must be at most {C_INT_MAX} (got {value})"
+    return None
+
+
+def field_fix(f: Field) -> str:
+    what = range_text(f)
+    if not (f.metadata["choices"] or isinstance(f.default, bool)):
+        what = "a value " + what
+    if f.metadata["flag"]:
+        return f"give {f.metadata['flag']} {what}, or leave it out"
+    return f"give {f.name} {what}"
+
+
 @dataclass(frozen=True)
 class RunParams:
     # input generation (section 2)
-    mode: str = "paper"              # "paper": the paper's prompt; "small": see docs/METHOD.md
-    small_filters: bool = False      # prompt-echo, near-copy and degenerate-text filters
-    near_copy_threshold: float = 0.7
-    rounds: int = 40
-    per_round: int = 10
-    gen_temperature: float = 0.7
-    gen_top_k: int = 40
-    gen_top_p: float = 1.0
-    gen_max_tokens: int = 500
-    max_low_quality: int = 10
-    context_cutoff: int = 3000       # prompt token limit, as the reference code
+    mode: str = param("paper", flag="--mode", choices=MODES,
+                      help="input-generation prompt: the paper's, or the one small models follow")
+    small_filters: bool = param(False, flag="--small-filters", label="small filters",
+                                help="prompt-echo, near-copy and degenerate-text filters")
+    near_copy_threshold: float = param(0.7, label="near-copy", min=0.0, max=1.0,
+                                       help="ROUGE-L above which an input is a near copy")
+    rounds: int = param(40, flag="--rounds", min=1, help="input-generation rounds")
+    per_round: int = param(10, flag="--per-round", label="per round", min=1, max=MAX_PER_ROUND,
+                           help="prompts per round")
+    gen_temperature: float = param(0.7, flag="--temperature", label="gen temp", min=0.0,
+                                   help="input-generation temperature (0: greedy)")
+    gen_top_k: int = param(40, label="gen top_k", min=0, help="0: no top-k")
+    gen_top_p: float = param(1.0, label="gen top_p", above=0.0, max=1.0)
+    gen_max_tokens: int = param(500, flag="--gen-max-tokens", label="gen max tok", min=1,
+                                help="tokens per generated input")
+    max_low_quality: int = param(10, label="pool examples", min=1,
+                                 help="earlier inputs shown in a prompt, at most")
+    context_cutoff: int = param(3000, label="prompt limit", min=1,
+                                help="prompt token limit, as the reference code")
     # filters (section 3)
-    input_length_filter: bool = True
-    output_length_filter: bool = False
-    length_sigma_floor: float = 0.0  # sigma >= this x mu in the length windows (0: the paper)
-    noise_filter: bool = True
+    input_length_filter: bool = param(True, flag="--input-length-filter", label="input length")
+    output_length_filter: bool = param(False, flag="--output-length-filter",
+                                       label="output length")
+    # sigma >= this x mu in the length windows (0: the paper)
+    length_sigma_floor: float = param(0.0, min=0.0)
+    noise_filter: bool = param(True, flag="--noise-filter", label="noise filter")
+    answer_filters: bool = param(False, flag="--answer-filters", label="answer filters",
+                                 help="drop degenerate answers, assistant talk and answers far "
+                                      "from their input (generation tasks)")
     # annotation (section 4)
-    n: int = 10
-    best_of: int = 20                # 0: draw only n
-    ann_temperature: float = 0.2
-    ann_top_k: int = 10
-    ann_max_tokens: int = 500
-    seed_answer_budget: bool = False  # cap answers at 2x the longest seed output + 16 tokens
-    min_frequency: float = 0.3
-    balance_classes: bool = True
-    min_labels: int = 1              # fewer distinct labels than this: class balancing keeps none
-    seed: int = 0
+    n: int = param(10, flag="--n", min=1, max=MAX_DRAWS,
+                   help="candidate answers per input for the vote")
+    best_of: int = param(20, flag="--best-of", label="best of", min=0, max=MAX_DRAWS,
+                         help="draw this many and keep the n most likely; 0: draw only n")
+    ann_temperature: float = param(0.2, label="ann temp", min=0.0)
+    ann_top_k: int = param(10, label="ann top_k", min=0, help="0: no top-k")
+    ann_max_tokens: int = param(500, flag="--ann-max-tokens", label="ann max tok", min=1,
+                                help="tokens per candidate answer")
+    # cap answers at 2x the longest seed output + 16 tokens
+    seed_answer_budget: bool = param(False)
+    min_frequency: float = param(0.3, flag="--min-frequency", label="vote min freq", min=0.0,
+                                 max=1.0, help="the winner's least share of the vote")
+    balance_classes: bool = param(True, label="balance")
+    # fewer distinct labels than this: class balancing keeps none
+    min_labels: int = param(1, min=1)
+    seed: int = param(0, flag="--seed", min=0, max=MAX_SEED,
+                      help="seeds every prompt's and every answer's draws")
 
     @classmethod
     def defaults_for(cls, task_type: str, mode: str = "paper") -> "RunParams":
@@ -73,7 +181,24 @@ class RunParams:
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown run parameter(s): {', '.join(sorted(unknown))}")
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        new = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Refuse any value a run cannot use, naming the CLI flag (or the field) and its range.
+        Raises SgtuiError; the CLI prints it and exits 2, the TUI form shows its message."""
+        for f in fields(self):
+            problem = field_problem(f, getattr(self, f.name))
+            if problem:
+                raise SgtuiError(problem, fix=field_fix(f))
+        if self.best_of and self.best_of < self.n:
+            # the backends keep the n most likely of best_of draws: fewer draws than n is no
+            # choice at all
+            raise SgtuiError(
+                f"--best-of must be 0 or at least --n, since best of must be at least n to keep "
+                f"the n best draws (got {self.best_of} with --n {self.n})",
+                fix=f"pass --best-of 0 (draw only n) or --best-of {self.n} or more")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,3 +207,8 @@ class RunParams:
     def from_dict(cls, d: dict) -> "RunParams":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def cli_fields() -> list[Field]:
+    """The RunParams fields that have a command-line flag, in declaration order."""
+    return [f for f in fields(RunParams) if f.metadata["flag"]]

@@ -14,13 +14,24 @@ ne = [in, r] and "<W name>.lora_b" with ne = [r, out], i.e. peft's lora_A (r x i
 HF-to-GGUF converter permutes the rows of attn_q / attn_k for its rope layout (and transformers
 un-permutes them when it reads a GGUF), so lora_B of q_proj / k_proj gets the same row
 permutation. tests/test_export.py checks this against transformers + peft.
+
+An export never destroys what the person owns (tests/test_export_safety.py): it is written to a
+hidden temporary path beside the target and renamed into place; an existing target is refused
+unless `force`, and even then only a regular file (gguf) or a folder that sgtui exported (it
+holds sgtui-export.json) is replaced, never a link, a device, a FIFO or a foreign folder.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import secrets
 import shutil
+import stat
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +40,10 @@ from .errors import SgtuiError
 
 FORMATS = ("adapter", "merged", "gguf")
 ADAPTER_FILE = "adapter_model.safetensors"
+# in every exported folder: the mark that lets a later export replace the folder
+MANIFEST = "sgtui-export.json"
+# a file that an export from before the manifest left in the run's own export folder
+_LEGACY_MARK = {"adapter": "adapter_config.json", "merged": "config.json"}
 # peft key: [base_model.model.]<module>.lora_A[.<adapter name>].weight
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])"
                        r"(?:\.[A-Za-z0-9_]+)?\.weight$")
@@ -50,7 +65,7 @@ class BaseInfo:
 def find_adapter(store, run_id: int) -> Path:
     from .training import adapter_dir
     rows = store.artifacts(run_id, "adapter")
-    candidates = [Path(r["path"]) for r in reversed(rows)] + [adapter_dir(run_id)]
+    candidates = [Path(r["path"]) for r in reversed(rows)] + [adapter_dir(store, run_id)]
     for c in candidates:
         if (c / ADAPTER_FILE).is_file() and (c / "adapter_config.json").is_file():
             return c
@@ -68,59 +83,233 @@ def base_model_of(adapter: Path, fallback: str | None = None) -> str:
                      path=str(adapter), fix="pass --base with the base model")
 
 
-def default_out(run_id: int, fmt: str) -> Path:
+def default_out(store, run_id: int, fmt: str) -> Path:
     from .training import run_dir
     name = {"adapter": "adapter", "merged": "merged", "gguf": "adapter.gguf"}[fmt]
-    return run_dir(run_id) / "export" / name
+    return run_dir(store, run_id) / "export" / name
 
 
 def export_run(store, run_id: int, fmt: str, out: str | Path | None = None,
-               base: str | None = None, trust_remote_code: bool = False) -> Path:
-    """Export run `run_id`'s adapter and record it as an artifact "export-<fmt>"."""
+               base: str | None = None, trust_remote_code: bool = False,
+               force: bool = False) -> Path:
+    """Export run `run_id`'s adapter and record it as an artifact "export-<fmt>".
+
+    An existing `out` is refused unless `force`. The run's own export folder (the default) is
+    sgtui's: an earlier export there is replaced without `force`."""
     if fmt not in FORMATS:
         raise SgtuiError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     adapter = find_adapter(store, run_id)
-    dest = Path(out) if out else default_out(run_id, fmt)
+    own = default_out(store, run_id, fmt)
+    dest = Path(out) if out else own
+    in_run_folder = os.path.abspath(dest) == os.path.abspath(own)
+    check_target(dest, fmt, force, in_run_folder)  # before a merge spends minutes
     base_model = base or base_model_of(adapter, store.run(run_id)["model"])
+    info = {"run": run_id, "adapter": str(adapter), "base_model": str(base_model)}
+    mode = {"force": force, "in_run_folder": in_run_folder}
     if fmt == "adapter":
-        path = export_adapter(adapter, dest)
+        path = export_adapter(adapter, dest, info=info, **mode)
     elif fmt == "merged":
-        path = export_merged(adapter, base_model, dest, trust_remote_code)
+        path = export_merged(adapter, base_model, dest, trust_remote_code, info=info, **mode)
     else:
-        path = export_gguf(adapter, base_model, dest)
+        path = export_gguf(adapter, base_model, dest, **mode)
     store.add_artifact(run_id, f"export-{fmt}", str(path), {"base_model": base_model,
                                                             "adapter": str(adapter)})
     return path
 
 
-def export_adapter(adapter: Path, dest: Path) -> Path:
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(adapter, dest)
-    return dest
+def export_adapter(adapter: Path, dest: Path, *, force: bool = True, in_run_folder: bool = True,
+                   info: dict | None = None) -> Path:
+    """A copy of the peft folder. `force` and `in_run_folder` as in check_target; the defaults
+    suit sgtui's own callers, which write into the run's folder."""
+    def fill(tmp: Path) -> None:
+        shutil.copytree(adapter, tmp, dirs_exist_ok=True, symlinks=False)
+
+    return _write_folder(dest, "adapter", fill, force, in_run_folder, info)
 
 
 def export_merged(adapter: Path, base_model: str | Path, dest: Path,
-                  trust_remote_code: bool = False) -> Path:
-    from backends.training import _forget_gguf_quantizer, hf_folder
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+                  trust_remote_code: bool = False, *, force: bool = True,
+                  in_run_folder: bool = True, info: dict | None = None) -> Path:
+    def fill(tmp: Path) -> None:
+        from backends.training import _forget_gguf_quantizer, hf_folder
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = hf_folder(base_model, trust_remote_code=trust_remote_code)
-    tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto",
-                                                 trust_remote_code=trust_remote_code)
-    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    _forget_gguf_quantizer(model)
-    tmp = dest.parent / f".{dest.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+        folder = hf_folder(base_model, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto",
+                                                     trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        _forget_gguf_quantizer(model)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+
+    return _write_folder(dest, "merged", fill, force, in_run_folder, info)
+
+
+# -- writing without destroying ---------------------------------------------------------------
+def check_target(dest: Path, fmt: str, force: bool, in_run_folder: bool) -> None:
+    """Refuse a destination that an export must not write over.
+
+    Nothing there: fine if its folder exists (the run's own folder is created). A file (gguf)
+    or folder (adapter, merged) already there is replaced only if it is a regular file or a
+    folder holding sgtui's manifest, and only with `force` or in the run's own export folder
+    (there, without `force`, a file must be a GGUF). A link, a device, a FIFO, a socket, a
+    folder sgtui did not write, or a file where a folder goes (and vice versa) is always
+    refused."""
+    wants = "a file" if fmt == "gguf" else "a folder"
+    try:
+        st = os.lstat(dest)
+    except (FileNotFoundError, NotADirectoryError):
+        _check_parent(dest, in_run_folder)
+        return
+    except OSError as e:  # a name too long, a folder on the way that cannot be read, ...
+        raise _write_error(dest, e) from e
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        raise _refused(dest, "is a symbolic link; an export never writes over or through one")
+    if stat.S_ISDIR(mode) != (fmt != "gguf") or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise _refused(dest, f"is {_kind(mode)}, not {wants} as the {fmt} export needs; it is "
+                             "left alone, even with --force")
+    if stat.S_ISDIR(mode) and not _sgtui_folder(dest, fmt, in_run_folder):
+        raise _refused(dest, f"is a folder that sgtui did not export (it has no {MANIFEST}); "
+                             "an export never replaces it, even with --force")
+    if force or (in_run_folder and (stat.S_ISDIR(mode) or _is_gguf(dest))):
+        return
+    raise SgtuiError(f"already exists; the {fmt} export would replace it", path=str(dest),
+                     fix="pass --force to replace it, or pick another --out")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _refused(dest: Path, why: str) -> SgtuiError:
+    return SgtuiError(why, path=str(dest), fix="pick another --out (nothing was changed)")
+
+
+def _check_parent(dest: Path, in_run_folder: bool) -> None:
+    parent = dest.parent
+    if in_run_folder and not os.path.lexists(parent):
+        with _writing(dest):
+            parent.mkdir(parents=True, exist_ok=True)
+    if parent.is_dir():
+        return
+    existing = parent  # the nearest part of the path that exists says what is wrong
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if os.path.lexists(existing) and not existing.is_dir():
+        raise SgtuiError(f"{existing} is not a folder, so the export cannot go inside it",
+                         path=str(dest), fix="pick an --out inside an existing folder")
+    raise SgtuiError(f"the folder {parent} does not exist", path=str(dest),
+                     fix=f"create it first (mkdir -p {parent}) or pick another --out")
+
+
+def _sgtui_folder(folder: Path, fmt: str, in_run_folder: bool) -> bool:
+    """Did sgtui export this folder? Its manifest says so; in the run's own export folder, an
+    export from before the manifest is recognised by what peft / transformers write."""
+    if (folder / MANIFEST).is_file() and not (folder / MANIFEST).is_symlink():
+        return True
+    mark = folder / _LEGACY_MARK.get(fmt, MANIFEST)
+    return in_run_folder and mark.is_file() and not mark.is_symlink()
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def _write_folder(dest: Path, fmt: str, fill, force: bool, in_run_folder: bool,
+                  info: dict | None) -> Path:
+    """`fill` a temporary folder beside `dest`, mark it with the manifest, move it in place."""
+    check_target(dest, fmt, force, in_run_folder)
+    with _writing(dest):
+        tmp = _temp_beside(dest, folder=True)
+        try:
+            fill(tmp)
+            manifest = {"format": fmt, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                time.gmtime()), **(info or {})}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+            check_target(dest, fmt, force, in_run_folder)  # it may have changed meanwhile
+            _swap_folder(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
+
+
+def _swap_folder(tmp: Path, dest: Path) -> None:
+    """Move `tmp` to `dest`; an earlier export at `dest` (checked) is moved aside first and
+    removed only once the new one is in place."""
+    if not os.path.lexists(dest):
+        os.rename(tmp, dest)
+        return
+    aside = _temp_beside(dest, folder=None)
+    os.rename(dest, aside)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        os.rename(aside, dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _temp_beside(dest: Path, folder: bool | None) -> Path:
+    """A new hidden path in `dest`'s folder (same file system, so a rename moves it in place):
+    created empty as a folder or file, or only named (folder=None). Made with the usual
+    permissions (the umask), as a plain write would."""
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name}.sgtui-{secrets.token_hex(4)}.tmp"
+        try:
+            if folder:
+                os.mkdir(tmp)
+            elif folder is not None:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            elif os.path.lexists(tmp):
+                continue
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(dest))
+
+
+@contextmanager
+def _writing(dest: Path):
+    """File-system errors while writing an export become a message that names the target."""
+    try:
+        yield
+    except SgtuiError:
+        raise
+    except OSError as e:
+        raise _write_error(dest, e) from e
+
+
+def _write_error(dest: Path, e: OSError) -> SgtuiError:
+    reason = e.strerror or str(e)
+    where = f" ({e.filename})" if e.filename and ".sgtui-" not in str(e.filename) \
+        and os.path.abspath(e.filename) != os.path.abspath(dest) else ""
+    fixes = {errno.EACCES: "pick an --out in a folder you can write to",
+             errno.EPERM: "pick an --out in a folder you can write to",
+             errno.EROFS: "pick an --out on a writable disk",
+             errno.ENOSPC: "free some space, or pick an --out on another disk",
+             errno.ENOENT: "create the folder first, or pick another --out",
+             errno.ENOTDIR: "a part of the path is a file: pick another --out",
+             errno.EISDIR: "pick another --out"}
+    return SgtuiError(f"cannot write the export here: {reason}{where}", path=str(dest),
+                      fix=fixes.get(e.errno, "pick another --out"))
 
 
 # -- GGUF -------------------------------------------------------------------------------------
@@ -232,23 +421,32 @@ def gguf_lora_tensors(adapter: Path, info: BaseInfo) -> tuple[dict[str, object],
     return out, alpha
 
 
-def export_gguf(adapter: Path, base_model: str | Path, dest: Path) -> Path:
+def export_gguf(adapter: Path, base_model: str | Path, dest: Path, *, force: bool = True,
+                in_run_folder: bool = True) -> Path:
+    """The llama.cpp LoRA GGUF. `force` and `in_run_folder` as in check_target; the defaults
+    suit sgtui's own callers (an epoch's GGUF in the run's folder is rewritten)."""
     import gguf
 
+    check_target(dest, "gguf", force, in_run_folder)
     info = base_info(base_model)
     tensors, alpha = gguf_lora_tensors(adapter, info)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp"
-    writer = gguf.GGUFWriter(str(tmp), info.arch)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-    writer.add_name(f"sgtui LoRA adapter for {Path(base_model).name}")
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(dest)
+    with _writing(dest):
+        tmp = _temp_beside(dest, folder=False)
+        try:
+            writer = gguf.GGUFWriter(str(tmp), info.arch)
+            writer.add_type(gguf.GGUFType.ADAPTER)
+            writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+            writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+            writer.add_name(f"sgtui LoRA adapter for {Path(base_model).name}")
+            for name, array in tensors.items():
+                writer.add_tensor(name, array)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+            check_target(dest, "gguf", force, in_run_folder)  # it may have changed meanwhile
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return dest

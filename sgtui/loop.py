@@ -84,10 +84,11 @@ def self_guide(store: Store, task: Task, params: RunParams, rows: list[dict], mo
     return cell
 
 
-def trained_epochs(run_id: int) -> list[int]:
+def trained_epochs(store: Store, run_id: int) -> list[int]:
     """The epochs of run `run_id` that have a checkpoint, in order."""
     from .training import checkpoints_dir
-    return sorted(int(ck.name.split("-")[1]) for ck in checkpoints_dir(run_id).glob("epoch-*"))
+    return sorted(int(ck.name.split("-")[1])
+                  for ck in checkpoints_dir(store, run_id).glob("epoch-*"))
 
 
 def score_epoch(store: Store, run_id: int, epoch: int, task: Task, rows: list[dict], model: str,
@@ -99,8 +100,8 @@ def score_epoch(store: Store, run_id: int, epoch: int, task: Task, rows: list[di
     from .export import export_gguf
     from .training import checkpoints_dir, run_dir
 
-    dest = run_dir(run_id) / "export" / f"epoch-{epoch}.gguf"
-    adapter = str(export_gguf(checkpoints_dir(run_id) / f"epoch-{epoch}", model, dest))
+    dest = run_dir(store, run_id) / "export" / f"epoch-{epoch}.gguf"
+    adapter = str(export_gguf(checkpoints_dir(store, run_id) / f"epoch-{epoch}", model, dest))
     gen = backends.load_generator("llama-cpp", model, lora_path=adapter)
     try:
         result = ev.evaluate(gen, task, rows, max_tokens=max_tokens)
@@ -132,7 +133,7 @@ def select_epoch(store: Store, run_id: int, task: Task, val_rows: list[dict], mo
         finally:
             gen.close()
     scores[0] = base_score
-    for k in trained_epochs(run_id):
+    for k in trained_epochs(store, run_id):
         scores[k], adapters[k] = score_epoch(store, run_id, k, task, val_rows, model,
                                              max_tokens, val_split)
         if on_score:

@@ -12,27 +12,55 @@ BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1, bundled)"
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-def home() -> Path:
-    """The data folder: $SGTUI_HOME, else the platform's user data folder."""
+def home_path() -> Path:
+    """The data folder's path, not created: $SGTUI_HOME, else the platform's user data folder."""
     env = os.environ.get("SGTUI_HOME")
     if env:
-        p = Path(env).expanduser()
-    else:
-        from platformdirs import user_data_path
+        return Path(env).expanduser()
+    from platformdirs import user_data_path
 
-        p = user_data_path("sgtui", appauthor=False)
-    p.mkdir(parents=True, exist_ok=True)
+    return user_data_path("sgtui", appauthor=False)
+
+
+def home() -> Path:
+    """The data folder, created on first use."""
+    p = home_path()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SgtuiError(f"the data folder cannot be created ({e.strerror or e})", path=str(p),
+                         fix="set SGTUI_HOME to a folder you can write, or pass --db PATH")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise SgtuiError("the data folder is not writable", path=str(p),
+                         fix="set SGTUI_HOME to a folder you can write, or pass --db PATH")
     return p
+
+
+def default_db_path() -> Path:
+    """The default database's path, without creating anything."""
+    return Path(os.environ.get("SGTUI_DB") or home_path() / "sgtui.db").expanduser()
 
 
 def default_db() -> Path:
-    return Path(os.environ.get("SGTUI_DB") or home() / "sgtui.db")
+    if os.environ.get("SGTUI_DB"):
+        return default_db_path()
+    return home() / "sgtui.db"
 
 
-def runs_dir() -> Path:
-    p = home() / "runs"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def runs_dir(db: str | Path) -> Path:
+    """Where a database's run folders live: beside the database file, named after it
+    (`sgtui.db` -> `sgtui.db.runs/`). Two databases can never share a run folder, and a
+    database moved with its folder keeps its runs. Not created here: writers create it."""
+    if str(db) == ":memory:":
+        return home() / "runs-memory"
+    p = Path(db).expanduser().resolve()
+    return p.parent / (p.name + ".runs")
+
+
+def legacy_runs_dir() -> Path:
+    """Where every database's run folders lived before they moved beside their database:
+    `$SGTUI_HOME/runs/run-<id>`, keyed by the run id alone (docs/RELIABILITY.md)."""
+    return home_path() / "runs"
 
 
 def bundled_model() -> Path:

@@ -79,6 +79,14 @@ class SynthesisRun:
         dt = time.monotonic() - self.t0
         return self.tokens / dt if dt > 0 else 0.0
 
+    def _generate(self, prompts: list[str], sp: SamplingParams, seeds: list[int]):
+        """The generator's stream. A generator that takes `stop` (the batched llama.cpp one)
+        looks at the stop event between decode steps and ends the stream when it is set, so a
+        stop from the TUI does not wait for a whole vote of n answers."""
+        if getattr(self.gen, "supports_stop", False):
+            return self.gen.generate(prompts, sp, seeds=seeds, stop=self.stop)
+        return self.gen.generate(prompts, sp, seeds=seeds)
+
     def _check_stop(self) -> None:
         if self.stop.is_set():
             raise Stopped()
@@ -91,9 +99,14 @@ class SynthesisRun:
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run or finish the run. Stopped (the stop event) and KeyboardInterrupt (Ctrl-C, or
+        SIGTERM through sgtui/interrupts.py) leave it `stopped`, to be resumed; any other
+        exception leaves it `failed` with the error. An error left by an earlier attempt is
+        cleared when the run is taken up again, so a finished run shows none."""
         self.store.claim_run(self.run_id)
         timings = self.store.run(self.run_id)["timings"]
         try:
+            self.store.update_run(self.run_id, error=None)
             for stage, fn in (("inputs", self.generate_inputs), ("annotate", self.annotate),
                               ("balance", self.finalize)):
                 self.store.update_run(self.run_id, stage=stage)
@@ -101,7 +114,7 @@ class SynthesisRun:
                 fn()
                 timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t
                 self.store.update_run(self.run_id, timings=timings)
-        except Stopped:
+        except (Stopped, KeyboardInterrupt):
             self.store.update_run(self.run_id, timings=timings)
             self.store.release_run(self.run_id, "stopped")
             self.emit(NoticeEvent("stopped; resume the run to continue"))
@@ -140,8 +153,7 @@ class SynthesisRun:
             # filter sees the same sequence on a resumed run
             arrived: dict[int, object] = {}
             nxt = 0
-            stream = self.gen.generate([pr.text for pr in prompts], sp,
-                                       seeds=[pr.seed for pr in prompts])
+            stream = self._generate([pr.text for pr in prompts], sp, [pr.seed for pr in prompts])
             try:
                 for comp in stream:
                     self.tokens += comp.n_tokens
@@ -159,6 +171,7 @@ class SynthesisRun:
                         done = rnd * p.per_round + pr.slot + 1
                         self._progress("inputs", done, total)
                     self._check_stop()
+                self._check_stop()  # the stream ends early when the stop event is set
             finally:
                 close = getattr(stream, "close", None)
                 if close:
@@ -185,7 +198,7 @@ class SynthesisRun:
         # samples left with the seeds an uninterrupted run would have used
         seeds = [slot_rng(p.seed, "annotate", s["round"], s["slot"]).randrange(2**31)
                  for s in pending]
-        stream = self.gen.generate(prompts, sp, seeds=seeds)
+        stream = self._generate(prompts, sp, seeds)
         try:
             for comp in stream:
                 self.tokens += comp.n_tokens
@@ -194,7 +207,7 @@ class SynthesisRun:
                     continue
                 comps = sorted(got.pop(comp.index), key=lambda c: c.sample)
                 s = pending[comp.index]
-                result, filt, reason = ann.vote([c.text for c in comps])
+                result, filt, reason = ann.vote([c.text for c in comps], s["input"])
                 self.store.update_sample(
                     s["id"], stage="annotated", candidates=[c.text for c in comps],
                     votes=result.votes, output=result.winner,
@@ -204,6 +217,7 @@ class SynthesisRun:
                 done += 1
                 self._progress("annotate", done, total)
                 self._check_stop()
+            self._check_stop()
         finally:
             close = getattr(stream, "close", None)
             if close:

@@ -44,7 +44,27 @@ def parse_grid(spec: str) -> list[dict]:
     if not axes:
         raise SgtuiError("the grid is empty", fix=f"for example --grid '{DEFAULT_GRID}'")
     keys = [k for k, _ in axes]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
+    configs = [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
+    for config in configs:
+        check_config(config)
+    return configs
+
+
+def check_config(config: dict) -> None:
+    """Refuse a grid value that a run or a training would refuse, before hours of search."""
+    from .config import MODES, RunParams
+    from .training import TrainParams
+    mode = config.get("mode", "small")
+    if mode not in MODES:
+        raise SgtuiError(f"grid value {mode!r} for mode is not one of {', '.join(MODES)}",
+                         fix="fix the --grid value")
+    run_keys = {k: v for k, v in config.items() if k not in ("mode", "epochs")}
+    try:
+        RunParams.defaults_for("generation", mode).override(**run_keys)
+        if "epochs" in config:
+            TrainParams(epochs=config["epochs"]).validate()
+    except SgtuiError as e:
+        raise SgtuiError(f"in --grid: {e.message}", fix="fix the --grid value") from None
 
 
 def config_key(config: dict) -> str:
@@ -147,7 +167,7 @@ def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: d
             made = synthesize_and_train(store, task, params, model, max_epochs)
             rid = made["run"]
             cell.update(made)
-        elif store.training_pairs(rid) and epochs not in trained_epochs(rid):
+        elif store.training_pairs(rid) and epochs not in trained_epochs(store, rid):
             # the shared training was stopped before this epoch: it resumes from its checkpoint
             from .cli_train import train_run
             from .training import TrainParams

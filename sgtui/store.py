@@ -82,11 +82,50 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+def _check_db_path(path: Path) -> None:
+    """Create the database's folder, or say plainly why it cannot exist there."""
+    if path.is_dir():
+        raise SgtuiError("this is a folder, not a database file", path=str(path),
+                         fix="pass --db with a file path, e.g. --db PATH/sgtui.db")
+    if path.exists() and not path.is_file():
+        raise SgtuiError("this is not a regular file (a device, a FIFO or a socket), so it "
+                         "cannot hold a database", path=str(path),
+                         fix="pass --db with a database file path, e.g. --db PATH/sgtui.db")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SgtuiError("the database cannot be created here: a part of its folder path is a "
+                         "file", path=str(path), fix="pass --db with a path inside a folder")
+    except OSError as e:
+        raise SgtuiError(f"the database's folder cannot be created ({e.strerror or e})",
+                         path=str(path), fix="pass --db with a path in a folder you can write")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why SQLite cannot write the database (WAL mode needs the file and its folder), or None.
+    Asked after SQLite failed: permission bits alone do not stop root."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the database file is read-only"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return ("the database's folder is read-only (SQLite needs to write its journal files "
+                "beside the database)")
+    return None
+
+
+def _training_alive(run_folder: Path) -> bool:
+    """Whether a training process holds the run folder (its train.pid names a live process)."""
+    lock = run_folder / "train.pid"
+    try:
+        return lock.is_file() and _pid_alive(int(lock.read_text().strip() or 0))
+    except (OSError, ValueError):
+        return False
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_db_path(self.path)
         try:
             conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 30000")
@@ -95,9 +134,20 @@ class Store:
                 self.db.enable_wal()
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            if str(path) != ":memory:":
+                self._adopt_legacy_run_folders()
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise
+            unwritable = _unwritable(self.path) if str(path) != ":memory:" else None
+            if unwritable is not None:
+                raise SgtuiError(unwritable, path=str(path),
+                                 fix="make it writable (chmod u+w), or copy the database "
+                                     "somewhere writable and pass --db with the copy")
+            if "unable to open" in str(e) or "disk I/O" in str(e):
+                raise SgtuiError(f"SQLite cannot open this file as a database ({e})",
+                                 path=str(path), fix="pass --db with a database file in a "
+                                                     "folder you can write")
             raise SgtuiError(f"not a usable sgtui database ({e})", path=str(path),
                              fix="move the file away, or pass --db to use another database")
 
@@ -131,6 +181,47 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def _adopt_legacy_run_folders(self) -> None:
+        """Move this database's run folders from where every database used to keep them
+        (`$SGTUI_HOME/runs/run-<id>`, keyed by the run id alone, so two databases collided)
+        to its own runs folder, and point its artifacts at the new place.
+
+        A legacy folder is this database's when one of its artifacts points into it; the
+        default database also takes the folders of its run ids that no artifact names (a
+        training killed before it wrote one), since it was the only database most people had.
+        A folder whose training is still running, or whose new place exists, stays put."""
+        from .paths import default_db_path, legacy_runs_dir, runs_dir
+        try:
+            legacy = legacy_runs_dir()
+            if not legacy.is_dir():
+                return
+            own = runs_dir(self.path)
+            is_default = self.path.resolve() == default_db_path().resolve()
+        except OSError:
+            return
+        for (run_id,) in self.db.execute("select id from runs order by id").fetchall():
+            old, new = legacy / f"run-{run_id}", own / f"run-{run_id}"
+            if not old.is_dir() or new.exists() or _training_alive(old):
+                continue
+            prefix = str(old) + os.sep
+            refs = [dict(r) for r in self.db["artifacts"].rows_where("run_id = ?", [run_id])
+                    if (r["path"] + os.sep).startswith(prefix)]
+            if not refs and not is_default:
+                continue
+            try:
+                own.mkdir(parents=True, exist_ok=True)
+                os.rename(old, new)
+            except OSError:  # another process moved it first, or another filesystem
+                continue
+            with self.db.conn:
+                self.db.execute("BEGIN IMMEDIATE")
+                for r in refs:
+                    self.db["artifacts"].update(r["id"], {
+                        "path": str(new) + r["path"][len(str(old)):],
+                        "meta": (r["meta"] or "").replace(json.dumps(str(old))[1:-1],
+                                                          json.dumps(str(new))[1:-1])})
+
 
     # -- tasks ------------------------------------------------------------------------------
     def add_task(self, task) -> int:
@@ -242,12 +333,16 @@ class Store:
     def sample(self, sample_id: int) -> dict:
         return self._decode(self.db["samples"].get(sample_id))
 
-    def mark(self, sample_id: int, mark: str | None) -> None:
-        """The person's keep/discard mark; None clears it. Committed at once."""
+    def mark(self, sample_id: int, mark: str | None) -> bool:
+        """The person's keep/discard mark; None clears it. Committed at once. Returns whether
+        the sample exists (an id past SQLite's 64-bit integers cannot, and is not sent)."""
         if mark not in ("keep", "discard", None):
             raise ValueError(mark)
-        self.db.execute("update samples set mark = ?, marked_at = ?, updated = ? where id = ?",
-                        [mark, now(), now(), sample_id])
+        if not -2**63 <= sample_id < 2**63:
+            return False
+        cur = self.db.execute("update samples set mark = ?, marked_at = ?, updated = ? "
+                              "where id = ?", [mark, now(), now(), sample_id])
+        return cur.rowcount > 0
 
     def counts(self, run_id: int) -> dict:
         q = ("select stage, status, coalesce(filter, ''), count(*) from samples where run_id = ? "
@@ -278,7 +373,23 @@ class Store:
 
     # -- training progress, evaluations, artifacts -----------------------------------------
     def add_progress(self, run_id: int, **fields: Any) -> None:
-        self.db["train_progress"].insert({"run_id": run_id, "created": now(), **fields})
+        """One progress row. Steps only grow within a training, so rows of this run at this
+        step or later were left by a training that was killed after its last checkpoint and
+        is now resumed from it: they go, and the run keeps one row per step."""
+        row = {"run_id": run_id, "created": now(), **fields}
+        columns, marks = ", ".join(row), ", ".join("?" * len(row))
+        with self.db.conn:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM train_progress WHERE run_id = ? AND step >= ?",
+                            [run_id, row["step"]])
+            self.db.execute(f"INSERT INTO train_progress ({columns}) VALUES ({marks})",
+                            list(row.values()))
+
+    def clear_progress(self, run_id: int, after_step: int = 0) -> None:
+        """Forget a run's progress rows past `after_step` (all of them by default): a new
+        training starts at step 1, a resumed one after its checkpoint's step."""
+        self.db.execute("DELETE FROM train_progress WHERE run_id = ? AND step > ?",
+                        [run_id, after_step])
 
     def progress(self, run_id: int) -> list[dict]:
         return list(self.db["train_progress"].rows_where("run_id = ?", [run_id], order_by="id"))

@@ -1,10 +1,11 @@
 """Starting and resuming synthesis runs: the glue between the CLI (or TUI) and the pipeline."""
 from __future__ import annotations
 
-import signal
-import threading
+import shlex
+from pathlib import Path
 
 from .errors import SgtuiError
+from .interrupts import stopped_error
 from .pipeline import Stopped, SynthesisRun
 from .store import Store
 
@@ -47,17 +48,24 @@ def _gen_options(args, backend: str) -> dict:
 
 
 def run_synthesis(store: Store, run_id: int, generator, emit) -> dict:
-    """Run (or finish) a synthesis run in this thread. SIGTERM stops it cleanly, like Ctrl-C."""
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    """Run (or finish) a synthesis run in this thread.
+
+    Ctrl-C, or SIGTERM under sgtui.interrupts.signals_interrupt (the CLI installs it), stops
+    it at once: the run is marked stopped and RunStopped names the command that continues it."""
     try:
-        summary = SynthesisRun(store, run_id, generator, emit, stop).run()
-    except Stopped:
-        raise SgtuiError(f"run {run_id} stopped; all samples so far are saved",
-                         fix=f"continue it with: sgtui generate --resume {run_id}")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return summary
+        return SynthesisRun(store, run_id, generator, emit).run()
+    except (Stopped, KeyboardInterrupt) as e:
+        raise stopped_error(run_id, e, "generation", resume_command(store, run_id)) from None
+
+
+def resume_command(store: Store, run_id: int) -> str:
+    """`sgtui generate --resume ID`, with --db when the run is not in the default database."""
+    command = f"sgtui generate --resume {run_id}"
+    try:
+        from .paths import default_db_path
+        default = default_db_path().resolve()
+    except (SgtuiError, OSError):
+        default = None
+    if Path(store.path).resolve() != default:
+        command += f" --db {shlex.quote(str(store.path))}"
+    return command

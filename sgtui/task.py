@@ -16,6 +16,9 @@ from .errors import SgtuiError
 TYPES = ("generation", "classification")
 METRICS = {"generation": "rouge", "classification": "exact_match"}
 MIN_EXAMPLES, MAX_EXAMPLES = 2, 10
+# Instruction plus examples, in characters: about 50k tokens, more than a local model's prompt
+# can hold with room left for the answers. Refused before any model is loaded.
+MAX_TASK_CHARS = 200_000
 # The paper's default extra noise terms for every task (SELF_GUIDE.md section 3.2).
 DEFAULT_EXTRA_NOISE = ["input", "output", "\n\n", "\\_\\_"]
 
@@ -86,7 +89,10 @@ def parse_task(data: object, source: str = "<task>") -> Task:
     name = data.get("name", data.get("task_id", data.get("task_name")))
     if name is None:
         name = Path(source).stem if source and source != "<task>" else None
-    if not isinstance(name, str) or not name.strip():
+    if name is not None and not isinstance(name, str):
+        raise _fail(source, f"field 'name' must be text, got {type(name).__name__}",
+                    "write the name as a quoted string: name = \"my-task\"")
+    if name is None or not name.strip():
         raise _fail(source, "missing field 'name'", "add a 'name = \"my-task\"' line")
     ttype = data.get("type")
     if ttype is None and "is_classification" in data:
@@ -144,6 +150,11 @@ def parse_task(data: object, source: str = "<task>") -> Task:
     if metric not in ("rouge", "exact_match"):
         raise _fail(source, f"field 'metric' must be 'rouge' or 'exact_match', got {metric!r}",
                     "remove 'metric' to use the default for the task type")
+    size = len(instruction) + sum(len(e.input) + len(e.output) for e in examples)
+    if size > MAX_TASK_CHARS:
+        raise _fail(source, f"the instruction and examples are {size:,} characters long, more "
+                            f"than a model's prompt can hold (at most {MAX_TASK_CHARS:,})",
+                    "shorten the instruction and the examples to a few sentences each")
     task = Task(name=name.strip(), type=ttype, instruction=instruction, examples=examples,
                 labels=labels, extra_noise_terms=noise, metric=metric, source=source)
     try:

@@ -2,7 +2,12 @@
 
 Stdout carries only JSON lines (one event each: start, progress, checkpoint, done, error); the
 same progress rows go to the store's train_progress table. Library chatter goes to stderr, which
-TrainingJob sends to the run's train.log. Exit codes: 0 done, 2 a SgtuiError, 3 out of memory.
+TrainingJob sends to the run's train.log. Exit codes: 0 done, 2 a SgtuiError, 3 out of memory,
+4 the parent process went away (--parent).
+
+Started by TrainingJob, the worker gets --parent PID and a stdin pipe that the parent holds open:
+it dies with its parent (a parent-death signal on Linux, and EOF on that pipe everywhere), so a
+killed `sgtui train` or TUI never leaves a training running on its own.
 """
 from __future__ import annotations
 
@@ -12,17 +17,20 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, TextIO
 
 from .errors import SgtuiError
 from .training import (TrainParams, add_param_args, adapter_dir, chat_format, checkpoints_dir,
-                       params_from_args, read_data, render_pairs, run_dir, training_pairs,
-                       write_data)
+                       interrupted_training, params_from_args, read_data, render_pairs, run_dir,
+                       training_pairs, write_data)
 
 DB_EVERY_S = 1.0
 OOM_FIX = "train with a smaller --batch-size (e.g. 2) or --max-len (e.g. 512)"
+EXIT_PARENT_GONE = 4
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +41,68 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue from the last epoch checkpoint (its parameters win)")
     ap.add_argument("--model", help="the base model (default: the run's model)")
     ap.add_argument("--trust-remote-code", action="store_true")
+    ap.add_argument("--parent", type=int, metavar="PID",
+                    help="the process that started this one and holds stdin open as a pipe: "
+                         "exit as soon as it is gone")
     add_param_args(ap)
     return ap
+
+
+# -- dying with the parent --------------------------------------------------------------------
+def _set_parent_death_signal() -> None:
+    """Linux: the kernel sends SIGKILL when the parent dies, even while this process is deep in
+    C code loading a model (where neither a Python signal handler nor the stdin watcher, which
+    needs the GIL, may run soon). The checkpoints are written to a temporary folder and renamed,
+    so a kill at any moment leaves the last epoch's checkpoint whole."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the stdin watcher still ends this process
+
+
+def _parent_gone(release: Callable[[], None]) -> None:
+    """The parent is gone: say so in train.log (no traceback), release the run's lock and stop
+    at once. Nothing is lost that a kill would not lose: the last epoch checkpoint stays."""
+    try:
+        sys.stderr.write("sgtui train_worker: the parent process is gone; stopping (the last "
+                         "epoch checkpoint is kept; continue with sgtui train RUN --resume)\n")
+        sys.stderr.flush()
+        release()
+    finally:
+        os._exit(EXIT_PARENT_GONE)
+
+
+def _watch_stdin(release: Callable[[], None]) -> None:
+    """The parent holds the other end of our stdin and never writes to it: end of file means it
+    has exited, however it died. Works on every platform; a thread, so it also fires while the
+    main thread is loading the model."""
+    fd = sys.stdin.fileno()
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except OSError:
+            pass
+        _parent_gone(release)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def die_with_parent(parent: int, release: Callable[[], None]) -> None:
+    """Tie this process's life to `parent`'s: the parent-death signal, then a check that the
+    parent did not die before it was set (we would have been adopted by another process), then
+    the stdin watcher. Ctrl-C in a terminal reaches the whole process group: the parent handles
+    it and cancels this process with SIGTERM, so SIGINT is ignored here."""
+    _set_parent_death_signal()
+    if os.getppid() != parent:
+        _parent_gone(release)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_stdin(release)
 
 
 def _json_stdout() -> TextIO:
@@ -68,6 +136,15 @@ def _take_lock(path: Path, run_id: int) -> None:
     path.write_text(str(os.getpid()))
 
 
+def _release_lock(lock: Path) -> None:
+    """Remove the run's train.pid if this process holds it."""
+    try:
+        if lock.exists() and lock.read_text().strip() == str(os.getpid()):
+            lock.unlink()
+    except OSError:
+        pass
+
+
 class Reporter:
     """Prints every event as a JSON line; writes progress rows to SQLite at most every second
     (and always at an epoch's end), printing exactly the rows it writes."""
@@ -94,29 +171,55 @@ class Reporter:
         self.print(event)
 
 
+def _checkpoint_step(ck: Path | None) -> int:
+    """The step an epoch checkpoint was saved at (0: no checkpoint)."""
+    if ck is None:
+        return 0
+    return int(json.loads((ck / "state.json").read_text())["step"])
+
+
+def _resume_notice(run_id: int, rdir: Path, meta: dict | None, ck: Path | None) -> str:
+    if meta is None:
+        return (f"run {run_id} has no interrupted training to resume (no train_meta.json and "
+                f"train_data.jsonl in {rdir}); starting a new training with the parameters given")
+    p = meta["params"]
+    kept = f"epochs {p['epochs']}, lr {p['lr']}, batch size {p['batch_size']}"
+    if ck is None:
+        return (f"the interrupted training of run {run_id} stopped before its first epoch "
+                f"checkpoint; starting it again from step 0 with its data and parameters "
+                f"({kept})")
+    return (f"continuing the interrupted training of run {run_id} with its data and parameters "
+            f"({kept})")
+
+
 def train(args, emit: Callable[[dict], None], store) -> dict:
     from backends.training import TrainSpec, default_cache, latest_checkpoint, select_trainer
     from .task import Task
 
     run_id = args.run
     row = store.run(run_id)
-    rdir = run_dir(run_id)
+    rdir = run_dir(store, run_id)
     rdir.mkdir(parents=True, exist_ok=True)
-    ckdir = checkpoints_dir(run_id)
+    ckdir = checkpoints_dir(store, run_id)
     data_path, meta_path = rdir / "train_data.jsonl", rdir / "train_meta.json"
     _take_lock(rdir / "train.pid", run_id)
-    ck = latest_checkpoint(ckdir) if args.resume else None
-    if args.resume and (ck is None or not data_path.is_file() or not meta_path.is_file()):
-        emit({"event": "notice", "text": "no checkpoint to resume from; starting from the "
-                                         "beginning"})
-        ck = None
-    meta = json.loads(meta_path.read_text()) if ck is not None else None
+    meta = interrupted_training(rdir) if args.resume else None
+    ck = latest_checkpoint(ckdir) if meta is not None else None
+    if args.resume:
+        emit({"event": "notice", "text": _resume_notice(run_id, rdir, meta, ck)})
     params = TrainParams.from_dict(meta["params"]) if meta else params_from_args(args)
     trainer = select_trainer(params.trainer, params.precision)
     trainer.prepare()
     if meta is not None:
+        # the interrupted training's data, base model and parameters, so the result is the one
+        # it would have given; before its first checkpoint it starts again from step 0
         base, add_bos = meta["base_model"], bool(meta["add_bos"])
         texts = read_data(data_path)
+        done_step = _checkpoint_step(ck)
+        if ck is None:
+            shutil.rmtree(ckdir, ignore_errors=True)
+        # rows the killed training wrote after its last checkpoint are written again below
+        store.clear_progress(run_id, after_step=done_step)
     else:
         base = args.model or row["model"]
         task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
@@ -125,11 +228,12 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
         add_bos = fmt.add_bos
         texts = render_pairs(task, pairs, fmt)
         shutil.rmtree(ckdir, ignore_errors=True)
-        store.db["train_progress"].delete_where("run_id = ?", [run_id])
+        store.clear_progress(run_id)
         write_data(data_path, texts)
         meta_path.write_text(json.dumps({"base_model": base, "add_bos": add_bos,
                                          "params": params.to_dict(), "pairs": len(pairs)}))
-    spec = TrainSpec(base_model=base, texts=texts, params=params, out_dir=adapter_dir(run_id),
+    spec = TrainSpec(base_model=base, texts=texts, params=params,
+                     out_dir=adapter_dir(store, run_id),
                      checkpoints=ckdir, add_bos=add_bos, resume=ck is not None,
                      trust_remote_code=args.trust_remote_code, cache_dir=default_cache())
     result = trainer.train(spec, emit)
@@ -150,13 +254,21 @@ def _is_oom(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    rdir: Path | None = None  # the run folder, once known; its lock is released on every path
+
+    def release_lock() -> None:
+        if rdir is not None:
+            _release_lock(rdir / "train.pid")
+
+    if args.parent:  # first, so that not even the imports below outlive the parent
+        die_with_parent(args.parent, release_lock)
     out = _json_stdout()
     from .store import Store
 
     # SIGTERM (cancel) ends through Python, so the lock is released; memory goes with the process
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     store = None
-    rdir = run_dir(args.run)
+    rdir = run_dir(args.db, args.run)
     try:
         store = Store(args.db)
         reporter = Reporter(out, store, args.run)
@@ -176,16 +288,28 @@ def main(argv: list[str] | None = None) -> int:
                        "is kept)", "path": None, "fix": OOM_FIX + ", then resume with --resume"})
         return 3
     finally:
-        lock = rdir / "train.pid"
-        try:
-            if lock.exists() and lock.read_text().strip() == str(os.getpid()):
-                lock.unlink()
-        except OSError:
-            pass
+        release_lock()
         if store is not None:
             store.close()
         signal.signal(signal.SIGTERM, previous)
 
 
+def _exit(code: int) -> None:
+    """Cancelled (SIGTERM): the lock is released and checkpoints are whole, so leave at once;
+    a normal interpreter exit with torch loaded takes seconds."""
+    if code == 143:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        _code = main()
+    except SystemExit as _e:
+        _code = _e.code if isinstance(_e.code, int) else 1
+    _exit(_code)

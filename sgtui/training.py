@@ -8,6 +8,7 @@ writes them to the store's train_progress table, which the TUI can poll.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -60,13 +61,28 @@ class TrainParams:
         return new
 
     def validate(self) -> None:
-        checks = [(self.epochs >= 1, "--epochs must be at least 1"),
-                  (self.lr > 0, "--lr must be positive"),
-                  (self.rank >= 1, "--rank must be at least 1"),
-                  (self.alpha > 0, "--alpha must be positive"),
-                  (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
-                  (self.batch_size >= 1, "--batch-size must be at least 1"),
-                  (self.max_len >= 16, "--max-len must be at least 16"),
+        """Refuse what a training cannot use, naming the flag, the range and the value. Floats
+        must be finite: an infinite --lr passes `> 0` and trains to NaN weights."""
+        finite = math.isfinite
+        checks = [(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+                  (finite(self.lr) and self.lr > 0,
+                   f"--lr must be a finite number above 0 (got {self.lr})"),
+                  (self.rank >= 1, f"--rank must be at least 1 (got {self.rank})"),
+                  (self.alpha >= 1, f"--alpha must be at least 1 (got {self.alpha})"),
+                  (finite(self.dropout) and 0 <= self.dropout < 1,
+                   f"--dropout must be at least 0 and below 1 (got {self.dropout})"),
+                  (self.batch_size >= 1,
+                   f"--batch-size must be at least 1 (got {self.batch_size})"),
+                  (self.max_len >= 16, f"--max-len must be at least 16 (got {self.max_len})"),
+                  # torch.manual_seed(seed + epoch) takes at most 64 bits
+                  (0 <= self.seed <= 2**32 - 1,
+                   f"--seed must be between 0 and {2**32 - 1} (got {self.seed})"),
+                  (finite(self.grad_clip) and self.grad_clip >= 0,
+                   f"--grad-clip must be a finite number, at least 0 (0: no clipping) "
+                   f"(got {self.grad_clip})"),
+                  (finite(self.weight_decay) and self.weight_decay >= 0,
+                   f"--weight-decay must be a finite number, at least 0 "
+                   f"(got {self.weight_decay})"),
                   (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
                   (self.trainer in TRAINERS, f"--trainer must be one of {TRAINERS}")]
         for ok, message in checks:
@@ -128,17 +144,24 @@ def params_from_args(args, prefixed: Sequence[str] = (), task_type: str | None =
 
 
 # -- where things go --------------------------------------------------------------------------
-def run_dir(run_id: int) -> Path:
+def db_path_of(db) -> Path:
+    """A Store's database path, or the path itself."""
+    return Path(getattr(db, "path", db))
+
+
+def run_dir(db, run_id: int) -> Path:
+    """Run `run_id`'s folder: it belongs to the database (a Store or its path) that holds the
+    run, so run 1 of one database never touches run 1 of another."""
     from .paths import runs_dir
-    return runs_dir() / f"run-{run_id}"
+    return runs_dir(db_path_of(db)) / f"run-{run_id}"
 
 
-def adapter_dir(run_id: int) -> Path:
-    return run_dir(run_id) / "adapter"
+def adapter_dir(db, run_id: int) -> Path:
+    return run_dir(db, run_id) / "adapter"
 
 
-def checkpoints_dir(run_id: int) -> Path:
-    return run_dir(run_id) / "checkpoints"
+def checkpoints_dir(db, run_id: int) -> Path:
+    return run_dir(db, run_id) / "checkpoints"
 
 
 # -- training data --------------------------------------------------------------------------
@@ -234,6 +257,24 @@ def read_data(path: Path) -> list[tuple[str, str]]:
         return [(d["prompt"], d["answer"]) for d in map(json.loads, f) if d]
 
 
+def interrupted_training(rdir: Path) -> dict | None:
+    """What the last training started in run folder `rdir` recorded before its first step
+    (train_meta.json: base model, parameters; train_data.jsonl: the rendered set), or None when
+    no training was started there. `--resume` continues that training with exactly these."""
+    meta_path, data_path = rdir / "train_meta.json", rdir / "train_data.jsonl"
+    if not (meta_path.is_file() and data_path.is_file()):
+        return None
+    # unreadable or incomplete: treated as never started, so a new training replaces it
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not {"base_model", "add_bos", "params"} <= set(meta):
+            return None
+        TrainParams.from_dict(meta["params"])
+    except (OSError, ValueError, TypeError, SgtuiError):
+        return None
+    return meta
+
+
 # -- the child process ------------------------------------------------------------------------
 @dataclass
 class TrainOutcome:
@@ -247,13 +288,16 @@ class TrainingJob:
     """One training in a child process. start() spawns it; events() yields its JSON progress
     lines; cancel() terminates it; wait() returns the outcome or raises SgtuiError.
 
-    Thread use (the TUI): one thread iterates events() or calls wait(); cancel() may be called
-    from any thread."""
+    The child dies with this process: it gets --parent with our pid and a stdin pipe that only
+    we hold (see sgtui.train_worker). On Linux its parent-death signal follows the thread that
+    started it, so call start() and wait() from the same thread (the TUI does both in one worker
+    thread); cancel() may be called from any thread."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self.cancelled = False
+        self.resuming = False  # start(resume=True) found an interrupted training to continue
         self.events_seen: list[dict] = []
         self._error: dict | None = None
         self._done: dict | None = None
@@ -261,22 +305,24 @@ class TrainingJob:
     def start(self, db: str | Path, run_id: int, params: TrainParams, *, resume: bool = False,
               model: str | None = None, trust_remote_code: bool = False) -> None:
         from .store import Store
+        rdir = run_dir(db, run_id)
         store = Store(db)
         try:
             store.run(run_id)
-            if not resume or not latest_checkpoint(run_id):
+            # a resumed training uses the data saved when it started; a new one needs pairs
+            self.resuming = resume and interrupted_training(rdir) is not None
+            if not self.resuming:
                 training_pairs(store, run_id, params.seeds_only)  # refuse early, cleanly
         finally:
             store.close()
         argv = [sys.executable, "-m", "sgtui.train_worker", "--db", str(db), "--run", str(run_id),
-                *params.to_argv()]
+                "--parent", str(os.getpid()), *params.to_argv()]
         if resume:
             argv.append("--resume")
         if model:
             argv += ["--model", str(model)]
         if trust_remote_code:
             argv.append("--trust-remote-code")
-        rdir = run_dir(run_id)
         rdir.mkdir(parents=True, exist_ok=True)
         self.log_path = rdir / "train.log"
         log = self.log_path.open("ab")
@@ -284,8 +330,9 @@ class TrainingJob:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
+            # stdin: a pipe we never write to; the child exits when it reads end of file
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=env)
+                                         stdin=subprocess.PIPE, env=env)
         finally:
             log.close()
 
@@ -325,6 +372,8 @@ class TrainingJob:
             if on_event:
                 on_event(event)
         code = self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # the child is gone; its lifeline pipe is no longer needed
         if self.cancelled:
             raise SgtuiError("training cancelled; the last epoch checkpoint is kept",
                              fix="continue it with --resume")
@@ -350,9 +399,9 @@ class TrainingJob:
         return lines[0][-300:] if lines else ""
 
 
-def latest_checkpoint(run_id: int) -> Path | None:
+def latest_checkpoint(db, run_id: int) -> Path | None:
     from backends.training import latest_checkpoint as latest
-    return latest(checkpoints_dir(run_id))
+    return latest(checkpoints_dir(db, run_id))
 
 
 def format_progress(event: dict) -> str:

@@ -170,7 +170,7 @@ def test_second_resume_is_told_busy(tmp_path):
             first.kill()
             first.wait()
     output = (tmp_path / "first.log").read_text(errors="replace")
-    assert code == 2 and "stopped" in output and "--resume" in output, output
+    assert code == 143 and "stopped" in output and "--resume" in output, output  # 128 + SIGTERM
     assert _sound(db)
     s = Store(db)
     assert s.run(rid)["status"] == "stopped" and s.run(rid)["pid"] is None

@@ -1,11 +1,10 @@
 """The batched llama.cpp backend against the real bundled model.
 
-With one draw per prompt (one KV stream per sequence) greedy output is checked token for token
-against the sequential backend. With several draws per prompt the sequences share one cell
-pool, and llama.cpp's attention may round a row differently when other sequences' cells are
-in the pool (logits differ by up to ~0.5), so there every token is checked to be a top choice
-of the model instead. The generators use one thread: the machine running the tests may be
-shared, and the results do not depend on the thread count.
+Greedy output is checked token for token against the sequential backend, and every draw of a
+prompt is checked to be the same, bit for bit, whatever other prompts share the call and
+however many sequences run in parallel (what makes a resumed annotation equal an
+uninterrupted one). The generators use one thread: the machine running the tests may be
+shared.
 """
 from __future__ import annotations
 
@@ -82,6 +81,49 @@ def test_shared_draws_follow_the_model(bundled_model, batched, prompts):
         ref.close()
 
 
+ANSWER = ["The cat sat on the mat.", "Rain fell on the old town all night.",
+          "She opened the door and smiled.", "Prices rose again this spring.",
+          "We will meet at noon.", "The river was high after the storm."]
+
+
+def _draws(gen, prompts, sp, order):
+    """{(prompt, draw): (text, tokens, logprob, finish)} for the prompts in `order`, each
+    with its own seed."""
+    got = {}
+    for c in gen.generate([prompts[i] for i in order], sp, seeds=[100 + 7 * i for i in order]):
+        got[(order[c.index], c.sample)] = (c.text, c.n_tokens, c.logprob, c.finish_reason)
+    return got
+
+
+@pytest.mark.parametrize("sp", [
+    SamplingParams(temperature=0.2, top_k=10, max_tokens=16, n=6),  # annotation
+    SamplingParams(temperature=0.9, top_k=40, max_tokens=8, n=2, best_of=4),
+    SamplingParams(temperature=1.0, top_k=40, max_tokens=16, stop=(".", "\n")),
+], ids=["n6", "best_of", "one_draw"])
+def test_draws_do_not_depend_on_the_batch(bundled_model, batched, sp):
+    """A resumed run annotates only the inputs left: each prompt's draws must be what they
+    are beside all the others. Checked bit for bit (texts, token counts, log-probabilities)
+    against the prompt alone, in subsets in another order, and with fewer parallel sequences
+    (draws then start late, after their prompt's logits are gone). With a shared KV cell
+    pool, as before, 11 of 12 annotations differed alone."""
+    prompts = [batched.render_chat([ChatMessage("user", f"Rewrite formally: {a}")])
+               for a in ANSWER]
+    everything = _draws(batched, prompts, sp, list(range(len(prompts))))
+    assert len(everything) == len(prompts) * sp.n
+    views = [_draws(batched, prompts, sp, [i]) for i in (0, 3)]
+    views.append(_draws(batched, prompts, sp, [5, 1, 2]))
+    narrow = BatchedLlamaCppGenerator(bundled_model, n_threads=1, n_parallel=max(1, sp.n // 2))
+    try:
+        views.append(_draws(narrow, prompts, sp, [4, 0]))
+    finally:
+        narrow.close()
+    for view in views:
+        assert view == {k: everything[k] for k in view}
+    if sp.n > 1:  # some draws of a prompt parted, so the branches were split and copied
+        assert any(len({everything[(i, j)][0] for j in range(sp.n)}) > 1
+                   for i in range(len(prompts)))
+
+
 def test_seeded_sampling_is_reproducible(batched, prompts):
     sp = SamplingParams(temperature=0.9, top_k=40, max_tokens=8, n=3, seed=7)
     first = [(c.index, c.sample, c.text) for c in by_prompt(batched.generate(prompts[:2], sp))]
@@ -133,16 +175,16 @@ def test_prompt_too_long_fails_with_a_fix(batched):
 
 def test_batch_plan_rule():
     cell = 23_040  # bytes per KV cell of the bundled model
-    # annotation, 8 prompts x best_of 20: one shared pool, whole prompts per batch
+    # annotation, 8 prompts x best_of 20: whole prompts per batch; a stream per draw, plus the
+    # prefix, the prompt being evaluated and a spare; streams rounded up to 256 cells
     ann = plan_batch([400] * 8, 20, 500, 350, None, cell, 8 << 30)
-    assert ann.unified and ann.n_parallel == 20 and ann.kv_cells % 256 == 0
-    assert ann.kv_cells >= 350 + 2 * 50 + 20 * 501
-    # input generation, 10 prompts x 1: a stream per sequence plus one for the prefix
+    assert ann.n_parallel == 20 and ann.n_seq_max == 23
+    assert ann.seq_cells == 1024 and ann.kv_cells == 23 * 1024
+    # input generation, 10 prompts x 1: streams rounded up to 512 cells
     gen = plan_batch([1000] * 10, 1, 500, 200, None, cell, 8 << 30)
-    assert not gen.unified and gen.n_parallel == 10 and gen.n_seq_max == 11
-    assert gen.seq_cells >= 1501
+    assert gen.n_parallel == 10 and gen.n_seq_max == 13 and gen.seq_cells == 1536
     # a small memory budget lowers the parallel count, never below one
     assert plan_batch([1000] * 10, 1, 500, 200, None, cell, 100 << 20).n_parallel == 1
     assert plan_batch([1000] * 10, 1, 500, 200, None, cell, 1).n_parallel == 1
-    assert plan_batch([10], 1, 5, 0, 3, 1, 1) == BatchPlan(3, 2048, 4, unified=False)
+    assert plan_batch([10], 1, 5, 0, 3, 1, 1) == BatchPlan(3, 6 * 512, 6)
     assert common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2

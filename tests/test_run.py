@@ -66,4 +66,4 @@ def test_run_generates_trains_chooses_an_epoch_and_prints_the_table(tmp_path):
     evals = store.evals(run["id"])
     systems = {e["system"] for e in evals}
     assert {"base", "self-guide", "trivial", "epoch-1", "epoch-2"} <= systems
-    assert (tmp_path / "home" / "runs" / f"run-{run['id']}" / "export" / "epoch-2.gguf").is_file()
+    assert (tmp_path / "run.db.runs" / f"run-{run['id']}" / "export" / "epoch-2.gguf").is_file()

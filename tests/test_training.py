@@ -273,17 +273,17 @@ def _train_kill_resume(tmp_path_factory, bundled_model, hf_cache_dir) -> Trained
                 job.proc.send_signal(signal.SIGKILL)  # no warning, no cleanup
                 break
         job.proc.wait()
-        ck = checkpoints_dir(run_id)
+        ck = checkpoints_dir(db, run_id)
         killed = dict(events_before_kill=seen, kill_returncode=job.proc.returncode,
                       log_tail=job.log_path.read_text()[-2000:],
                       progress_after_kill=store.progress(run_id),
                       had_epoch1=(ck / "epoch-1" / "adapter_model.safetensors").is_file(),
-                      had_adapter_after_kill=adapter_dir(run_id).exists())
+                      had_adapter_after_kill=adapter_dir(db, run_id).exists())
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         resume = subprocess.run([sys.executable, "-m", "sgtui", "train", str(run_id), "--resume",
                                  "--db", str(db)], env=env, capture_output=True, text=True,
                                 timeout=600)
-        return Trained(db, run_id, adapter_dir(run_id), ck, resume=resume, **killed)
+        return Trained(db, run_id, adapter_dir(db, run_id), ck, resume=resume, **killed)
 
 
 @pytest.mark.slow

@@ -102,3 +102,16 @@ async def test_edit_checks_labels_and_cancel_keeps_the_task(tmp_path):
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is app.main)
         assert Store(db).get_task(app.current_task_id) == before
+
+
+async def test_the_preview_stays_readable_at_40_columns(tmp_path):
+    """At 40 columns the preview beside a 36-column list was one character wide; the list now
+    sits above it."""
+    app = make_app(tmp_path / "narrow.db")
+    async with app.run_test(size=(40, 30)) as pilot:
+        await pilot.pause()
+        page = app.page("tasks")
+        preview = page.query_one("#task-preview")
+        assert preview.size.width >= 30, preview.size
+        assert page.query_one("#tasks-table").size.height >= 3
+        assert "g: generate" in screen_text(app)

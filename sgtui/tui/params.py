@@ -20,40 +20,15 @@ from ..training import PRECISIONS, TRAINERS, TrainParams
 from .widgets import KeyBar, Modal, OnOff
 
 MODES: tuple[str, ...] = getattr(config, "MODES", ("paper", "small"))
+# the run parameters' labels are declared with their fields (sgtui/config.py)
 LABELS = {
-    "per_round": "per round",
-    "gen_temperature": "gen temp",
-    "gen_top_k": "gen top_k",
-    "gen_top_p": "gen top_p",
-    "gen_max_tokens": "gen max tok",
-    "max_low_quality": "pool examples",
-    "context_cutoff": "prompt limit",
-    "input_length_filter": "input length",
-    "output_length_filter": "output length",
-    "noise_filter": "noise filter",
-    "best_of": "best of",
-    "ann_temperature": "ann temp",
-    "ann_top_k": "ann top_k",
-    "ann_max_tokens": "ann max tok",
-    "min_frequency": "vote min freq",
-    "balance_classes": "balance",
-    "small_filters": "small filters",
-    "near_copy_threshold": "near-copy",
+    **{f.name: f.metadata["label"] for f in dataclasses.fields(RunParams) if f.metadata["label"]},
     "batch_size": "batch size",
     "max_len": "max len",
     "seeds_only": "seeds only",
     "grad_clip": "grad clip",
     "weight_decay": "weight decay",
 }
-AT_LEAST_ONE = (
-    "rounds",
-    "per_round",
-    "n",
-    "best_of",
-    "gen_max_tokens",
-    "ann_max_tokens",
-    "context_cutoff",
-)
 
 
 def default_mode() -> str:
@@ -76,6 +51,7 @@ def summary(p: RunParams) -> str:
             ("out-length", p.output_length_filter),
             ("noise", p.noise_filter),
             ("small", getattr(p, "small_filters", False)),
+            ("answer", getattr(p, "answer_filters", False)),
         )
         if on
     ]
@@ -108,14 +84,14 @@ def parse_fields(cls: type, values: dict[str, object]) -> dict[str, object]:
 
 
 def parse_params(values: dict[str, object]) -> RunParams:
-    """Turn the form's values into RunParams; ValueError names the field in trouble."""
-    out = parse_fields(RunParams, values)
-    for name in AT_LEAST_ONE:
-        if name in out and int(out[name]) < 1:  # type: ignore[call-overload]
-            raise ValueError(f"{LABELS.get(name, name)} must be at least 1")
-    if "best_of" in out and "n" in out and int(out["best_of"]) < int(out["n"]):  # type: ignore[call-overload]
-        raise ValueError("best of must be at least n")
-    return RunParams.from_dict(out)
+    """Turn the form's values into RunParams, checked by the validation the CLI uses: the
+    same values are refused, with the same message (a ValueError here, shown in the form)."""
+    params = RunParams.from_dict(parse_fields(RunParams, values))
+    try:
+        params.validate()
+    except SgtuiError as e:
+        raise ValueError(e.message) from None
+    return params
 
 
 def parse_train(values: dict[str, object]) -> TrainParams:

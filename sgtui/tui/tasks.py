@@ -15,6 +15,9 @@ from .task_form import TaskForm
 from .widgets import Page, short
 
 
+NARROW = 80  # columns: below this the task list sits above the preview
+
+
 class TasksPage(Page):
     PAGE = "tasks"
     MAIN = "#tasks-table"
@@ -37,6 +40,10 @@ class TasksPage(Page):
         table.add_column("ex", key="ex", width=3)
         self.sg.selection.subscribe(self, self._on_selection)
         self.refresh_tasks()
+
+    def on_resize(self, event) -> None:
+        # below 80 columns the list and the preview stack, so the preview keeps a usable width
+        self.query_one("#tasks-body").set_class(event.size.width < NARROW, "narrow")
 
     def _on_selection(self, what: str) -> None:
         if what == "task":

@@ -1,0 +1,77 @@
+"""Answer-side filters: what the README's first command trained on (half of its kept answers
+were apologies), and the rule that a filter stays off where the seed answers would fail it."""
+from __future__ import annotations
+
+import pytest
+
+from sgtui.annotation import OutputAnnotator
+from sgtui.answer_filters import (AnswerRelationFilter, AssistantTalkFilter,
+                                  DegenerateAnswerFilter, answer_filters)
+from sgtui.config import RunParams
+from sgtui.paths import REPO_DATA
+from sgtui.task import load_task, parse_task
+
+FORMAL = load_task(REPO_DATA / "tasks" / "formal-rewrite.toml")
+PAIRS = [(e.input, e.output) for e in FORMAL.examples]
+
+# kept answers of a real run of formal-rewrite before these filters (issue text)
+APOLOGIES = ["I'm sorry, but I'm unable to assist with that.",
+             "I'm sorry for your loss. I'm sorry for your loss. I'm sorry for your loss.",
+             "I cannot help with that request.",
+             "As an AI language model, I do not have feelings.",
+             "I apologize, but I can't rewrite this message."]
+GOOD = [("can u send me the file", "Could you please send me the file?"),
+        ("hey whats up w the report", "Hello, may I ask about the status of the report?"),
+        ("cant make it today sry", "I am sorry, but I will not be able to attend today.")]
+
+
+@pytest.mark.parametrize("answer", APOLOGIES)
+def test_assistant_talk_is_dropped(answer):
+    names = {f.name for f in answer_filters(PAIRS) if f(answer, "gonna be late, traffic")}
+    assert "assistant_talk" in names or "degenerate_answer" in names, answer
+
+
+def test_repeated_sentence_is_degenerate():
+    assert DegenerateAnswerFilter()("Thank you for the update. Thank you for the update.")
+    assert DegenerateAnswerFilter()("Thank you for the update. See you on Friday.") is None
+
+
+def test_an_answer_unrelated_to_its_input_is_dropped():
+    rel = AnswerRelationFilter.from_seeds(PAIRS)
+    assert "overlap" in rel("The meeting has been postponed.", "whats going on")
+
+
+@pytest.mark.parametrize("text,answer", GOOD)
+def test_formal_rewrites_pass_every_filter(text, answer):
+    assert [f.name for f in answer_filters(PAIRS) if f(answer, text)] == []
+
+
+def test_a_filter_stays_off_where_the_seed_answers_talk_that_way():
+    task = parse_task({"name": "apologise", "type": "generation",
+                       "instruction": "Write a polite apology for the situation.",
+                       "examples": [{"input": "late for dinner", "output": "I'm sorry I was late."},
+                                    {"input": "broke a cup", "output": "I apologize for the cup."},
+                                    {"input": "forgot a call", "output": "Sorry, but I forgot."}]})
+    names = [f.name for f in answer_filters([(e.input, e.output) for e in task.examples])]
+    assert "assistant_talk" not in names and "degenerate_answer" in names
+    assert AssistantTalkFilter()("I'm sorry I was late.")  # it would have dropped them
+    assert AssistantTalkFilter()("I'm sorry I was late.", "sry, late for dinner") is None
+
+
+def test_the_annotator_drops_the_sample_by_the_filter_that_failed_every_answer():
+    ann = OutputAnnotator(FORMAL, RunParams.defaults_for("generation", "small"))
+    assert ann.answer_filters, "the small mode turns the answer filters on"
+    result, filt, reason = ann.vote([APOLOGIES[0]] * 6 + [APOLOGIES[2]] * 4, "gonna be late")
+    assert (filt, result.winner) == ("assistant_talk", None) and "10 of 10" in reason
+    # with good answers among them, the vote runs on those alone
+    good = "I will be late because of the traffic."
+    result, filt, _ = ann.vote([APOLOGIES[0]] * 6 + [good] * 4, "gonna be late, traffic")
+    assert (filt, result.winner) == (None, good)
+    assert result.dropped["assistant_talk"] == 6
+
+
+def test_the_paper_mode_has_no_answer_filters():
+    ann = OutputAnnotator(FORMAL, RunParams.defaults_for("generation", "paper"))
+    assert ann.answer_filters == []
+    result, filt, _ = ann.vote([APOLOGIES[0]] * 10, "gonna be late")
+    assert filt != "assistant_talk" and "assistant_talk" not in result.dropped
