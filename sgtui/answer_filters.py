@@ -37,7 +37,8 @@ ASSISTANT_TALK = re.compile(
     re.IGNORECASE)
 # an apology is assistant talk unless the input apologises too (a formal rewrite of "sry cant
 # make it" rightly says "I am sorry")
-APOLOGY = re.compile(r"\b(?:i'?m sorry|i am sorry|sorry,? but|i apologi[sz]e|my apologies)",
+APOLOGY = re.compile(r"\b(?:(?:i'?m|i am) (?:so |very |really |truly )?sorry|sorry,? but"
+                     r"|sorry (?:to hear|for your loss)|i apologi[sz]e|my apologies)",
                      re.IGNORECASE)
 APOLOGETIC_INPUT = re.compile(r"\b(?:sorry|sry|apolog\w*|my bad|excuse me)\b", re.IGNORECASE)
 

@@ -19,7 +19,8 @@ APOLOGIES = ["I'm sorry, but I'm unable to assist with that.",
              "I'm sorry for your loss. I'm sorry for your loss. I'm sorry for your loss.",
              "I cannot help with that request.",
              "As an AI language model, I do not have feelings.",
-             "I apologize, but I can't rewrite this message."]
+             "I apologize, but I can't rewrite this message.",
+             "I'm so sorry to hear that. Please make sure to remember that."]
 GOOD = [("can u send me the file", "Could you please send me the file?"),
         ("hey whats up w the report", "Hello, may I ask about the status of the report?"),
         ("cant make it today sry", "I am sorry, but I will not be able to attend today.")]
@@ -75,3 +76,29 @@ def test_the_paper_mode_has_no_answer_filters():
     assert ann.answer_filters == []
     result, filt, _ = ann.vote([APOLOGIES[0]] * 10, "gonna be late")
     assert filt != "assistant_talk" and "assistant_talk" not in result.dropped
+
+
+@pytest.mark.slow
+def test_a_real_run_of_formal_rewrite_keeps_no_apology_refusal_or_repetition(tmp_path, llama):
+    """The README's demo task with its default (small-mode) parameters, 2 rounds: no kept
+    answer is an apology, a refusal, assistant talk or a repetition, and the filters that
+    threw such answers out are named on the samples they dropped."""
+    import re
+
+    from sgtui.pipeline import SynthesisRun
+    from sgtui.store import Store
+    from sgtui.synthesis import create_run
+
+    params = RunParams.defaults_for("generation", "small").override(rounds=2)
+    store = Store(tmp_path / "f.db")
+    rid = create_run(store, FORMAL, params, llama.model_path, "llama-cpp")
+    SynthesisRun(store, rid, llama).run()
+    kept = [s for s in store.training_pairs(rid)]
+    assert len(kept) >= 5, "too little kept to judge"
+    talk = re.compile(r"sorry|apolog|unable to|i cannot|i can't|as an ai|language model", re.I)
+    for s in kept:
+        answer = s["output"]
+        assert not (talk.search(answer) and not talk.search(s["input"])), (s["input"], answer)
+        assert DegenerateAnswerFilter()(answer) is None, answer
+    dropped = {s["filter"] for s in store.samples(rid) if s["status"] == "filtered"}
+    assert dropped & {"assistant_talk", "degenerate_answer", "answer_relation"}, dropped
