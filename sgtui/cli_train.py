@@ -332,7 +332,18 @@ def cmd_run(args) -> int:
     results.append(("trivial", trivial))
     print(f"\n{task.name} on {split} (scores x100, greedy):")
     print(ev.comparison_table(results))
+    print(which_model(results[0][1].score, results[1][1].score, tuned))
     return 0
+
+
+def which_model(base: float, tuned: float, adapter: str) -> str:
+    """The run's last word: which model to use, in plain words."""
+    if tuned > base:
+        return (f"\nuse the fine-tune: it scored {tuned:.1f}, {tuned - base:+.1f} over the base "
+                f"model's {base:.1f} (adapter: {adapter})")
+    return (f"\nthe fine-tune is worse than the base model ({tuned:.1f} against {base:.1f}" +
+            (")" if tuned < base else ", no better)") +
+            ": keep using the base model")
 
 
 HANDLERS = {"train": cmd_train, "export": cmd_export, "run": cmd_run}

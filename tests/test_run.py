@@ -59,6 +59,13 @@ def test_run_generates_trains_chooses_an_epoch_and_prints_the_table(tmp_path):
     rows = {line.split()[0]: line for line in text.splitlines()
             if line.startswith(("base ", "self-guide", "trivial "))}
     assert set(rows) == {"base", "self-guide", "trivial"}, text
+    def score(line: str) -> float:
+        words = line.split()
+        return float(words[words.index("rouge") + 1])
+
+    base, tuned = score(rows["base"]), score(rows["self-guide"])
+    verdict = "use the fine-tune" if tuned > base else "worse than the base model"
+    assert verdict in text, text  # the run says which model to use
 
     store = Store(db)
     run = store.runs()[-1]
