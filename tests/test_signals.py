@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 
 from sgtui.paths import REPO_DATA
+# the one-thread shim for llama.cpp in the children is test_concurrency's
+from test_concurrency import SHIM, THREADS
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +36,6 @@ SMALL = ["--rounds", "2", "--per-round", "6", "--gen-max-tokens", "32", "--n", "
          "--ann-max-tokens", "32", "--mode", "small"]
 LIMIT_S = 2.0   # what the issue asks
 SLACK_S = 5.0   # what a test allows on a loaded CI machine (the time is printed)
-THREADS = os.environ.get("SGTUI_TEST_LLAMA_THREADS", "1")
-# one llama.cpp thread in the children: see bench/crash_soak.py (THREADS_SHIM) for why
-SHIM = """\
-import os
-if os.environ.get("SGTUI_TEST_LLAMA_THREADS"):
-    import backends.llama_cpp as _m
-    _d = list(_m.LlamaCppGenerator.__init__.__defaults__)
-    _d[1] = int(os.environ["SGTUI_TEST_LLAMA_THREADS"])
-    _m.LlamaCppGenerator.__init__.__defaults__ = tuple(_d)
-"""
 
 
 def _env(tmp_path: Path) -> dict:
