@@ -11,7 +11,7 @@ from .config import RunParams
 from .filters import LengthFilter, NoiseFilter
 from .input_generation import slot_rng
 from .task import Task
-from .vote import VoteResult, self_consistency_vote
+from .vote import VoteResult, mbr_vote, self_consistency_vote
 
 
 def map_to_label(answer: str, labels: Sequence[str]) -> str | None:
@@ -76,7 +76,10 @@ class OutputAnnotator:
                 lab = map_to_label(c or "", self.task.labels)
                 mapped.append(lab if lab is not None else c)
             candidates = mapped
-        result = self_consistency_vote(candidates, self.filters, self.params.min_frequency)
+        if self.task.is_classification or self.params.consensus == "exact":
+            result = self_consistency_vote(candidates, self.filters, self.params.min_frequency)
+        else:
+            result = mbr_vote(candidates, self.filters, self.params.min_agreement)
         if result.winner is None:
             return result, "vote", result.reason
         if self.task.is_classification and result.winner not in self.task.labels:

@@ -68,7 +68,11 @@ def add_commands(sub, add_model_args, add_run_params) -> None:
                    help="choose the epoch on these rows (a JSONL file or an NI split such as "
                         "task937:validation, never the test rows): the base model and every "
                         "epoch's checkpoint are scored and the best one is evaluated; 0 means "
-                        "the fine-tune did not beat the base model (GGUF base models only)")
+                        "the fine-tune did not beat the base model (GGUF base models only; "
+                        "default: an NI task's validation split, or NAME.val.jsonl beside a "
+                        "task file)")
+    g.add_argument("--no-val", action="store_true",
+                   help="evaluate the last epoch, without choosing the epoch on validation rows")
     p.add_argument("--quiet", action="store_true", help="print only summaries and the table")
 
 
@@ -157,8 +161,18 @@ def cmd_train(args) -> int:
 
 def cmd_export(args) -> int:
     from .cli import _store
+    from .evaluation import METRIC_NAMES, fine_tune_against_base
     from .export import export_run
     store = _store(args.db)
+    pair = fine_tune_against_base(store, args.run)
+    if pair and pair[0]["score"] < pair[1]["score"]:
+        # exported all the same: the person may want it anyway, but should know first
+        tuned, base = pair
+        metric = METRIC_NAMES.get(tuned["metric"], tuned["metric"])
+        which = "" if tuned["system"] == "self-guide" else f" ({tuned['system']})"
+        print(f"warning: run {args.run}'s fine-tune{which} scored {tuned['score']:.1f} {metric} "
+              f"against the base model's {base['score']:.1f} on {tuned['split']}: it is worse "
+              "than the base model", file=sys.stderr)
     path = export_run(store, args.run, args.format, args.out, args.base, args.trust_remote_code,
                       force=args.force)
     print(f"run {args.run}: exported {args.format} -> {path}")
@@ -185,6 +199,18 @@ def _default_eval_split(task_path: Path) -> str | None:
     folder = task_path if task_path.is_dir() else task_path.parent
     if (folder / "test.jsonl").is_file() and ((folder / "task.json").is_file()):
         return f"{folder}:test"
+    return None
+
+
+def _default_val_split(task_path: Path) -> str | None:
+    """Validation rows the task brings: NAME.val.jsonl beside a task file, or an NI task's
+    validation split. Never the rows `run` reports its scores on."""
+    beside = task_path.with_name(task_path.stem + ".val.jsonl")
+    if task_path.is_file() and beside.is_file():
+        return str(beside)
+    folder = task_path if task_path.is_dir() else task_path.parent
+    if (folder / "validation.jsonl").is_file() and (folder / "task.json").is_file():
+        return f"{folder}:validation"
     return None
 
 
@@ -253,12 +279,17 @@ def cmd_run(args) -> int:
               file=sys.stderr)
 
     val_rows, val_split = [], None
-    if getattr(args, "val_split", None):
+    val_spec = None if args.no_val or args.no_eval else (
+        args.val_split or _default_val_split(task_path))
+    if val_spec:
         from . import evaluation as ev
-        val_rows, val_split = ev.load_rows(args.val_split, args.eval_limit, seed=0)
+        val_rows, val_split = ev.load_rows(
+            val_spec, args.eval_limit or (RUN_EVAL_LIMIT if not args.val_split else None), seed=0)
 
     store = _store(args.db)
     run_id, generator = open_run(store, args, load_task, resolve_model, run_params)
+    if val_rows and not args.val_split and not Path(store.run(run_id)["model"]).is_file():
+        val_rows = []  # the default: epochs are scored through llama.cpp, so GGUF models only
     if val_rows and not Path(store.run(run_id)["model"]).is_file():
         generator.close()
         raise SgtuiError("--val-split needs a GGUF base model (epochs are scored through "
@@ -326,24 +357,19 @@ def cmd_run(args) -> int:
             print(f"  chosen: epoch {k} ({chosen['adapter']})")
             tuned_label, tuned = f"self-guide (epoch {k})", chosen["adapter"]
             make_tuned = (lambda: backends_load(backend, model, lora_path=tuned))
+    base_chosen = bool(val_rows) and k == 0
     evaluate(tuned_label, make_tuned, f"{model} + {tuned}")
     trivial = ev.trivial_baseline(task, rows)
     ev.save(store, run_id, "trivial", split, trivial, "none")
     results.append(("trivial", trivial))
     print(f"\n{task.name} on {split} (scores x100, greedy):")
     print(ev.comparison_table(results))
-    print(which_model(results[0][1].score, results[1][1].score, tuned))
+    if base_chosen:
+        # the rows the choice was made on decide, not the test rows it is reported on
+        print(f"\nkeep using the base model: no epoch of the fine-tune beat it on {val_split}")
+    else:
+        print("\n" + ev.which_model(results[0][1].score, results[1][1].score, tuned))
     return 0
-
-
-def which_model(base: float, tuned: float, adapter: str) -> str:
-    """The run's last word: which model to use, in plain words."""
-    if tuned > base:
-        return (f"\nuse the fine-tune: it scored {tuned:.1f}, {tuned - base:+.1f} over the base "
-                f"model's {base:.1f} (adapter: {adapter})")
-    return (f"\nthe fine-tune is worse than the base model ({tuned:.1f} against {base:.1f}" +
-            (")" if tuned < base else ", no better)") +
-            ": keep using the base model")
 
 
 HANDLERS = {"train": cmd_train, "export": cmd_export, "run": cmd_run}

@@ -29,13 +29,15 @@ MAX_SEED = 2**32 - 1
 # The "small" mode for models that cannot follow the paper's long prompt (docs/METHOD.md).
 SMALL_COMMON = dict(mode="small", small_filters=True, max_low_quality=3, length_sigma_floor=0.25,
                     best_of=0, seed_answer_budget=True, min_labels=2, answer_filters=True)
+CONSENSUS = ("exact", "mbr")
+ANNOTATORS = ("vote", "conditioning")
 # Rounds sized for a CPU: a default `sgtui run` of the bundled model takes minutes, not hours
 # (bench/results/). More rounds give more data; pass --rounds.
 SMALL_MODE: dict[str, dict] = {
     "classification": dict(SMALL_COMMON, rounds=20),
     # 1.1: the max-min winner of `sgtui search` over the input-generation temperature
     # (bench/results/search.md); the paper's 0.9 came last
-    "generation": dict(SMALL_COMMON, rounds=10, gen_temperature=1.1),
+    "generation": dict(SMALL_COMMON, rounds=10, gen_temperature=1.1, consensus="mbr"),
 }
 
 
@@ -157,6 +159,17 @@ class RunParams:
     seed_answer_budget: bool = param(False)
     min_frequency: float = param(0.3, flag="--min-frequency", label="vote min freq", min=0.0,
                                  max=1.0, help="the winner's least share of the vote")
+    consensus: str = param("exact", flag="--consensus", label="consensus", choices=CONSENSUS,
+                           help="generation tasks: the exact-match vote (the paper), or the "
+                                "answer the others agree with most (minimum Bayes risk under "
+                                "ROUGE-L)")
+    min_agreement: float = param(0.5, flag="--min-agreement", label="mbr min agree", min=0.0,
+                                 max=1.0,
+                                 help="consensus mbr: the chosen answer's least mean ROUGE-L "
+                                      "to the other answers")
+    annotator: str = param("vote", flag="--annotator", label="annotator", choices=ANNOTATORS,
+                           help="classification tasks: the model's vote on each input, or the "
+                                "label each input was generated for (no answers drawn)")
     balance_classes: bool = param(True, label="balance")
     # fewer distinct labels than this: class balancing keeps none
     min_labels: int = param(1, min=1)

@@ -262,6 +262,46 @@ def save(store, run_id: int | None, system: str, split: str, result: EvalResult,
                           result.items)
 
 
+def which_model(base: float, tuned: float, adapter: str | None = None) -> str:
+    """Which model to use, in plain words: `sgtui run`'s last line and the Evaluate page's
+    verdict. A fine-tune that does no better than its base is not worth its adapter."""
+    if tuned > base:
+        where = f" (adapter: {adapter})" if adapter else ""
+        return (f"use the fine-tune: it scored {tuned:.1f}, {tuned - base:+.1f} over the base "
+                f"model's {base:.1f}{where}")
+    if tuned == base:
+        return (f"the fine-tune is no better than the base model ({tuned:.1f} against "
+                f"{base:.1f}): keep using the base model")
+    return (f"the fine-tune is worse than the base model ({tuned:.1f} against {base:.1f}): "
+            "keep using the base model")
+
+
+METRIC_NAMES = {"rouge": "ROUGE-L", "exact_match": "exact match"}
+
+
+def is_fine_tune(system: str) -> bool:
+    """A stored system that is the run's fine-tune: `self-guide`, or one epoch's checkpoint."""
+    return system == "self-guide" or system.startswith("epoch-")
+
+
+def fine_tune_against_base(store, run_id: int) -> tuple[dict, dict] | None:
+    """(fine-tune evaluation, base evaluation) of run `run_id`: its latest fine-tune evaluation
+    that has a base evaluation on the same split and metric, and the latest such base. The base
+    is looked for under the run (where `sgtui run` and `sgtui eval --run` store it), then among
+    evaluations stored without a run of the run's own model (`sgtui eval` without --run).
+    None when the run has no such pair."""
+    own = store.evals(run_id)
+    model = store.run(run_id)["model"] if own else None
+    runless = [e for e in store.evals(None) if e["model"] == model] if model else []
+    for tuned in reversed([e for e in own if is_fine_tune(e["system"])]):
+        for pool in (own, runless):
+            bases = [e for e in pool if e["system"] == "base" and e["split"] == tuned["split"]
+                     and e["metric"] == tuned["metric"]]
+            if bases:
+                return tuned, bases[-1]
+    return None
+
+
 def comparison_table(rows: Sequence[tuple[str, EvalResult]]) -> str:
     """A plain-text table: system, metric, score (x100), delta against the "base" system, n."""
     base = next((r.score for s, r in rows if s == "base"), None)

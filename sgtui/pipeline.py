@@ -186,6 +186,9 @@ class SynthesisRun:
         done = total - len(pending)
         if not pending:
             return
+        if self.task.is_classification and p.annotator == "conditioning":
+            self._annotate_by_conditioning(pending, done, total)
+            return
         max_tokens = p.ann_max_tokens
         if p.seed_answer_budget:  # the budget evaluation gives
             from .evaluation import answer_budget
@@ -222,6 +225,25 @@ class SynthesisRun:
             close = getattr(stream, "close", None)
             if close:
                 close()
+
+    def _annotate_by_conditioning(self, pending: list[dict], done: int, total: int) -> None:
+        """Classification without the model's vote: each input's label is the one it was
+        generated for (ZeroGen, SuperGen; docs/METHOD.md). The bundled model's own labels carry
+        no signal (bench/results/label_signal.md), and a vote on them gives one label to nearly
+        every input; the conditioning label at least says what the input was written to be.
+        No answers are drawn, so this stage takes no model time."""
+        for s in pending:
+            label = s["pseudo_label"]
+            ok = label in self.task.labels
+            self.store.update_sample(
+                s["id"], stage="annotated", candidates=[], votes={}, output=label if ok else None,
+                label=label if ok else None, status="kept" if ok else "filtered",
+                filter=None if ok else "label",
+                reason=None if ok else f"generated for {label!r}, which is not a label")
+            self.emit(SampleEvent(self.store.sample(s["id"])))
+            done += 1
+            self._progress("annotate", done, total)
+            self._check_stop()
 
     def finalize(self) -> None:
         kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")

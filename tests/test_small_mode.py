@@ -82,3 +82,26 @@ def test_annotation_warnings():
     copies = [{"input": f"text number {i}", "output": f"text number {i}"} for i in range(6)]
     assert "copied its input for 6 of 6" in annotation_warnings(g, copies)[0]
     assert annotation_warnings(g, []) == ["no sample survived annotation; there is nothing to train on"]
+
+
+def test_conditioning_annotator_labels_each_input_with_its_pseudo_label(llama, tmp_path):
+    """A real run of the bundled model: `--annotator conditioning` draws no answers; each kept
+    input is labelled with the label its prompt asked for, and the classes are balanced."""
+    from sgtui.store import Store
+    from sgtui.synthesis import create_run, run_synthesis
+    store = Store(tmp_path / "c.db")
+    params = RunParams.defaults_for("classification", "small").override(
+        rounds=2, annotator="conditioning")
+    rid = create_run(store, CLS, params, "model.gguf", "llama-cpp")
+    summary = run_synthesis(store, rid, llama, lambda e: None)
+    annotated = store.samples(rid, "stage = 'annotated'")
+    assert annotated, "no input survived the input filters"
+    for s in annotated:
+        assert s["candidates"] == [] and s["pseudo_label"] in CLS.labels
+        assert s["label"] == s["output"] == s["pseudo_label"]
+    pairs = store.training_pairs(rid)
+    labels = [p["label"] if isinstance(p, dict) and "label" in p else None for p in pairs]
+    kept = store.samples(rid, "stage = 'annotated' and status = 'kept'")
+    counts = {lab: sum(1 for s in kept if s["label"] == lab) for lab in {s["label"] for s in kept}}
+    assert len(set(counts.values())) <= 1, counts  # balanced by the conditioning label
+    assert summary["kept"] == len(kept) and labels is not None

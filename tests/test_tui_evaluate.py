@@ -1,9 +1,12 @@
-"""The Evaluate page: before/after per metric, and base vs fine-tuned per sample."""
+"""The Evaluate page: before/after per metric, which model to use in plain words, and base vs
+fine-tuned per sample."""
 
 from __future__ import annotations
 
 import pytest
 from fakes import add_evaluations, make_app, make_reviewed_run, screen_text, settle
+
+from sgtui.store import Store
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,3 +45,44 @@ async def test_no_evaluation_yet_says_how(tmp_path):
         await pilot.press("5")
         await settle(app, pilot)
         assert f"sgtui eval --run {rid}" in screen_text(app)
+
+
+def add_scores(db, run_id: int, base: float, tuned: float) -> None:
+    """A base and a fine-tuned (self-guide) ROUGE-L score on one split, two items each."""
+    store = Store(db)
+    for system, score in (("base", base), ("self-guide", tuned)):
+        items = [
+            {"input": f"text {i}", "gold": "Good day.", "prediction": "Hi.", "score": score}
+            for i in range(2)
+        ]
+        store.add_eval(run_id, system, "formal.eval.jsonl", "rouge", score, {}, "m.gguf", items)
+    store.close()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_a_worse_fine_tune_is_called_worse(tmp_path, size):
+    db = tmp_path / "w.db"
+    rid = make_reviewed_run(db)
+    add_scores(db, rid, base=29.9, tuned=24.6)
+    app = make_app(db)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("5")
+        await settle(app, pilot)
+        shown = " ".join(screen_text(app).split())  # words wrapped over lines joined again
+        assert (
+            "formal.eval.jsonl · rouge: the fine-tune is worse than the base model "
+            "(24.6 against 29.9): keep using the base model"
+        ) in shown
+
+
+async def test_a_better_fine_tune_is_recommended(tmp_path):
+    db = tmp_path / "b.db"
+    rid = make_reviewed_run(db)
+    add_scores(db, rid, base=24.6, tuned=29.9)
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("5")
+        await settle(app, pilot)
+        shown = " ".join(screen_text(app).split())
+        assert "use the fine-tune: it scored 29.9, +5.3 over the base model's 24.6" in shown
+        assert "worse" not in shown

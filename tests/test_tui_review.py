@@ -131,3 +131,96 @@ async def test_review_while_generation_runs(tmp_path):
         # the mark survived the pipeline's later updates of the same sample
         assert marks(db, app.current_run_id)[first] == "discard"
         assert page.rows[first]["mark"] == "discard"
+
+
+LONG_INPUT = (
+    "hey can u send me the report by tmrw, i need it for the meeting w/ the boss and honestly "
+    "its kinda urgent so pls dont forget ok thx"
+)
+LONG_ANSWER = (
+    "Could you please send me the report by tomorrow? I need it for the meeting with my manager, "
+    "and it is rather urgent, so I would be grateful if you remembered."
+)
+
+
+def make_long_run(db) -> int:
+    """A formal-rewrite run whose first sample has a long input and a ~150-character answer."""
+    from sgtui.config import RunParams
+    from sgtui.paths import REPO_DATA
+    from sgtui.synthesis import create_run
+    from sgtui.task import load_task
+
+    store = Store(db)
+    task = load_task(REPO_DATA / "tasks" / "formal-rewrite.toml")
+    rid = create_run(store, task, RunParams.defaults_for(task.type), "fake.gguf", "llama-cpp")
+    for slot, (inp, out) in enumerate(
+        [(LONG_INPUT, LONG_ANSWER), ("yo whats up", "Good afternoon, how are you?")]
+    ):
+        store.add_sample(
+            rid,
+            round=0,
+            slot=slot,
+            stage="annotated",
+            input=inp,
+            raw_output=inp,
+            candidates=[out, "Send it."],
+            output=out,
+            status="kept",
+        )
+    store.update_run(rid, status="done", stage="done")
+    store.close()
+    return rid
+
+
+def drawn(app, widget) -> str:
+    """The text drawn on screen where `widget` is, lines joined by spaces: what a person sees
+    there, cut off wherever the widget is cut off."""
+    r = widget.region
+    strips = app.screen._compositor.render_strips()[r.y : r.bottom]
+    return " ".join(" ".join(s.crop(r.x, r.right).text.split()) for s in strips).strip()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_the_whole_answer_is_shown_beside_its_input(tmp_path, size):
+    db = tmp_path / "long.db"
+    make_long_run(db)
+    app = make_app(db)
+    async with app.run_test(size=size) as pilot:
+        await open_review(pilot)
+        await settle(app, pilot)
+        page = app.page("review")
+        assert page.current()["output"] == LONG_ANSWER
+        box = page.query_one("#rev-detail-box")
+        inp, ans = page.query_one("#rev-input"), page.query_one("#rev-answer")
+        # side by side, both inside the part of the detail pane that is on screen
+        assert inp.region.y == ans.region.y and inp.region.right <= ans.region.x
+        assert box.content_region.contains_region(ans.region)
+        assert box.content_region.contains_region(inp.region)
+        assert drawn(app, ans) == "answer: " + LONG_ANSWER
+        assert drawn(app, inp) == "input: " + LONG_INPUT
+
+
+async def test_the_answer_column_shares_the_width_with_the_input(tmp_path):
+    db = tmp_path / "cols.db"
+    make_long_run(db)
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_review(pilot)
+        lines = screen_text(app).splitlines()
+        header = next(line for line in lines if line.startswith(" mark"))
+        row = next(line for line in lines if LONG_INPUT[:10] in line)
+        start = header.index("answer")
+        cell = row[start:].rstrip().rstrip("…")
+        assert len(cell) > 14 and LONG_ANSWER.startswith(cell), row
+        assert header.index("answer") - header.index("input") > 14  # the input keeps its share
+
+
+async def test_short_labels_leave_the_width_to_the_input(tmp_path):
+    db = tmp_path / "short.db"
+    make_reviewed_run(db)
+    app = make_app(db)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_review(pilot)
+        text = screen_text(app)
+        # a label answer needs no more than its column's least width
+        assert "The blender is loud but it crushes ice in a few seconds." in text

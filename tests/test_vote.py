@@ -85,3 +85,35 @@ def test_a_run_whose_annotator_gave_one_label_has_nothing_to_train(tmp_path):
                if hasattr(n, "text"))
     store.mark(ids[0], "keep")
     assert [s["id"] for s in store.training_pairs(rid)] == [ids[0]]
+
+
+def test_mbr_chooses_the_answer_the_others_agree_with():
+    from sgtui.vote import mbr_vote
+    cands = ["the meeting is moved to friday afternoon",
+             "the meeting was moved to friday",
+             "we moved the meeting to friday afternoon",
+             "ok",
+             "ok"]
+    r = mbr_vote(cands, [], 0.0)
+    # the exact vote would take the generic repeated "ok"; MBR takes the central paraphrase
+    assert self_consistency_vote(cands).winner == "ok"
+    assert r.winner == "the meeting is moved to friday afternoon"
+    assert 0 < r.agreement < 1 and r.survivors == 5
+
+
+def test_mbr_threshold_is_on_agreement():
+    from sgtui.vote import mbr_vote
+    scattered = ["red apples grow here", "a quantum lattice", "tomorrow we sail", "blue"]
+    r = mbr_vote(scattered, [], 0.5)
+    assert r.winner is None and "no consensus" in r.reason and r.agreement < 0.5
+    same = ["the cat sat", "the cat sat", "the cat sat down"]
+    r = mbr_vote(same, [], 0.5)
+    assert r.winner == "the cat sat" and r.agreement > 0.9
+
+
+def test_mbr_filters_and_lone_survivor():
+    from sgtui.vote import mbr_vote
+    r = mbr_vote(["input x", "", "fine answer"], [NoiseFilter(("input",))], 0.5)
+    assert r.winner == "fine answer" and r.agreement == 1.0
+    assert r.dropped == {"noise": 1, "empty": 1}
+    assert mbr_vote(["", None], []).winner is None

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from ..evaluation import which_model
 from ..store import Store
 from .messages import Loaded
 from .widgets import Page, short
@@ -41,6 +42,16 @@ def score_table(evals: list[dict]) -> tuple[list[str], list[tuple[str, str, dict
                 table.setdefault((e["split"] or "", name), {})[e["system"]] = float(value)
     systems.sort(key=lambda s: (ORDER.get(s, 9), s))
     return systems, [(split, metric, v) for (split, metric), v in table.items()]
+
+
+def verdict(base: dict, tuned: dict) -> Text:
+    """One line under the head: which model to use on this split, in the words `sgtui run`
+    ends with, red where the fine-tune is worse than its base."""
+    b, t = base["score"], tuned["score"]
+    style = "bold green" if t > b else "bold red" if t < b else "bold yellow"
+    return Text.assemble(
+        "\n", (f"{base['split'] or '?'} · {base['metric']}: ", "dim"), (which_model(b, t), style)
+    )
 
 
 class EvaluatePage(Page):
@@ -170,6 +181,8 @@ class EvaluatePage(Page):
             )
         else:
             head.append(f"run {self.run_id} · {len(self.evals)} evaluations", style="bold")
+            for base, tuned in self.pairs:
+                head.append_text(verdict(base, tuned))
         self.query_one("#eval-head", Static).update(head)
         self._render_scores()
         self._render_items()

@@ -1,6 +1,7 @@
 """The Review screen: keep or discard samples one by one or by filter reason, search, and a
-detail pane with the candidate answers and their votes. Works while generation runs: new
-samples join the list as they arrive. Every mark is written (and committed) at once."""
+detail pane with the sample's input and answer in full, side by side, then the candidate
+answers and their votes. Works while generation runs: new samples join the list as they
+arrive. Every mark is written (and committed) at once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Static
 
 from ..store import Store
@@ -89,12 +90,17 @@ class ReviewPage(Page):
                 Column("mark", "mark", 4),
                 Column("id", "id", 5),
                 Column("status", "status", 15),
-                Column("input", "input", 34, flex=True),
-                Column("answer", "answer", 14),
+                # input and answer share the rest: a person judges an answer beside its input
+                Column("input", "input", 20, flex=True),
+                Column("answer", "answer", 14, flex=True),
             ],
             id="rev-table",
         )
         with VerticalScroll(id="rev-detail-box"):
+            yield Static(id="rev-detail-head")
+            with Horizontal(id="rev-pair"):
+                yield Static(id="rev-input")
+                yield Static(id="rev-answer")
             yield Static(id="rev-detail")
 
     def on_mount(self) -> None:
@@ -234,9 +240,13 @@ class ReviewPage(Page):
         if shown == getattr(self, "_detail_shown", None):
             return  # a batch of other samples arrived; this one did not change
         self._detail_shown = shown
+        head = self.query_one("#rev-detail-head", Static)
+        pair = self.query_one("#rev-pair", Horizontal)
         box = self.query_one("#rev-detail", Static)
         if row is None:
-            box.update(Text("Nothing to show here." if self.run_id else "", style="dim"))
+            head.update(Text("Nothing to show here." if self.run_id else "", style="dim"))
+            pair.display = False
+            box.update("")
             return
         t = Text()
         t.append(f"#{row['id']} ", style="bold")
@@ -251,11 +261,21 @@ class ReviewPage(Page):
         )
         if row.get("pseudo_label"):
             t.append(f"  asked for: {row['pseudo_label']}", style="dim")
-        t.append("\ninput: ", style="bold")
-        t.append((row.get("input") or "") + "\n")
-        if row.get("output"):
-            t.append("answer: ", style="bold")
-            t.append(answer_of(row) + "\n", style="green")
+        head.update(t)
+        pair.display = True
+        self.query_one("#rev-input", Static).update(
+            Text.assemble(("input: ", "bold"), row.get("input") or "")
+        )
+        answer = (
+            Text.assemble(("answer: ", "bold"), (answer_of(row), "green"))
+            if row.get("output")
+            else Text.assemble(
+                ("answer: ", "bold"),
+                ("none: filtered out" if row.get("status") == "filtered" else "none yet", "dim"),
+            )
+        )
+        self.query_one("#rev-answer", Static).update(answer)
+        t = Text()
         votes = row.get("votes") or {}
         if votes:
             t.append("votes: ", style="bold")
@@ -263,6 +283,7 @@ class ReviewPage(Page):
         for i, cand in enumerate(row.get("candidates") or [], 1):
             t.append(f"  {i}. ", style="dim")
             t.append(short(cand, 200) + "\n")
+        t.rstrip()
         box.update(t)
 
     # -- marks --------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ Textual's DataTable renders every visible cell through Rich again after any chan
 samples arriving several times a second that alone kept a small machine's UI thread busy. This
 table draws a line in microseconds, so adding or updating rows stays cheap however often they
 come. It has a fixed header, a row cursor, keys, and mouse selection.
+
+Flexible columns share the width left over by the fixed ones: the narrowest grows first, and
+none grows past its longest cell, so a column of short labels leaves the room to the others.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ Cell = tuple[str, str]  # (text, Rich style string)
 class Column:
     key: str
     label: str
-    width: int  # the least width; the flex column (else the last) takes what is left
+    width: int  # the least width; flex columns (else the last) share what is left
     flex: bool = False
 
 
@@ -75,6 +78,12 @@ class RowTable(ScrollView, can_focus=True):
         self._index: dict[str, int] = {}
         self._cells: dict[str, tuple[Cell, ...]] = {}
         self.cursor = 0
+        flex = [i for i, c in enumerate(columns) if c.flex] or [len(columns) - 1]
+        self._flex = flex
+        # the longest cell seen per flex column since the last clear (it only grows, so an
+        # update or a removal never costs a scan of every row)
+        self._longest = {i: cell_len(columns[i].label) for i in flex}
+        self._widths_cache: tuple[tuple, list[int]] | None = None
 
     # -- data ---------------------------------------------------------------------------------
     @property
@@ -98,6 +107,7 @@ class RowTable(ScrollView, can_focus=True):
         self._index[key] = len(self._keys)
         self._keys.append(key)
         self._cells[key] = cells
+        self._measure(cells)
         self._resized()
         if len(self._keys) == 1:
             self.post_message(self.Highlighted(self, key))
@@ -105,6 +115,7 @@ class RowTable(ScrollView, can_focus=True):
     def update_row(self, key: str, cells: tuple[Cell, ...]) -> None:
         if self._cells.get(key) != cells:
             self._cells[key] = cells
+            self._measure(cells)
             self.refresh()
 
     def remove_row(self, key: str) -> None:
@@ -123,6 +134,7 @@ class RowTable(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self._keys, self._index, self._cells = [], {}, {}
+        self._longest = {i: cell_len(self.columns[i].label) for i in self._flex}
         self.cursor = 0
         self.scroll_to(y=0, animate=False)
         self._resized()
@@ -173,11 +185,39 @@ class RowTable(ScrollView, can_focus=True):
         self.virtual_size = Size(event.size.width, len(self._keys) + 1)
 
     # -- drawing ------------------------------------------------------------------------------
+    def _measure(self, cells: tuple[Cell, ...]) -> None:
+        for i in self._flex:
+            if i < len(cells):
+                n = cell_len(cells[i][0])
+                if n > self._longest[i]:
+                    self._longest[i] = n
+
     def _widths(self, total: int) -> list[int]:
+        key = (total, tuple(self._longest.values()))
+        if self._widths_cache is None or self._widths_cache[0] != key:
+            self._widths_cache = (key, self._share(total))
+        return self._widths_cache[1]
+
+    def _share(self, total: int) -> list[int]:
+        """Column widths for `total` cells: the flex columns share the spare width, the
+        narrowest first, each up to its longest cell; what none of them can use goes to the
+        first. Too narrow a table takes the shortfall from the widest flex column."""
         widths = [c.width for c in self.columns]
-        grow = next((i for i, c in enumerate(self.columns) if c.flex), len(widths) - 1)
         spare = total - sum(widths) - len(widths)  # one space before each column
-        widths[grow] = max(widths[grow] + spare, 1)
+        want = self._longest
+        while spare < 0:
+            widest = max(self._flex, key=lambda i: widths[i])
+            if widths[widest] <= 1:
+                break
+            widths[widest] -= 1
+            spare += 1
+        while spare > 0:
+            growing = [i for i in self._flex if widths[i] < want[i]]
+            if not growing:
+                widths[self._flex[0]] += spare
+                break
+            widths[min(growing, key=lambda i: widths[i])] += 1
+            spare -= 1
         return widths
 
     def _line(self, cells: list[Cell], widths: list[int], base: Style) -> list[Segment]:
