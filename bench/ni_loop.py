@@ -6,8 +6,7 @@ fine-tuned model through llama.cpp with the exported adapter. Writes a markdown 
 raw figures to bench/results/. Results are kept per (task, mode) in the JSON file, so an
 interrupted benchmark continues where it stopped.
 
-    .venv/bin/python bench/ni_loop.py --tasks task937,task200,task1195,task036 \
-        --rounds 10 --eval-limit 50
+    .venv/bin/python bench/ni_loop.py --tasks task937,task200,task1195,task036 --rounds 10
 """
 from __future__ import annotations
 
@@ -201,7 +200,9 @@ def main() -> int:
                     help="paper-mode rounds (default: the paper's 40 / 20; a paper-mode round "
                          "is ten 500-token completions, minutes each on a CPU)")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--eval-limit", type=int, default=50)
+    ap.add_argument("--eval-limit", type=int, default=200,
+                    help="rows scored per split: the first N of a seeded shuffle, or all "
+                         "where fewer (default 200)")
     ap.add_argument("--select", action="store_true",
                     help="also choose the epoch (0 = no fine-tune) on the validation split")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ni_loop"))

@@ -2,11 +2,14 @@
 the small mode over every NI task the loop benchmark finished.
 
 The loop benchmark with --select (bench/ni_loop.py) scores, for each task, the base model and
-each epoch's checkpoint of the small-mode training on the first 50 rows of a seeded shuffle of
-the validation split. That is exactly the cell `sgtui search` measures for the configuration
-{"mode": "small", "epochs": e} (sgtui.search.real_measure: same rows, same training, the
-checkpoint after e epochs). This script feeds those cells through sgtui.search.run_search, so
-the ranking is the search's own max-min code, over all the tasks instead of a few.
+each epoch's checkpoint of the small-mode training on the first --eval-limit rows of a seeded
+shuffle of the validation split (50 in bench/results/ni_loop.json). That is the cell `sgtui
+search` measures for the configuration {"mode": "small", "epochs": e} with that --eval-limit
+and the one training seed 42 (sgtui.search.real_measure: same rows, the checkpoint after e
+epochs, from a synthesis and training of its own). This script feeds those cells through
+sgtui.search.run_search as one-seed cells, so the ranking is the search's own max-min code,
+over all the tasks instead of a few. A live search's cells show the mean ± sd over their
+seeds.
 
     .venv/bin/python bench/search.py --live-db bench/.work-search/search.db --live-name gen
 """
@@ -22,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from machine import describe  # noqa: E402  (bench/machine.py)
-from sgtui.search import rank, run_search  # noqa: E402
+from sgtui.search import cell_scores, mean_sd, rank, run_search  # noqa: E402
 from sgtui.store import Store  # noqa: E402
 
 
@@ -31,7 +34,7 @@ def loop_cells(results: dict) -> tuple[list[dict], list[str], callable]:
              and r.get("small", {}).get("selected")]
     configs = [{"mode": "small", "epochs": e} for e in (1, 2, 3)]
 
-    def measure(config: dict, task: str) -> dict:
+    def measure(config: dict, task: str, seed: int, note) -> dict:
         r = results[task]
         val = {int(k): v for k, v in r["small"]["selected"]["val_scores"].items()}
         return {"task_type": r["type"], "base": val[0], "score": val.get(config["epochs"]),
@@ -39,11 +42,17 @@ def loop_cells(results: dict) -> tuple[list[dict], list[str], callable]:
     return configs, tasks, measure
 
 
+def mean_sd_text(scores: list[float]) -> str:
+    mean, sd = mean_sd(scores)
+    return f"{mean:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
+
+
 def ranking_lines(ranking, title: str) -> list[str]:
-    lines = [f"### {title}", "", "| task type | configuration | minimum Δ | Δ per task |",
-             "|---|---|---|---|"]
+    lines = [f"### {title}", "", "| task type | configuration | minimum Δ | Δ per task "
+             "(score: mean ± sd over seeds) |", "|---|---|---|---|"]
     for r in ranking:
-        per = ", ".join(f"{t} {d:+.1f}" for t, d in sorted(r.deltas.items()))
+        per = ", ".join(f"{t} {d:+.1f} ({mean_sd_text(r.scores[t])})"
+                        for t, d in sorted(r.deltas.items()))
         lines.append(f"| {r.task_type} | `{json.dumps(r.config, sort_keys=True)}` | "
                      f"{r.min_delta:+.1f} | {per} |")
     return lines + [""]
@@ -63,9 +72,10 @@ def main() -> int:
              "Δ: score minus the base model's few-shot score on the same validation rows "
              "(x100; exact match for classification, word-level ROUGE-L for generation). "
              "A configuration ranks by its minimum Δ over the tasks of its type.", "",
-             f"Machine: {describe()}. Each cell: the first 50 rows of a seeded shuffle of the "
-             "task's validation split, greedy, through llama.cpp; the other parameters the "
-             "defaults of their time (docs/METHOD.md, docs/TRAINING.md).", ""]
+             f"Machine: {describe()}. Each cell: the first --eval-limit rows of a seeded shuffle "
+             "of the task's validation split, greedy, through llama.cpp, one score per "
+             "training seed; the other parameters the defaults of their time (docs/METHOD.md, "
+             "docs/TRAINING.md).", ""]
     store = Store(args.live_db) if args.live_db else None
     for i, name in enumerate(args.live_name if store else []):
         cells = list(store.db["search_cells"].rows_where("search = ?", [name]))
@@ -73,17 +83,25 @@ def main() -> int:
                                f"Live `sgtui search --name {name}` ({len(cells)} cells)")
         if i < len(args.live_command):
             lines += [f"Command: `{args.live_command[i]}`", ""]
-        lines += ["| task | configuration | base | score | kept | minutes |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| task | configuration | base | score per seed | mean ± sd | kept | minutes |",
+                  "|---|---|---|---|---|---|---|"]
         for c in cells:
             cell = json.loads(c["cell"])
-            lines.append(f"| {c['task']} | `{c['config']}` | {c['base']:.1f} | {c['score']:.1f} "
-                         f"| {cell.get('kept', '—')} | {cell.get('minutes', 0):.1f} |")
+            if c["score"] is None:  # stopped before its first seed was scored
+                continue
+            scores = cell_scores(c)
+            pending = f" ({len(cell['pending'])} seed(s) to go)" if cell.get("pending") else ""
+            lines.append(f"| {c['task']} | `{c['config']}` | {c['base']:.1f} | "
+                         f"{' / '.join(f'{x:.1f}' for x in scores)} | "
+                         f"{mean_sd_text(scores)}{pending} | {cell.get('kept', '—')} | "
+                         f"{cell.get('minutes', 0):.1f} |")
         lines.append("")
     results = json.loads(Path(args.loop).read_text())
     configs, tasks, measure = loop_cells(results)
     store = Store(":memory:")
-    ranking = run_search(store, "epochs", configs, tasks, measure, log=lambda s: None)
+    # the loop benchmark trained each task once, with the training seed 42
+    ranking = run_search(store, "epochs", configs, tasks, measure, seeds=[42],
+                         log=lambda s: None)
     lines += ranking_lines(ranking, f"The small mode's epochs axis over {len(tasks)} NI tasks "
                                     "(cells from bench/results/ni_loop.json)")
     lines += ["Command: `python bench/search.py " + shlex.join(sys.argv[1:]) + "`", ""]

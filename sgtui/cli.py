@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "rounds, small_filters, epochs")
     p.add_argument("--name", default="default", help="the search's name (resume by reusing it)")
     p.add_argument("--split", default="validation", help="NI split to score on")
-    p.add_argument("--eval-limit", type=int, default=50)
+    p.add_argument("--eval-limit", type=int, default=200,
+                   help="rows each cell is scored on: the first N of a seeded shuffle of the "
+                        "split, or all where fewer (default 200)")
+    p.add_argument("--seeds", default="42,1,2",
+                   help="training seeds: each cell synthesises once and trains once per seed; "
+                        "it ranks by the mean over seeds (default 42,1,2)")
     p.add_argument("--db")
 
     p = sub.add_parser("doctor", help="show the bundled model, backends and data folder")
@@ -265,24 +270,23 @@ def cmd_doctor(args) -> int:
 
 def cmd_search(args) -> int:
     from .paths import bundled_model
-    from .search import DEFAULT_GRID, parse_grid, real_measure, run_search
+    from .search import (DEFAULT_GRID, parse_grid, parse_seeds, ranking_text, real_measure,
+                         run_search)
     if args.eval_limit < 1:
         raise SgtuiError(f"--eval-limit must be at least 1 (got {args.eval_limit})",
-                         fix="give --eval-limit a number of rows, or leave it out (default 50)")
+                         fix="give --eval-limit a number of rows, or leave it out (default 200)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise SgtuiError("--tasks names no task", fix="give comma-separated task files or NI "
                          "task ids, e.g. --tasks task1195,task036")
+    seeds = parse_seeds(args.seeds)
     configs = parse_grid(args.grid or DEFAULT_GRID)
     store = _store(args.db)
     max_epochs = max(c.get("epochs", 3) for c in configs)
     measure = real_measure(store, str(bundled_model()), args.split, args.eval_limit, {},
                            search=args.name, max_epochs=max_epochs)
-    ranking = run_search(store, args.name, configs, tasks, measure)
-    for typ in sorted({r.task_type for r in ranking}):
-        print(f"\n{typ}: configurations by minimum improvement over base few-shot")
-        for r in [r for r in ranking if r.task_type == typ]:
-            print(f"  {r.min_delta:+6.1f}  {json.dumps(r.config, sort_keys=True)}")
+    ranking = run_search(store, args.name, configs, tasks, measure, seeds)
+    print(ranking_text(ranking))
     return 0
 
 

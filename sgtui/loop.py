@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import RunParams
 from .store import Store
@@ -140,3 +141,62 @@ def select_epoch(store: Store, run_id: int, task: Task, val_rows: list[dict], mo
             on_score(k, scores[k])
     best = max(scores, key=lambda k: (scores[k], -k))
     return {"scores": scores, "epoch": best, "adapter": adapters[best]}
+
+
+def train_seeds(store: Store, run_id: int, task: Task, rows: list[dict], model: str,
+                max_tokens: int, seeds: list[int], epochs: int, split: str,
+                max_epochs: int | None = None, on_seed=None) -> dict[int, float]:
+    """Train run `run_id`'s samples once per training seed and score each fine-tune on `rows`,
+    greedy, through llama.cpp: one synthesis, so what differs between seeds is the training
+    alone. Returns {seed: score}.
+
+    Each training runs `max_epochs` epochs (default `epochs`) with the task type's other
+    training defaults and exports the checkpoint after every epoch as a GGUF adapter,
+    export/seed-S-epoch-K-of-M.gguf; a seed scores the checkpoint after `epochs` epochs. A seed
+    whose adapters are already exported is not trained again (a stopped search continues; cells
+    that differ only in epochs share each seed's training), and an interrupted training of the
+    same seed continues from its last checkpoint. on_seed(seed, score) follows each seed."""
+    import backends
+    from . import evaluation as ev
+
+    scores: dict[int, float] = {}
+    for seed in seeds:
+        adapters = _seed_adapters(store, run_id, task, model, seed, epochs, max_epochs or epochs)
+        gen = backends.load_generator("llama-cpp", model, lora_path=str(adapters[epochs]))
+        try:
+            result = ev.evaluate(gen, task, rows, max_tokens=max_tokens)
+        finally:
+            gen.close()
+        ev.save(store, run_id, f"seed-{seed}-epoch-{epochs}", split, result,
+                f"{model} + {adapters[epochs]}")
+        scores[seed] = result.score
+        if on_seed:
+            on_seed(seed, result.score)
+    return scores
+
+
+def _seed_adapters(store: Store, run_id: int, task: Task, model: str, seed: int, epochs: int,
+                   max_epochs: int) -> dict[int, Path]:
+    """{epoch: GGUF adapter} of training seed `seed` on run `run_id`, training it only when
+    its adapters are not all exported yet. The checkpoints folder holds one training at a time
+    (a new training clears it), hence the per-seed exports."""
+    from .cli_train import train_run
+    from .export import export_gguf
+    from .training import TrainParams, checkpoints_dir, interrupted_training, run_dir
+
+    if not 1 <= epochs <= max_epochs:
+        raise ValueError(f"epochs {epochs} outside 1..{max_epochs}")
+    export = run_dir(store, run_id) / "export"
+    paths = {k: export / f"seed-{seed}-epoch-{k}-of-{max_epochs}.gguf"
+             for k in range(1, max_epochs + 1)}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    params = TrainParams.for_task(task.type).override(seed=seed, epochs=max_epochs)
+    meta = interrupted_training(run_dir(store, run_id))
+    # continue the folder's training only when it is this seed's; another's is started anew
+    same = meta is not None and TrainParams.from_dict(meta["params"]) == params
+    train_run(str(store.path), run_id, params, resume=same, quiet=True)
+    for k in trained_epochs(store, run_id):
+        if k in paths:
+            export_gguf(checkpoints_dir(store, run_id) / f"epoch-{k}", model, paths[k])
+    return paths

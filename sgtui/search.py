@@ -2,17 +2,20 @@
 
 Every configuration of a small grid runs the whole loop on every validation task; a
 configuration scores the MINIMUM, over the tasks of one type, of its improvement over the base
-few-shot score (the max-min criterion), and the best configuration per task type wins. Every
-cell (search, configuration, task) is stored in SQLite as soon as it is measured, so a search
-that stops continues where it stopped.
+few-shot score (the max-min criterion), and the best configuration per task type wins. A
+cell (search, configuration, task) synthesises once and trains once per training seed; its
+improvement is the mean over seeds minus the base, since one training's score moves by as much
+as the gaps between configurations. Every seed's score is stored in SQLite as soon as it is
+measured, so a search that stops continues where it stopped, without training a seed again.
 """
 from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 from .errors import SgtuiError
 from .store import Store, now
@@ -50,6 +53,26 @@ def parse_grid(spec: str) -> list[dict]:
     return configs
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """--seeds "42,1,2" -> [42, 1, 2]: each a seed a training accepts, none twice."""
+    from .training import TrainParams
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            seed = int(part)
+            TrainParams(seed=seed).validate()
+        except (ValueError, SgtuiError):
+            raise SgtuiError(f"--seeds: {part!r} is not a training seed (a whole number from 0 "
+                             f"to {2**32 - 1})", fix="give comma-separated seeds, e.g. "
+                             "--seeds 42,1,2") from None
+        if seed not in seeds:
+            seeds.append(seed)
+    if not seeds:
+        raise SgtuiError("--seeds names no seed",
+                         fix="give comma-separated training seeds, e.g. --seeds 42,1,2")
+    return seeds
+
+
 def check_config(config: dict) -> None:
     """Refuse a grid value that a run or a training would refuse, before hours of search."""
     from .config import MODES, RunParams
@@ -71,50 +94,142 @@ def config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+DEFAULT_SEEDS = (42, 1, 2)
+
+
 @dataclass
 class Ranking:
     task_type: str
     config: dict
     min_delta: float
-    deltas: dict[str, float]
+    deltas: dict[str, float]  # task -> mean over seeds - base
+    scores: dict[str, list[float]] = field(default_factory=dict)  # task -> one score per seed
+    bases: dict[str, float] = field(default_factory=dict)
+
+
+def mean_sd(scores: list[float]) -> tuple[float, float | None]:
+    """The mean and the sample standard deviation (None for one seed)."""
+    return statistics.fmean(scores), (statistics.stdev(scores) if len(scores) > 1 else None)
+
+
+def cell_scores(row: dict) -> list[float]:
+    """A stored cell's score per training seed; a cell of an older search, which trained once,
+    is one seed."""
+    cell = json.loads(row["cell"] or "{}")
+    if "scores" in cell:
+        return list(cell["scores"].values())
+    return [row["score"]]
+
+
+def _pending(row: dict) -> bool:
+    return bool(json.loads(row["cell"] or "{}").get("pending"))
 
 
 def rank(store: Store, search: str) -> list[Ranking]:
-    """Configurations ranked by their minimum improvement, per task type, best first (a tie
-    goes to the higher mean improvement). Only configurations measured on every task of that
-    type are ranked."""
-    rows = list(store.db["search_cells"].rows_where("search = ?", [search]))
+    """Configurations ranked by their minimum improvement (mean over seeds minus base), per
+    task type, best first (a tie goes to the higher mean improvement). Only configurations
+    measured on every task of that type are ranked; a cell stopped between seeds is not."""
+    rows = [r for r in store.db["search_cells"].rows_where("search = ?", [search])
+            if not _pending(r)]
     tasks: dict[str, set] = {}
-    by: dict[tuple[str, str], dict[str, float]] = {}
+    by: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         tasks.setdefault(r["task_type"], set()).add(r["task"])
-        by.setdefault((r["task_type"], r["config"]), {})[r["task"]] = r["delta"]
-    out = [Ranking(t, json.loads(c), min(d.values()), d) for (t, c), d in by.items()
-           if set(d) == tasks[t]]
+        by.setdefault((r["task_type"], r["config"]), []).append(r)
+    out = []
+    for (t, c), cells in by.items():
+        deltas = {r["task"]: r["delta"] for r in cells}
+        if set(deltas) == tasks[t]:
+            out.append(Ranking(t, json.loads(c), min(deltas.values()), deltas,
+                               {r["task"]: cell_scores(r) for r in cells},
+                               {r["task"]: r["base"] for r in cells}))
     # a tie on the minimum goes to the higher mean improvement
     return sorted(out, key=lambda r: (r.task_type, -r.min_delta,
                                       -sum(r.deltas.values()) / len(r.deltas)))
 
 
+def ranking_text(ranking: list[Ranking]) -> str:
+    """The ranking as `sgtui search` prints it: per task type, each configuration's minimum
+    improvement, then per task the base, the mean ± sd over seeds and the improvement."""
+    lines: list[str] = []
+    for typ in sorted({r.task_type for r in ranking}):
+        lines += ["", f"{typ}: configurations by their minimum over tasks of (mean over seeds "
+                      "- base); per task: base, mean ± sd over seeds, improvement"]
+        for r in (r for r in ranking if r.task_type == typ):
+            lines.append(f"  {r.min_delta:+6.1f}  {json.dumps(r.config, sort_keys=True)}")
+            for task, scores in sorted(r.scores.items()):
+                mean, sd = mean_sd(scores)
+                spread = f"± {sd:4.1f}" if sd is not None else "(1 seed)"
+                lines.append(f"          {task:<16} base {r.bases[task]:5.1f}  {mean:5.1f} "
+                             f"{spread}  {r.deltas[task]:+.1f}")
+    return "\n".join(lines)
+
+
+Measure = Callable[[dict, str, int, Callable[[dict], None]], dict]
+
+
 def run_search(store: Store, search: str, configs: list[dict], tasks: list[str],
-               measure: Callable[[dict, str], dict], log: Callable[[str], None] = print) -> list[Ranking]:
-    """measure(config, task) -> {"task_type", "base", "score"}; a score of None (nothing
-    survived to train on) counts as no change from the base."""
-    done = {(r["config"], r["task"]) for r in
-            store.db["search_cells"].rows_where("search = ?", [search], select="config, task")}
+               measure: Measure, seeds: Sequence[int] = DEFAULT_SEEDS,
+               log: Callable[[str], None] = print) -> list[Ranking]:
+    """Measure every cell (configuration, task) once per training seed and rank them.
+
+    measure(config, task, seed, note) -> {"task_type", "base", "score", ...} measures one
+    seed; a score of None (nothing survived to train on) counts as no change from the base.
+    note(fields) stores fields in the cell at once (the synthesis run, before it is trained),
+    so that a stopped cell continues with them. Each seed's score is stored as it comes; the
+    cell's score is the mean over its seeds. A cell already stored is measured only for the
+    seeds it lacks; a cell of an older search (one score, no seeds) counts as done."""
     for config in configs:
-        key = config_key(config)
         for task in tasks:
-            if (key, task) in done:
-                continue
-            cell = measure(config, task)
-            score = cell["score"] if cell.get("score") is not None else cell["base"]
-            store.db["search_cells"].insert({
-                "search": search, "config": key, "task": task, "task_type": cell["task_type"],
-                "base": cell["base"], "score": score, "delta": score - cell["base"],
-                "cell": json.dumps(cell), "created": now()})
-            log(f"{task} {key}: {cell['base']:.1f} -> {score:.1f}")
+            _measure_cell(store, search, config, task, seeds, measure, log)
     return rank(store, search)
+
+
+def _measure_cell(store: Store, search: str, config: dict, task: str, seeds: Sequence[int],
+                  measure: Measure, log: Callable[[str], None]) -> None:
+    """Measure the seeds cell (config, task) lacks, storing it after each."""
+    key = config_key(config)
+    table = store.db["search_cells"]
+    found = list(table.rows_where("search = ? and config = ? and task = ?", [search, key, task]))
+    cell = json.loads(found[0]["cell"] or "{}") if found else {}
+    if found and "scores" not in cell:
+        return  # an older search's cell: one training, one seed
+    scores: dict[str, float] = cell.setdefault("scores", {})
+    todo = [s for s in seeds if str(s) not in scores]
+    if not todo:
+        return
+    # the seeds left to measure: until they are, the cell is not ranked
+    cell["pending"] = todo
+
+    def save() -> None:
+        stats = mean_sd(list(scores.values())) if scores else None
+        if stats is not None:
+            cell["mean"], cell["sd"] = stats
+        mean, base = (stats[0] if stats else None), cell.get("base")
+        table.upsert({"search": search, "config": key, "task": task,
+                      "task_type": cell.get("task_type"), "base": base, "score": mean,
+                      "delta": None if mean is None else mean - base,
+                      "cell": json.dumps(cell), "created": now()},
+                     pk=("search", "config", "task"))
+
+    def note(fields: dict) -> None:
+        cell.update(fields)
+        save()
+
+    for seed in todo:
+        got = measure(config, task, seed, note)
+        score = got["score"] if got.get("score") is not None else got["base"]
+        cell.update({k: v for k, v in got.items() if k not in ("score", "minutes")})
+        cell["minutes"] = cell.get("minutes", 0) + got.get("minutes", 0)
+        scores[str(seed)] = score
+        cell["pending"] = [s for s in cell["pending"] if s != seed]
+        if not cell["pending"]:
+            del cell["pending"]
+        save()
+        log(f"{task} {key} seed {seed}: {got['base']:.1f} -> {score:.1f}")
+    mean, sd = mean_sd(list(scores.values()))
+    log(f"{task} {key}: {cell['base']:.1f} -> {mean:.1f}"
+        + ("" if sd is None else f" ± {sd:.1f}") + f" over {len(scores)} seed(s)")
 
 
 def _without_epochs(config: dict) -> str:
@@ -136,18 +251,24 @@ def shared_run(store: Store, search: str, task: str, config: dict) -> int | None
 
 
 def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: dict,
-                 search: str = "default", max_epochs: int = 3):
-    """The real cell: the whole loop through llama.cpp on one task's validation split. One
-    training of `max_epochs` epochs serves every cell that differs only in epochs (the epochs
-    axis scores checkpoints, as choosing the epoch on validation does; with the learning rate's
-    linear decay, the checkpoint after 1 of 3 epochs is not the same as a 1-epoch training)."""
-    from . import evaluation as ev
-    from .config import DEFAULT_MODE, RunParams
-    from .loop import base_scores, score_epoch, synthesize_and_train, trained_epochs
-    from .task import load_task
-    from .cli_train import _resolve_task
+                 search: str = "default", max_epochs: int = 3) -> Measure:
+    """The real cell, one training seed at a time: the whole loop through llama.cpp on one
+    task's `split` rows (the first `eval_limit` of a seeded shuffle). A cell synthesises once
+    (the run's own generation seed) and trains that run's samples once per training seed
+    (sgtui.loop.train_seeds), every seed scored on the same rows.
 
-    def measure(config: dict, task_name: str) -> dict:
+    Cells that differ only in epochs share the synthesis and each seed's training of
+    `max_epochs` epochs: the epochs axis scores that seed's checkpoint after its own number of
+    epochs, as choosing the epoch on validation does (with the learning rate's linear decay,
+    the checkpoint after 1 of 3 epochs is not the same as a 1-epoch training)."""
+    from . import evaluation as ev
+    from .cli_train import _resolve_task
+    from .config import DEFAULT_MODE, RunParams
+    from .loop import base_scores, train_seeds
+    from .synthesis import create_run
+    from .task import load_task
+
+    def measure(config: dict, task_name: str, seed: int, note: Callable[[dict], None]) -> dict:
         t = time.monotonic()
         task = load_task(_resolve_task(task_name))
         if task_name not in cache:
@@ -162,23 +283,35 @@ def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: d
         params = RunParams.defaults_for(task.type, cfg.pop("mode", DEFAULT_MODE)).override(**cfg)
         share = (task_name, _without_epochs(config))
         rid = cache.get(share) or shared_run(store, search, task_name, config)
-        cell: dict = {"task_type": task.type, "base": base.base, "score": None}
         if rid is None:
-            made = synthesize_and_train(store, task, params, model, max_epochs)
-            rid = made["run"]
-            cell.update(made)
-        elif store.training_pairs(rid) and epochs not in trained_epochs(store, rid):
-            # the shared training was stopped before this epoch: it resumes from its checkpoint
-            from .cli_train import train_run
-            from .training import TrainParams
-            train_run(str(store.path), rid, TrainParams(epochs=max_epochs), resume=True,
-                      quiet=True)
+            rid = create_run(store, task, params, model, "llama-cpp")
         cache[share] = rid
-        cell["run"] = rid
-        cell["kept"] = len(store.training_pairs(rid))
+        note({"task_type": task.type, "base": base.base, "run": rid})  # before it is synthesised
+        cell: dict = {"task_type": task.type, "base": base.base, "score": None, "run": rid,
+                      **_synthesized(store, rid, model)}
         if cell["kept"]:
-            cell["score"], _ = score_epoch(store, rid, epochs, task, rows, model,
-                                           base.max_tokens, split_name)
+            cell["score"] = train_seeds(store, rid, task, rows, model, base.max_tokens, [seed],
+                                        epochs, split_name, max_epochs)[seed]
+        else:
+            cell["note"] = "no sample survived the filters; nothing to train"
         cell["minutes"] = (time.monotonic() - t) / 60
         return cell
     return measure
+
+
+def _synthesized(store: Store, run_id: int, model: str) -> dict:
+    """Synthesise run `run_id`, or finish it where a stopped search left it; returns the
+    cell's account of it: kept (training pairs), candidates, filtered, warnings."""
+    import backends
+    from .synthesis import run_synthesis
+    row = store.run(run_id)
+    if row["status"] == "done":
+        summary = row["summary"]
+    else:
+        gen = backends.load_generator("llama-cpp", model)
+        try:
+            summary = run_synthesis(store, run_id, gen, lambda e: None)
+        finally:
+            gen.close()
+    return {"kept": len(store.training_pairs(run_id)), "candidates": summary.get("candidates"),
+            "filtered": summary.get("filtered"), "warnings": summary.get("warnings")}
