@@ -36,6 +36,25 @@ class Completion:
     finish_reason: str = "stop"  # "stop" | "length"
 
 
+@dataclass(frozen=True)
+class TokenScore:
+    """How likely a continuation is after a prompt: `logprob` is log P(continuation | prompt),
+    the sum of the natural-log probabilities of the continuation's tokens (each given the
+    prompt and the continuation's tokens before it), `n_tokens` how many tokens it has."""
+
+    logprob: float
+    n_tokens: int
+
+    @property
+    def mean(self) -> float:
+        """The log-probability per token (0.0 for an empty continuation)."""
+        return self.logprob / max(self.n_tokens, 1)
+
+
+class ScoreStopped(Exception):
+    """score() gave up because the stop event it was given was set."""
+
+
 @dataclass
 class ChatMessage:
     role: str
@@ -59,6 +78,17 @@ class Generator(Protocol):
 
     def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         """Render messages with the model's own chat template."""
+        ...
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[TokenScore]:
+        """log P(continuations[i] | prompts[i]) for each i, in order; for backends whose
+        `supports_score` is True (read it with getattr(gen, "supports_score", False)).
+
+        The prompt is tokenised as generate() tokenises it (BOS first where the model wants
+        one), the continuation on its own (no BOS, no special tokens), and the two token lists
+        are joined, so the boundary between them is exact. An empty continuation scores
+        TokenScore(0.0, 0). Uses: an answer's dependence on its input, log P(y|x) - log P(y|x');
+        label scoring, log P(label | prompt) and the channel direction log P(input | label)."""
         ...
 
     def count_tokens(self, text: str) -> int: ...

@@ -40,7 +40,7 @@ from pathlib import Path
 from sgtui import interrupts
 from sgtui.errors import SgtuiError
 
-from .base import Completion, SamplingParams
+from .base import Completion, SamplingParams, TokenScore
 from .llama_cpp import LlamaCppGenerator
 
 MAX_PARALLEL = 32       # the per-token cost fell little beyond this on a 2-core CPU
@@ -199,6 +199,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     name = "llama-cpp"
     supports_batch = True
     supports_stop = True  # generate() takes a stop event
+    supports_score = True
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  lora_path: str | None = None, verbose: bool = False,
@@ -298,14 +299,6 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         self._batch = L.llama_batch_init(self._batch_size, 0, plan.n_seq_max)
 
     # -- tokens ---------------------------------------------------------------------------
-    def _tokenize(self, prompt: str) -> list[int]:
-        """The tokens create_completion would evaluate for this prompt."""
-        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        bos = self.llm.token_bos()
-        if bos >= 0 and (self.llm._model.add_bos_token() or not toks):
-            toks = [bos] + toks
-        return toks
-
     def _piece(self, tok: int) -> bytes:
         piece = self._pieces.get(tok)
         if piece is None:
@@ -409,6 +402,15 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                     c.sampler = None
             if self._ctx is not None:
                 self._clear(L.llama_get_memory(self._ctx))
+
+    # -- scoring --------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], stop=None
+              ) -> list[TokenScore]:
+        """log P(continuation | prompt) per pair (backends.base.Generator.score), many pairs per
+        decode in this context (backends/llama_score.py). `stop`: as for generate(); once it
+        is set, scoring gives up with backends.base.ScoreStopped."""
+        from .llama_score import score_batched
+        return score_batched(self, prompts, continuations, stop)
 
     def _clear(self, mem) -> None:
         """Drop every sequence but the prefix (sequence 0)."""

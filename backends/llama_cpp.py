@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
 
-from .base import ChatMessage, Completion, SamplingParams, cpu_threads
+from .base import ChatMessage, Completion, SamplingParams, TokenScore, cpu_threads
 from .chat import render_template
 
 
@@ -35,6 +35,7 @@ class LlamaCppGenerator:
     name = "llama-cpp"
     supports_batch = False
     supports_lora = True
+    supports_score = True
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  lora_path: str | None = None, verbose: bool = False):
@@ -45,9 +46,12 @@ class LlamaCppGenerator:
             from llama_cpp import Llama
         except ImportError as e:  # pragma: no cover - install problem
             raise SgtuiError(f"llama-cpp-python is not installed ({e})", fix="run ./install.sh")
+        threads = n_threads or cpu_threads()
         try:
+            # the thread count asked for applies to prompts (and scored pairs) too: llama-cpp-
+            # python would use every core for them, and more threads than free cores collapse
             self.llm = Llama(model_path=self.model_path, n_ctx=n_ctx, verbose=verbose,
-                             n_threads=n_threads or cpu_threads(), lora_path=lora_path,
+                             n_threads=threads, n_threads_batch=threads, lora_path=lora_path,
                              n_batch=512)
         except (ValueError, RuntimeError, OSError) as e:
             raise SgtuiError(f"llama.cpp could not load the model ({e}); the file may be "
@@ -70,6 +74,14 @@ class LlamaCppGenerator:
 
     def eos_text(self) -> str:
         return self._eos
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        """The tokens create_completion would evaluate for this prompt."""
+        toks = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        bos = self.llm.token_bos()
+        if bos >= 0 and (self.llm._model.add_bos_token() or not toks):
+            toks = [bos] + toks
+        return toks
 
     def _check_fits(self, prompt: str, params: SamplingParams) -> int:
         n = self.count_tokens(prompt)
@@ -98,6 +110,12 @@ class LlamaCppGenerator:
                 yield Completion(index=i, sample=j, text=choice["text"],
                                  n_tokens=out["usage"]["completion_tokens"],
                                  finish_reason=choice.get("finish_reason") or "stop")
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[TokenScore]:
+        """log P(continuation | prompt) per pair (backends.base.Generator.score), one pair at a
+        time in this Llama's context (backends/llama_score.py)."""
+        from .llama_score import score_sequential
+        return score_sequential(self, prompts, continuations)
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

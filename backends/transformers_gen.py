@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
 
-from .base import ChatMessage, Completion, SamplingParams
+from .base import ChatMessage, Completion, SamplingParams, TokenScore
 from .chat import render_template
 
 
@@ -52,6 +52,7 @@ class TransformersGenerator:
     name = "transformers"
     supports_batch = False
     supports_lora = True
+    supports_score = True
 
     def __init__(self, model_path: str | Path, adapter: str | None = None,
                  trust_remote_code: bool = False, **_: object):
@@ -99,6 +100,40 @@ class TransformersGenerator:
                     if stop in text:
                         text = text[: text.index(stop)]
                 yield Completion(index=i, sample=j, text=text, n_tokens=n_tok)
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[TokenScore]:
+        """log P(continuation | prompt) per pair (backends.base.Generator.score): one forward
+        pass per pair over the prompt's tokens (as generate() tokenises them) followed by the
+        continuation's own, log-softmax in float64."""
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError("score() takes one continuation per prompt")
+        device = next(self.model.parameters()).device
+        out = []
+        for prompt, text in zip(prompts, continuations):
+            cont = self.tok(text, add_special_tokens=False)["input_ids"] if text else []
+            if not cont:
+                out.append(TokenScore(0.0, 0))
+                continue
+            toks = self.tok(prompt, add_special_tokens=False)["input_ids"]
+            if not toks and self.tok.bos_token_id is not None:
+                toks = [self.tok.bos_token_id]  # the first continuation token needs a context
+            if not toks:
+                raise SgtuiError("an empty prompt cannot be scored with this model (it has no "
+                                 "BOS token to start from)", path=self.model_path,
+                                 fix="give every continuation a non-empty prompt")
+            if len(toks) + len(cont) > self.n_ctx:
+                raise SgtuiError(f"a prompt and continuation of {len(toks) + len(cont)} tokens "
+                                 f"do not fit the model's context of {self.n_ctx} tokens",
+                                 path=self.model_path, fix="shorten the prompt or the continuation")
+            ids = torch.tensor([toks + cont], device=device)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids).logits[0, len(toks) - 1:-1].double()
+            picked = torch.log_softmax(logits, dim=-1).gather(
+                1, torch.tensor(cont, device=device)[:, None])
+            out.append(TokenScore(float(picked.sum()), len(cont)))
+        return out
 
     def close(self) -> None:
         self.model = None
