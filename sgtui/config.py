@@ -146,6 +146,12 @@ class RunParams:
     answer_filters: bool = param(False, flag="--answer-filters", label="answer filters",
                                  help="drop degenerate answers, assistant talk and answers far "
                                       "from their input (generation tasks)")
+    input_dependence: bool = param(False, flag="--input-dependence", label="input dependence",
+                                   help="drop an answer about as likely after another input "
+                                        "as after its own (generation tasks)")
+    min_dependence: float = param(0.5, flag="--min-dependence", label="min dependence",
+                                  min=0.0, help="input dependence: the least share of the seed "
+                                                "answers' dependence on their inputs")
     # annotation (section 4)
     n: int = param(10, flag="--n", min=1, max=MAX_DRAWS,
                    help="candidate answers per input for the vote")

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from backends.base import Generator, SamplingParams
+from backends.base import Generator, SamplingParams, ScoreStopped
 
 from .annotation import OutputAnnotator, balance
 from .config import RunParams
@@ -245,7 +245,47 @@ class SynthesisRun:
             self._progress("annotate", done, total)
             self._check_stop()
 
+    def check_input_dependence(self, chunk: int = 16) -> None:
+        """The input-dependence filter (sgtui/input_dependence.py) on every kept answer of a
+        generation task, a chunk of answers per batched scoring pass. Runs again on a resumed
+        run: the scores are deterministic, so an answer kept once is kept again."""
+        from . import input_dependence as dep
+        p = self.params
+        if (self.task.is_classification or not p.input_dependence
+                or not getattr(self.gen, "supports_score", False)):
+            return
+        def prompt(task, text):
+            return annotation_prompt(self.gen, task, text)
+        try:
+            seeds = dep.seed_dependence(self.gen, self.task, prompt, self.stop)
+        except ScoreStopped:
+            raise Stopped() from None
+        if seeds is None or seeds <= 0:
+            self.emit(NoticeEvent("input dependence is off for this task: its seed answers do "
+                                  "not depend on their inputs", "warning"))
+            return
+        threshold = p.min_dependence * seeds
+        others = dep.other_inputs(self.store.samples(self.run_id, "stage = 'annotated'"))
+        kept = [s for s in self.store.samples(self.run_id, "stage = 'annotated' and status = "
+                                              "'kept'") if s["id"] in others]
+        for i in range(0, len(kept), chunk):
+            self._check_stop()
+            part = kept[i:i + chunk]
+            try:
+                values = dep.dependence(
+                    self.gen, [annotation_prompt(self.gen, self.task, s["input"]) for s in part],
+                    [annotation_prompt(self.gen, self.task, others[s["id"]]) for s in part],
+                    [s["output"] for s in part], stop=self.stop)
+            except ScoreStopped:
+                raise Stopped() from None
+            for s, v in zip(part, values):
+                if v < threshold:
+                    self.store.update_sample(s["id"], status="filtered", filter=dep.NAME,
+                                             reason=dep.reason(v, threshold))
+                    self.emit(SampleEvent(self.store.sample(s["id"])))
+
     def finalize(self) -> None:
+        self.check_input_dependence()
         kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
         self.warnings = annotation_warnings(self.task, kept)
         for w in self.warnings:

@@ -102,3 +102,38 @@ def test_a_real_run_of_formal_rewrite_keeps_no_apology_refusal_or_repetition(tmp
         assert DegenerateAnswerFilter()(answer) is None, answer
     dropped = {s["filter"] for s in store.samples(rid) if s["status"] == "filtered"}
     assert dropped & {"assistant_talk", "degenerate_answer", "answer_relation"}, dropped
+
+
+@pytest.mark.slow
+def test_input_dependence_drops_answers_that_do_not_depend_on_their_input(tmp_path, llama):
+    """A real run with the input-dependence filter: each kept answer is scored after its own
+    input and after another (backends' score()); with the threshold at the seed answers' own
+    dependence (share 1), answers that depend on their input less than a right answer does are
+    dropped, with the figures in the reason; at share 0 only answers likelier after another
+    input go. The scores are deterministic: a second check of the same run drops nothing more."""
+    from sgtui.pipeline import SynthesisRun
+    from sgtui.store import Store
+    from sgtui.synthesis import create_run
+
+    def run(share: float):
+        params = RunParams.defaults_for("generation", "small").override(
+            rounds=1, per_round=6, n=3, input_dependence=True, min_dependence=share)
+        store = Store(tmp_path / f"d{share}.db")
+        rid = create_run(store, FORMAL, params, llama.model_path, "llama-cpp")
+        synthesis = SynthesisRun(store, rid, llama)
+        synthesis.run()
+        return store, rid, synthesis
+
+    store, rid, synthesis = run(1.0)
+    dropped = [s for s in store.samples(rid) if s["filter"] == "input_dependence"]
+    for s in dropped:
+        assert "does not depend on its input" in s["reason"] and "nats per token" in s["reason"]
+    strict_kept = {s["input"] for s in store.training_pairs(rid)}
+    store0, rid0, synthesis0 = run(0.0)
+    lenient_kept = {s["input"] for s in store0.training_pairs(rid0)}
+    # the same inputs and answers (same seeds): the strict threshold keeps a subset
+    assert strict_kept <= lenient_kept
+    assert dropped or strict_kept == lenient_kept
+    before = [(s["id"], s["status"]) for s in store.samples(rid)]
+    synthesis.check_input_dependence()
+    assert [(s["id"], s["status"]) for s in store.samples(rid)] == before
