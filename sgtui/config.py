@@ -30,7 +30,7 @@ MAX_SEED = 2**32 - 1
 SMALL_COMMON = dict(mode="small", small_filters=True, max_low_quality=3, length_sigma_floor=0.25,
                     best_of=0, seed_answer_budget=True, min_labels=2, answer_filters=True)
 CONSENSUS = ("exact", "mbr")
-ANNOTATORS = ("vote", "conditioning")
+ANNOTATORS = ("vote", "conditioning", "channel")
 # Rounds sized for a CPU: a default `sgtui run` of the bundled model takes minutes, not hours
 # (bench/results/). More rounds give more data; pass --rounds.
 SMALL_MODE: dict[str, dict] = {
@@ -174,8 +174,9 @@ class RunParams:
                                  help="consensus mbr: the chosen answer's least mean ROUGE-L "
                                       "to the other answers")
     annotator: str = param("vote", flag="--annotator", label="annotator", choices=ANNOTATORS,
-                           help="classification tasks: the model's vote on each input, or the "
-                                "label each input was generated for (no answers drawn)")
+                           help="classification tasks: the model's vote on each input, the "
+                                "label each input was generated for (no answers drawn), or the "
+                                "label under which the model finds the input likeliest")
     balance_classes: bool = param(True, label="balance")
     # fewer distinct labels than this: class balancing keeps none
     min_labels: int = param(1, min=1)

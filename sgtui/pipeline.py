@@ -189,6 +189,9 @@ class SynthesisRun:
         if self.task.is_classification and p.annotator == "conditioning":
             self._annotate_by_conditioning(pending, done, total)
             return
+        if self.task.is_classification and p.annotator == "channel":
+            self._annotate_by_channel(pending, done, total)
+            return
         max_tokens = p.ann_max_tokens
         if p.seed_answer_budget:  # the budget evaluation gives
             from .evaluation import answer_budget
@@ -283,6 +286,33 @@ class SynthesisRun:
                     self.store.update_sample(s["id"], status="filtered", filter=dep.NAME,
                                              reason=dep.reason(v, threshold))
                     self.emit(SampleEvent(self.store.sample(s["id"])))
+
+    def _annotate_by_channel(self, pending: list[dict], done: int, total: int,
+                             chunk: int = 8) -> None:
+        """Classification by the noisy channel (sgtui/channel.py): each input takes the label
+        under which the model finds it likeliest, scored in batched passes, a chunk of inputs
+        at a time. No answers are drawn."""
+        from .channel import channel_labels
+        if not getattr(self.gen, "supports_score", False):
+            from .errors import SgtuiError
+            raise SgtuiError(f"the {self.gen.name} backend cannot score text, which the channel "
+                             "annotator needs", fix="use a llama.cpp or transformers backend, "
+                             "or --annotator vote")
+        for i in range(0, len(pending), chunk):
+            self._check_stop()
+            part = pending[i:i + chunk]
+            try:
+                got = channel_labels(self.gen, self.task, [s["input"] for s in part], self.stop)
+            except ScoreStopped:
+                raise Stopped() from None
+            for s, (label, scores) in zip(part, got):
+                self.store.update_sample(
+                    s["id"], stage="annotated", candidates=[],
+                    votes={lab: round(v, 3) for lab, v in scores.items()}, output=label,
+                    label=label, status="kept", filter=None, reason=None)
+                self.emit(SampleEvent(self.store.sample(s["id"])))
+                done += 1
+                self._progress("annotate", done, total)
 
     def finalize(self) -> None:
         self.check_input_dependence()

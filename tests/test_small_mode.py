@@ -105,3 +105,33 @@ def test_conditioning_annotator_labels_each_input_with_its_pseudo_label(llama, t
     counts = {lab: sum(1 for s in kept if s["label"] == lab) for lab in {s["label"] for s in kept}}
     assert len(set(counts.values())) <= 1, counts  # balanced by the conditioning label
     assert summary["kept"] == len(kept) and labels is not None
+
+
+def test_channel_annotator_takes_the_label_under_which_the_input_is_likeliest(tmp_path):
+    """A real run of the bundled model with `--annotator channel`: every annotated input gets
+    the label whose input-generation prompt makes it likeliest (log P(input | label) per
+    token, scored by the backend), and each label's score is stored with the sample."""
+    import backends
+    from sgtui.channel import channel_labels
+    from sgtui.paths import bundled_model
+    from sgtui.store import Store
+    from sgtui.synthesis import create_run, run_synthesis
+    gen = backends.load_generator("llama-cpp", str(bundled_model()), n_threads=1)
+    try:
+        store = Store(tmp_path / "ch.db")
+        params = RunParams.defaults_for("classification", "small").override(
+            rounds=1, per_round=4, annotator="channel", balance_classes=False)
+        rid = create_run(store, CLS, params, "model.gguf", "llama-cpp")
+        run_synthesis(store, rid, gen, lambda e: None)
+        annotated = store.samples(rid, "stage = 'annotated'")
+        assert annotated, "no input survived the input filters"
+        for s in annotated:
+            scores = s["votes"]
+            assert set(scores) == set(CLS.labels) and s["candidates"] == []
+            assert s["label"] == s["output"] == max(scores, key=scores.get)
+        # the stored choice is what the channel gives for the input alone
+        again = channel_labels(gen, CLS, [annotated[0]["input"]])[0]
+        assert again[0] == annotated[0]["label"]
+        assert round(again[1][again[0]], 3) == annotated[0]["votes"][again[0]]
+    finally:
+        gen.close()
