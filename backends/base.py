@@ -115,3 +115,17 @@ def cpu_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+def check_score_pair(n_prompt: int, n_cont: int, n_ctx: int, model_path) -> None:
+    """Refuse a pair score() cannot take: an empty prompt (no token to predict the first
+    continuation token from) or one that does not fit the context with its continuation."""
+    from sgtui.errors import SgtuiError
+    if not n_prompt:
+        raise SgtuiError("an empty prompt cannot be scored with this model (it has no BOS "
+                         "token to start from)", path=model_path,
+                         fix="give every continuation a non-empty prompt")
+    if n_prompt + n_cont > n_ctx:
+        raise SgtuiError(f"a prompt and continuation of {n_prompt + n_cont} tokens do not fit "
+                         f"the model's context of {n_ctx} tokens", path=model_path,
+                         fix="shorten the prompt or the continuation")

@@ -38,7 +38,7 @@ import numpy as np
 from sgtui import interrupts
 from sgtui.errors import SgtuiError
 
-from .base import ScoreStopped, TokenScore
+from .base import ScoreStopped, TokenScore, check_score_pair
 from .llama_batch import (MAX_PARALLEL, MIN_SHARED_PREFIX, BatchedLlamaCppGenerator, _StopAsked,
                           common_prefix, plan_batch)
 from .llama_cpp import LlamaCppGenerator
@@ -116,14 +116,7 @@ def make_pairs(gen: LlamaCppGenerator, prompts: Sequence[str], continuations: Se
         if not cont:
             continue
         toks = gen._tokenize(prompt)
-        if not toks:
-            raise SgtuiError("an empty prompt cannot be scored with this model (it has no "
-                             "BOS token to start from)", path=gen.model_path,
-                             fix="give every continuation a non-empty prompt")
-        if len(toks) + len(cont) > gen.n_ctx:
-            raise SgtuiError(f"a prompt and continuation of {len(toks) + len(cont)} tokens do "
-                             f"not fit the model's context of {gen.n_ctx} tokens",
-                             path=gen.model_path, fix="shorten the prompt or the continuation")
+        check_score_pair(len(toks), len(cont), gen.n_ctx, gen.model_path)
         pairs.append(Pair(i, toks + cont, len(toks)))
     return pairs
 

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
 
-from .base import ChatMessage, Completion, SamplingParams, TokenScore
+from .base import ChatMessage, Completion, SamplingParams, TokenScore, check_score_pair
 from .chat import render_template
 
 
@@ -119,14 +119,7 @@ class TransformersGenerator:
             toks = self.tok(prompt, add_special_tokens=False)["input_ids"]
             if not toks and self.tok.bos_token_id is not None:
                 toks = [self.tok.bos_token_id]  # the first continuation token needs a context
-            if not toks:
-                raise SgtuiError("an empty prompt cannot be scored with this model (it has no "
-                                 "BOS token to start from)", path=self.model_path,
-                                 fix="give every continuation a non-empty prompt")
-            if len(toks) + len(cont) > self.n_ctx:
-                raise SgtuiError(f"a prompt and continuation of {len(toks) + len(cont)} tokens "
-                                 f"do not fit the model's context of {self.n_ctx} tokens",
-                                 path=self.model_path, fix="shorten the prompt or the continuation")
+            check_score_pair(len(toks), len(cont), self.n_ctx, self.model_path)
             ids = torch.tensor([toks + cont], device=device)
             with torch.no_grad():
                 logits = self.model(input_ids=ids).logits[0, len(toks) - 1:-1].double()
