@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 from backends.base import Generator, SamplingParams, ScoreStopped
@@ -54,6 +55,15 @@ def annotation_warnings(task: Task, kept: list[dict], share: float = 0.9,
 
 class Stopped(Exception):
     """The person asked the run to stop; it can be resumed."""
+
+
+@contextmanager
+def scoring_stops():
+    """A backend's score() that gave up on the stop event stops the run like generation does."""
+    try:
+        yield
+    except ScoreStopped:
+        raise Stopped() from None
 
 
 def annotation_prompt(gen: Generator, task: Task, text: str) -> str:
@@ -257,12 +267,10 @@ class SynthesisRun:
         if (self.task.is_classification or not p.input_dependence
                 or not getattr(self.gen, "supports_score", False)):
             return
-        def prompt(task, text):
+        def prompt(task: Task, text: str) -> str:
             return annotation_prompt(self.gen, task, text)
-        try:
+        with scoring_stops():
             seeds = dep.seed_dependence(self.gen, self.task, prompt, self.stop)
-        except ScoreStopped:
-            raise Stopped() from None
         if seeds is None or seeds <= 0:
             self.emit(NoticeEvent("input dependence is off for this task: its seed answers do "
                                   "not depend on their inputs", "warning"))
@@ -274,13 +282,11 @@ class SynthesisRun:
         for i in range(0, len(kept), chunk):
             self._check_stop()
             part = kept[i:i + chunk]
-            try:
+            with scoring_stops():
                 values = dep.dependence(
-                    self.gen, [annotation_prompt(self.gen, self.task, s["input"]) for s in part],
-                    [annotation_prompt(self.gen, self.task, others[s["id"]]) for s in part],
+                    self.gen, [prompt(self.task, s["input"]) for s in part],
+                    [prompt(self.task, others[s["id"]]) for s in part],
                     [s["output"] for s in part], stop=self.stop)
-            except ScoreStopped:
-                raise Stopped() from None
             for s, v in zip(part, values):
                 if v < threshold:
                     self.store.update_sample(s["id"], status="filtered", filter=dep.NAME,
@@ -301,10 +307,8 @@ class SynthesisRun:
         for i in range(0, len(pending), chunk):
             self._check_stop()
             part = pending[i:i + chunk]
-            try:
+            with scoring_stops():
                 got = channel_labels(self.gen, self.task, [s["input"] for s in part], self.stop)
-            except ScoreStopped:
-                raise Stopped() from None
             for s, (label, scores) in zip(part, got):
                 self.store.update_sample(
                     s["id"], stage="annotated", candidates=[],
