@@ -18,7 +18,7 @@ RUN_PREFIXED = ("seed",)  # `sgtui run` has a generation --seed; training's is -
 
 
 def add_commands(sub, add_model_args, add_run_params) -> None:
-    from .export import FORMATS
+    from .export import FORMATS, MERGED_QUANTS
     from .training import add_param_args
 
     p = sub.add_parser("train", help="fine-tune the model on a run's training pairs (LoRA)",
@@ -34,11 +34,16 @@ def add_commands(sub, add_model_args, add_run_params) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the result")
     add_param_args(p)
 
-    p = sub.add_parser("export", help="export a run's adapter (adapter, merged or gguf)")
+    p = sub.add_parser("export", help="export a run's fine-tune: a LoRA GGUF, an Ollama "
+                                      "Modelfile, one merged GGUF, or peft / HF folders")
     p.add_argument("run", type=record_id)
     p.add_argument("--format", choices=FORMATS, default="gguf",
-                   help="adapter: the peft folder; merged: a HF folder with the LoRA merged in; "
-                        "gguf: a llama.cpp LoRA adapter for the base GGUF (default)")
+                   help="gguf: a llama.cpp LoRA adapter for the base GGUF (default); ollama: "
+                        "that adapter and a Modelfile for `ollama create`; gguf-merged: one GGUF "
+                        "with the LoRA merged in, quantised (--quant); adapter: the peft folder; "
+                        "merged: a HF folder with the LoRA merged in")
+    p.add_argument("--quant", choices=MERGED_QUANTS, default=None,
+                   help="gguf-merged only: the type of the merged weights (default q8_0)")
     p.add_argument("--out", metavar="PATH",
                    help="default: <run folder>/export/ (an earlier export there is replaced); "
                         "an existing PATH is refused unless --force")
@@ -173,13 +178,32 @@ def cmd_export(args) -> int:
         print(f"warning: run {args.run}'s fine-tune{which} scored {tuned['score']:.1f} {metric} "
               f"against the base model's {base['score']:.1f} on {tuned['split']}: it is worse "
               "than the base model", file=sys.stderr)
+    if args.quant and args.format != "gguf-merged":
+        raise SgtuiError(f"--quant is for --format gguf-merged, not {args.format}",
+                         fix="drop --quant, or use --format gguf-merged")
     path = export_run(store, args.run, args.format, args.out, args.base, args.trust_remote_code,
-                      force=args.force)
+                      force=args.force, quant=args.quant)
     print(f"run {args.run}: exported {args.format} -> {path}")
     if args.format == "gguf":
         print("  use it with llama.cpp beside the base GGUF: "
               "Llama(model_path=BASE.gguf, lora_path=THIS.gguf)")
+    elif args.format == "gguf-merged":
+        print("  one file, no adapter needed: llama-cli -m THIS.gguf, or Ollama's FROM")
+    elif args.format == "ollama":
+        _print_ollama(store, args.run, path)
     return 0
+
+
+def _print_ollama(store, run_id: int, folder: Path) -> None:
+    import json
+
+    from . import modelfile
+    manifest = json.loads((folder / "sgtui-export.json").read_text())
+    for note in manifest.get("notes") or []:
+        print(f"  note: {note}", file=sys.stderr)
+    name = modelfile.model_name(json.loads(store.run(run_id)["task"]).get("name") or "task")
+    print(f"  make it an Ollama model: {modelfile.create_command(name, folder / 'Modelfile')}")
+    print(f"  then: ollama run {name} \"YOUR INPUT\"")
 
 
 # -- sgtui run --------------------------------------------------------------------------------

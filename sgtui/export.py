@@ -38,7 +38,9 @@ from pathlib import Path
 
 from .errors import SgtuiError
 
-FORMATS = ("adapter", "merged", "gguf")
+FORMATS = ("adapter", "merged", "gguf", "gguf-merged", "ollama")
+FILE_FORMATS = ("gguf", "gguf-merged")  # one file; the others are folders
+MERGED_QUANTS = ("f16", "q8_0", "q4_0")  # gguf-merged: what the gguf package quantises to
 ADAPTER_FILE = "adapter_model.safetensors"
 # in every exported folder: the mark that lets a later export replace the folder
 MANIFEST = "sgtui-export.json"
@@ -85,13 +87,14 @@ def base_model_of(adapter: Path, fallback: str | None = None) -> str:
 
 def default_out(store, run_id: int, fmt: str) -> Path:
     from .training import run_dir
-    name = {"adapter": "adapter", "merged": "merged", "gguf": "adapter.gguf"}[fmt]
+    name = {"adapter": "adapter", "merged": "merged", "gguf": "adapter.gguf",
+            "gguf-merged": "merged.gguf", "ollama": "ollama"}[fmt]
     return run_dir(store, run_id) / "export" / name
 
 
 def export_run(store, run_id: int, fmt: str, out: str | Path | None = None,
                base: str | None = None, trust_remote_code: bool = False,
-               force: bool = False) -> Path:
+               force: bool = False, quant: str | None = None) -> Path:
     """Export run `run_id`'s adapter and record it as an artifact "export-<fmt>".
 
     An existing `out` is refused unless `force`. The run's own export folder (the default) is
@@ -110,6 +113,11 @@ def export_run(store, run_id: int, fmt: str, out: str | Path | None = None,
         path = export_adapter(adapter, dest, info=info, **mode)
     elif fmt == "merged":
         path = export_merged(adapter, base_model, dest, trust_remote_code, info=info, **mode)
+    elif fmt == "gguf-merged":
+        from .gguf_merge import export_gguf_merged
+        path = export_gguf_merged(adapter, base_model, dest, quant or "q8_0", **mode)
+    elif fmt == "ollama":
+        path = export_ollama(store, run_id, adapter, base_model, dest, info=info, **mode)
     else:
         path = export_gguf(adapter, base_model, dest, **mode)
     store.add_artifact(run_id, f"export-{fmt}", str(path), {"base_model": base_model,
@@ -147,6 +155,30 @@ def export_merged(adapter: Path, base_model: str | Path, dest: Path,
     return _write_folder(dest, "merged", fill, force, in_run_folder, info)
 
 
+def export_ollama(store, run_id: int, adapter: Path, base_model: str | Path, dest: Path, *,
+                  force: bool = True, in_run_folder: bool = True,
+                  info: dict | None = None) -> Path:
+    """A folder with the LoRA GGUF and a Modelfile (sgtui/modelfile.py) for `ollama create`."""
+    from . import modelfile
+    from .task import Task
+    from .training import chat_format
+
+    base = Path(base_model)
+    if not base.is_file():
+        raise SgtuiError("an Ollama export needs the base model as a GGUF file (Ollama's FROM)",
+                         path=str(base), fix="pass --base with the base model's .gguf file")
+    task = Task.from_dict(json.loads(store.run(run_id)["task"]), f"run {run_id}")
+    built = modelfile.build(task, chat_format(base), base)
+
+    def fill(tmp: Path) -> None:
+        export_gguf(adapter, base, tmp / modelfile.ADAPTER_GGUF)
+        modelfile.write(tmp, built)
+
+    path = _write_folder(dest, "ollama", fill, force, in_run_folder,
+                         {**(info or {}), "family": built.family, "notes": built.notes})
+    return path
+
+
 # -- writing without destroying ---------------------------------------------------------------
 def check_target(dest: Path, fmt: str, force: bool, in_run_folder: bool) -> None:
     """Refuse a destination that an export must not write over.
@@ -157,7 +189,8 @@ def check_target(dest: Path, fmt: str, force: bool, in_run_folder: bool) -> None
     (there, without `force`, a file must be a GGUF). A link, a device, a FIFO, a socket, a
     folder sgtui did not write, or a file where a folder goes (and vice versa) is always
     refused."""
-    wants = "a file" if fmt == "gguf" else "a folder"
+    is_file = fmt in FILE_FORMATS
+    wants = "a file" if is_file else "a folder"
     try:
         st = os.lstat(dest)
     except (FileNotFoundError, NotADirectoryError):
@@ -168,7 +201,7 @@ def check_target(dest: Path, fmt: str, force: bool, in_run_folder: bool) -> None
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         raise _refused(dest, "is a symbolic link; an export never writes over or through one")
-    if stat.S_ISDIR(mode) != (fmt != "gguf") or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+    if stat.S_ISDIR(mode) != (not is_file) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
         raise _refused(dest, f"is {_kind(mode)}, not {wants} as the {fmt} export needs; it is "
                              "left alone, even with --force")
     if stat.S_ISDIR(mode) and not _sgtui_folder(dest, fmt, in_run_folder):

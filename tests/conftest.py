@@ -34,6 +34,32 @@ def llama(bundled_model):
     gen.close()
 
 
+@pytest.fixture(scope="session")
+def hf_cache_dir(request, tmp_path_factory) -> Path:
+    """One folder per session for dequantised base models (training and export tests)."""
+    from test_training import shared_cache_dir
+    return shared_cache_dir(request.config, tmp_path_factory)
+
+
+@pytest.fixture
+def shared_cache(hf_cache_dir, monkeypatch):
+    """Use with pytestmark = pytest.mark.usefixtures("shared_cache")."""
+    monkeypatch.setenv("SGTUI_CACHE", str(hf_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def hf_base(bundled_model, hf_cache_dir) -> Path:
+    from backends.training import hf_folder
+    return hf_folder(bundled_model, hf_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, bundled_model, hf_base, hf_cache_dir):
+    """A run trained once per session (killed mid-way and resumed: tests/test_training.py)."""
+    from test_training import trained_once
+    return trained_once(tmp_path_factory, bundled_model, hf_cache_dir)
+
+
 @pytest.fixture
 def ni_dir() -> Path:
     if not NI.is_dir():

@@ -11,32 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import WORD, WORD_TASK, greedy, make_run, shared_cache_dir, trained_once
+from test_training import WORD, WORD_TASK, greedy, make_run
 
 from sgtui.errors import SgtuiError
 from sgtui.store import Store
 from sgtui.task import parse_task
 
 
-@pytest.fixture(scope="session")
-def hf_cache_dir(request, tmp_path_factory) -> Path:
-    return shared_cache_dir(request.config, tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
-@pytest.fixture(autouse=True)
-def _shared_cache(hf_cache_dir, monkeypatch):
-    monkeypatch.setenv("SGTUI_CACHE", str(hf_cache_dir))
-
-
-@pytest.fixture(scope="session")
-def hf_base(bundled_model, hf_cache_dir) -> Path:
-    from backends.training import hf_folder
-    return hf_folder(bundled_model, hf_cache_dir)
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, bundled_model, hf_base, hf_cache_dir):
-    return trained_once(tmp_path_factory, bundled_model, hf_cache_dir)
 
 
 def _llama_logits(base: str, lora: str | None, ids: list[int]) -> np.ndarray:

@@ -51,20 +51,7 @@ def shared_cache_dir(config, tmp_path_factory) -> Path:
     return _CACHE[0]
 
 
-@pytest.fixture(scope="session")
-def hf_cache_dir(request, tmp_path_factory) -> Path:
-    return shared_cache_dir(request.config, tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(hf_cache_dir, monkeypatch):
-    monkeypatch.setenv("SGTUI_CACHE", str(hf_cache_dir))
-
-
-@pytest.fixture(scope="session")
-def hf_base(bundled_model, hf_cache_dir) -> Path:
-    from backends.training import hf_folder
-    return hf_folder(bundled_model, hf_cache_dir)
+pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
 def greedy(model, tok, prompt: str, n: int = 8) -> str:
@@ -250,9 +237,6 @@ def trained_once(tmp_path_factory, bundled_model: str, cache_dir: Path) -> Train
     return _TRAINED[0]
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, bundled_model, hf_base, hf_cache_dir) -> Trained:
-    return trained_once(tmp_path_factory, bundled_model, hf_cache_dir)
 
 
 def _train_kill_resume(tmp_path_factory, bundled_model, hf_cache_dir) -> Trained:
