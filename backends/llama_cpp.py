@@ -31,6 +31,22 @@ def check_gguf(path: str | Path) -> Path:
     return p
 
 
+def gpu_layers() -> int:
+    """Layers to offload: all of them (-1) when this llama.cpp build can use a GPU (CUDA, Metal,
+    Vulkan), none on a CPU build. SGTUI_GPU_LAYERS overrides it (0 keeps the model on the CPU,
+    e.g. to leave the card to training)."""
+    import os
+    given = os.environ.get("SGTUI_GPU_LAYERS", "").strip()
+    if given:
+        try:
+            return int(given)
+        except ValueError:
+            raise SgtuiError(f"SGTUI_GPU_LAYERS must be a whole number (got {given!r})",
+                             fix="set it to -1 (all layers), 0 (none) or a layer count") from None
+    import llama_cpp
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
 class LlamaCppGenerator:
     name = "llama-cpp"
     supports_batch = False
@@ -52,7 +68,7 @@ class LlamaCppGenerator:
             # python would use every core for them, and more threads than free cores collapse
             self.llm = Llama(model_path=self.model_path, n_ctx=n_ctx, verbose=verbose,
                              n_threads=threads, n_threads_batch=threads, lora_path=lora_path,
-                             n_batch=512)
+                             n_batch=512, n_gpu_layers=gpu_layers())
         except (ValueError, RuntimeError, OSError) as e:
             raise SgtuiError(f"llama.cpp could not load the model ({e}); the file may be "
                              "truncated or from an unsupported architecture", path=self.model_path,

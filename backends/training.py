@@ -497,6 +497,9 @@ class PeftTrainer:
         self.uses_cuda = cuda
         self.quantized_4bit = cuda and find_spec("bitsandbytes") is not None
         self.precision = precision
+        # gradient checkpointing: always with 4-bit (prepare_model_for_kbit_training); for
+        # 16-bit on CUDA when the memory plan turns it on (train_worker.fit_to_card)
+        self.checkpointing = self.quantized_4bit
 
     def prepare(self) -> None:
         return None
@@ -536,6 +539,9 @@ class PeftTrainer:
         if self.quantized_4bit:
             from peft import prepare_model_for_kbit_training
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        elif self.checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()  # the frozen embeddings give no gradient
         model.config.use_cache = False
         p = spec.params
         torch.manual_seed(p.seed)  # the LoRA A initialisation

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_train
     cli_train.add_commands(sub, _add_model_args, _add_run_params)
     cli_eval.add_eval_command(sub, _add_model_args)
+    from . import cli_plan
+    cli_plan.add_plan_command(sub, _add_model_args)
     return ap
 
 
@@ -328,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": cli_eval.cmd_eval}
     from . import cli_train
     handlers.update(cli_train.HANDLERS)
+    from . import cli_plan
+    handlers["plan"] = cli_plan.cmd_plan
     from .interrupts import exit_code_of, interrupted_message, signals_interrupt
     try:
         # SIGTERM stops a headless command as Ctrl-C does (the TUI handles its own keys)

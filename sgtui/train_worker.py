@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 from .errors import SgtuiError
 from .training import (TrainParams, add_param_args, adapter_dir, chat_format, checkpoints_dir,
@@ -210,6 +210,7 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
     params = TrainParams.from_dict(meta["params"]) if meta else params_from_args(args)
     trainer = select_trainer(params.trainer, params.precision)
     trainer.prepare()
+    plan = None
     if meta is not None:
         # the interrupted training's data, base model and parameters, so the result is the one
         # it would have given; before its first checkpoint it starts again from step 0
@@ -227,6 +228,8 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
         fmt = chat_format(base, args.trust_remote_code)
         add_bos = fmt.add_bos
         texts = render_pairs(task, pairs, fmt)
+        if trainer.uses_cuda:  # a resumed training keeps the settings it had (meta's)
+            params, plan = fit_to_card(trainer, base, params, emit, texts)
         shutil.rmtree(ckdir, ignore_errors=True)
         store.clear_progress(run_id)
         write_data(data_path, texts)
@@ -240,9 +243,58 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
     info = {"base_model": base, "backend": trainer.name, "params": params.to_dict(),
             "examples": result.n_examples, "dropped": result.dropped, "steps": result.steps,
             "tokens_per_s": result.tokens_per_s}
+    if trainer.uses_cuda:
+        import torch
+        # what the planner is checked against (bench/gpu_check.sh): torch's own peak, without
+        # the CUDA context, which the plan's "CUDA context" line holds
+        info["gpu_peak_allocated"] = int(torch.cuda.max_memory_allocated())
+        if plan is not None:
+            info["gpu_planned"] = plan.breakdown.total
+            info["gpu_planned_context"] = plan.breakdown.components.get("CUDA context", 0)
     store.add_artifact(run_id, "adapter", str(result.adapter), info)
     return {"event": "done", "adapter": str(result.adapter), **info,
             "final_loss": result.losses[-1] if result.losses else None}
+
+
+def fit_to_card(trainer, base: str, params: TrainParams, emit,
+                texts: Sequence[tuple[str, str]] = ()) -> tuple[TrainParams, object]:
+    """The VRAM planner's settings for this card (sgtui/vram.py): the batch size and maximum
+    length lowered, and gradient checkpointing turned on, where the ones asked for would not
+    fit. The card is what is free on it now plus the CUDA context the plan counts itself (a
+    generator may hold part of it), or SGTUI_GPU_MEM GB. `texts` (prompt, answer): the longest
+    example bounds how far max_len may be lowered, and the longest answer is where the peft
+    loss computes logits; both in tokens estimated at 3 characters each, which overestimates
+    English (about 4), so the plan errs towards memory."""
+    from . import vram
+    given = os.environ.get("SGTUI_GPU_MEM", "").strip()
+    try:
+        if given:
+            card = int(float(given) * vram.GiB)
+        else:
+            import torch
+            card = int(torch.cuda.mem_get_info()[0]) + vram.CUDA_CONTEXT
+    except ValueError:
+        raise SgtuiError(f"SGTUI_GPU_MEM must be a number of GB (got {given!r})",
+                         fix="set it to the memory training may use, e.g. 7.5") from None
+    try:
+        dims = vram.model_dims(base)
+    except SgtuiError as e:  # the training will say what is wrong with the model itself
+        emit({"event": "notice", "text": f"no memory plan: {e.message}"})
+        return params, None
+    longest = max((len(p) + len(a) for p, a in texts), default=0) // 3 + 8
+    answer = max((len(a) for _, a in texts), default=0) // 3 + 2
+    peft = trainer.name != "unsloth"
+    wanted = vram.TrainSettings.from_params(
+        params, checkpointing=bool(trainer.quantized_4bit), quant_4bit=bool(trainer.quantized_4bit),
+        trainer="peft" if peft else "unsloth", loss_tokens=answer if peft and texts else None)
+    plan = vram.fit_training(dims, card, wanted,
+                             min_len=min(params.max_len, max(vram.MIN_MAX_LEN, longest)))
+    s = plan.settings
+    if s.checkpointing and not wanted.checkpointing:
+        trainer.checkpointing = True
+    if plan.changes or not plan.fits:
+        emit({"event": "notice", "text": "memory plan: " + plan.text()})
+    return params.override(batch_size=s.batch_size, max_len=s.max_len), plan
 
 
 def _is_oom(e: BaseException) -> bool:
