@@ -737,3 +737,17 @@ def prompt_tokens(task) -> int:
     messages = meta_messages(task, longest)
     return sum(len(m.content) for m in messages) // 3 + 8 * len(messages)
 
+
+def card_memory() -> tuple[int | None, str]:
+    """(bytes, where from) of the card to plan for: SGTUI_GPU_MEM GB when set (a person sharing a
+    card caps it so; training reads it too), else the detected card, else (None, why)."""
+    given = os.environ.get("SGTUI_GPU_MEM", "").strip()
+    if given:
+        try:
+            return int(float(given) * GiB), "SGTUI_GPU_MEM"
+        except ValueError:
+            raise SgtuiError(f"SGTUI_GPU_MEM must be a number of GB (got {given!r})",
+                             fix="set it to the memory training may use, e.g. 7.5") from None
+    found = detect_gpu_memory()
+    return (found, "detected") if found else (None, "no GPU seen")
+

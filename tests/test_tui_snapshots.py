@@ -67,3 +67,13 @@ def test_screen_80x24(snap_compare, db, name, keys):
 @pytest.mark.parametrize("name,keys", [("generate", "2"), ("review", "3")])
 def test_screen_120x36(snap_compare, db, name, keys):
     assert snap_compare(make_app(db), terminal_size=LARGE, run_before=page(keys))
+
+
+def test_train_page_shows_the_memory_plan(snap_compare, db, bundled_model, monkeypatch):
+    """The run's model is the bundled GGUF and the card 1.5 GB (SGTUI_GPU_MEM, as a person
+    sharing a card sets it): the plan lowers the batch size and says why."""
+    store = Store(db)
+    store.update_run(store.runs()[0]["id"], model=bundled_model)
+    store.close()
+    monkeypatch.setenv("SGTUI_GPU_MEM", "1.5")
+    assert snap_compare(make_app(db), terminal_size=SMALL, run_before=page("4"))

@@ -6,6 +6,8 @@ signals) and keeps what several screens share.
 
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 from typing import Callable
 
@@ -188,6 +190,15 @@ class SgtuiApp(App):
             self.owner.stop_run()
             self.gen_state = "stopping"
             self.generation.publish(GenerationState(self.gen_run_id, "stopping"))
+
+    def release_model(self) -> threading.Event | None:
+        """Ask the model owner to close its model before a training (None: it never loaded
+        one). Training then has the memory, the GPU's above all."""
+        return self.owner.release() if self._owner_started else None
+
+    def reload_model(self) -> None:
+        if self._owner_started:
+            self.owner.reload()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model", name="model-owner")
     def model_owner(self) -> None:

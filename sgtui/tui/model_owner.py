@@ -44,6 +44,16 @@ def load_generator(backend: str, model: str) -> object:
 
 
 @dataclass
+class _Release:
+    done: threading.Event
+
+
+@dataclass
+class _Reload:
+    pass
+
+
+@dataclass
 class GenerateRequest:
     """Continue run `run_id`, or create a new run from the task and parameters."""
 
@@ -128,6 +138,7 @@ class ModelOwner:
         self.running = threading.Event()  # cleared while paused
         self.running.set()
         self.loaded: tuple[str, str] | None = None
+        self.released: tuple[str, str] | None = None  # closed for training, to load again
 
     # -- called from the UI thread ------------------------------------------------------------
     def submit(self, request: GenerateRequest) -> None:
@@ -147,6 +158,17 @@ class ModelOwner:
         self.stop_run()
         self.requests.put(None)
 
+    def release(self) -> threading.Event:
+        """Close the loaded model once the current request is done, so training can have the
+        memory (a GPU above all: the two never share the card). The event is set when it is
+        closed; reload() loads it again."""
+        done = threading.Event()
+        self.requests.put(_Release(done))
+        return done
+
+    def reload(self) -> None:
+        self.requests.put(_Reload())
+
     # -- the owner thread ---------------------------------------------------------------------
     def serve(self) -> None:
         _lower_priority()
@@ -157,6 +179,9 @@ class ModelOwner:
                 request = self.requests.get()
                 if request is None:
                     return
+                if isinstance(request, (_Release, _Reload)):
+                    generator = self._housekeeping(request, generator)
+                    continue
                 self.stop.clear()
                 self.running.set()
                 try:
@@ -167,6 +192,22 @@ class ModelOwner:
             if generator is not None:
                 generator.close()
             store.close()
+
+    def _housekeeping(self, request: "_Release | _Reload", generator):
+        if isinstance(request, _Release):
+            if generator is not None:
+                generator.close()
+                self.released, self.loaded = self.loaded, None
+            request.done.set()
+            return None
+        if generator is None and self.released is not None:
+            wanted, self.released = self.released, None
+            try:
+                generator = self.factory(wanted[1], wanted[0])
+                self.loaded = wanted
+            except Exception:  # the next generation request loads it, and reports why not
+                return None
+        return generator
 
     def _serve_one(self, store: Store, request: GenerateRequest, generator):
         run_id = request.run_id

@@ -11,8 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Log, Sparkline, Static
 
+from .. import vram
 from ..errors import SgtuiError
 from ..store import Store
+from ..task import Task
 from ..training import TrainParams
 from .messages import Loaded, TrainFinished, TrainLog, TrainProgress
 from .params import train_params_form, train_summary
@@ -36,6 +38,44 @@ def describe_event(event: dict) -> str:
         fix = f" (fix: {event['fix']})" if event.get("fix") else ""
         return f"error: {event.get('message', '')}{fix}"
     return json.dumps(event)
+
+
+def _plan_inputs(run: dict, task: dict) -> dict:
+    """What the memory plan needs that takes time to read (the model's metadata, the card),
+    read in the loading thread; plan_text does the arithmetic for the current parameters."""
+    try:
+        card, source = vram.card_memory()
+        t = Task.from_dict(task, f"run {run['id']}")
+        answer = int((run.get("params") or {}).get("ann_max_tokens") or 0) + 1
+        return {"plan": (vram.model_dims(run["model"]), card, source,
+                         vram.prompt_tokens(t) + answer, answer)}
+    except SgtuiError as e:
+        return {"plan_error": e.message}
+
+
+def plan_text(info: dict, params: TrainParams) -> Text:
+    """One line, or a few: the training settings that fit the card (sgtui/vram.py), or what
+    4-bit QLoRA would need on a card when there is none."""
+    text = Text("memory: ", style="bold")
+    if "plan_error" in info:
+        text.append(f"no plan ({info['plan_error']})", style="dim")
+        return text
+    if "plan" not in info:
+        return text
+    dims, card, source, example, answer = info["plan"]
+    wanted = vram.TrainSettings.from_params(params, loss_tokens=answer)
+    if card is None:
+        need = wanted.predict(dims).total
+        text.append(f"no GPU seen, training runs on the CPU; 4-bit QLoRA on a card: "
+                    f"{vram.gib(need)}", style="dim")
+        return text
+    plan = vram.fit_training(dims, card, wanted,
+                             min_len=min(params.max_len, max(vram.MIN_MAX_LEN, example)))
+    first, *rest = plan.text().splitlines()
+    text.append(f"{first} [{source}]", style="green" if plan.fits else "bold red")
+    for line in rest:
+        text.append("\n" + line.strip(), style="yellow")
+    return text
 
 
 def _describe(e: SgtuiError) -> str:
@@ -84,6 +124,7 @@ class TrainPage(Page):
     def compose_page(self) -> ComposeResult:
         yield Static(id="train-head")
         yield Static(id="train-params")
+        yield Static(id="train-plan")
         yield Static(id="train-bar")
         yield Static(id="train-stats")
         yield Static("loss", id="loss-title")
@@ -123,6 +164,7 @@ class TrainPage(Page):
                 "warnings": run["summary"].get("warnings", []),  # annotation sanity
                 "adapters": [a["path"] for a in store.artifacts(run_id, "adapter")],
             }
+            info.update(_plan_inputs(run, task))
             self.post_message(Loaded("train-info", (info, store.progress(run_id)), run_id))
         finally:
             store.close()
@@ -158,6 +200,7 @@ class TrainPage(Page):
         params = Text(train_summary(self.train_params), style="dim")
         params.append("  p: edit", style="bold")
         self.query_one("#train-params", Static).update(params, layout=False)
+        self.query_one("#train-plan", Static).update(plan_text(self.info, self.train_params))
         bar = self.query_one("#train-bar", Static)
         stats = Text()
         if self.rows:
@@ -240,6 +283,14 @@ class TrainPage(Page):
                 self.post_message(TrainLog(run_id, [describe_event(event)]))
 
         self.sg.train_job = job
+        released = self.sg.release_model()
+        if released is not None:
+            # a generation in progress finishes first; the model is closed before training loads
+            if not released.is_set():
+                self.post_message(TrainLog(run_id, ["waiting for the generation model to close"]))
+            released.wait()
+            self.post_message(TrainLog(run_id, ["the generation model is closed while training "
+                                                "runs, and loaded again after"]))
         try:
             job.start(self.sg.db_path, run_id, params)
             if job.cancelled:  # cancel was pressed while the process was starting
@@ -253,6 +304,9 @@ class TrainPage(Page):
             )
         else:
             self.post_message(TrainFinished(run_id, 0, False, f"adapter saved: {outcome.adapter}"))
+        finally:
+            if released is not None:
+                self.sg.reload_model()
 
     def on_train_progress(self, message: TrainProgress) -> None:
         if message.run_id == self.run_id:
