@@ -40,7 +40,7 @@ from .errors import SgtuiError
 
 FORMATS = ("adapter", "merged", "gguf", "gguf-merged", "ollama")
 FILE_FORMATS = ("gguf", "gguf-merged")  # one file; the others are folders
-MERGED_QUANTS = ("f16", "q8_0", "q4_0")  # gguf-merged: what the gguf package quantises to
+MERGED_QUANTS = ("f16", "q8_0", "q4_0")  # gguf-merged (sgtui/gguf_merge.py): its --quant
 ADAPTER_FILE = "adapter_model.safetensors"
 # in every exported folder: the mark that lets a later export replace the folder
 MANIFEST = "sgtui-export.json"
