@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import ChatMessage
+from .base import ChatMessage, SamplingParams
+
+# where the next turn starts in the Vicuna layout: a base model, which has no end-of-turn token
+# to stop at, runs on into "USER: [input] = ..." until the token limit without it
+VICUNA_TURN_STOPS = ("\nUSER:",)
 
 
 def render_template(template: str | None, messages: Sequence[ChatMessage], bos: str = "",
@@ -36,3 +40,14 @@ def render_vicuna(messages: Sequence[ChatMessage], add_generation_prompt: bool =
             lines.append(f"ASSISTANT: {m.content}")
     text = "\n".join(lines)
     return text + "\nASSISTANT:\n" if add_generation_prompt else text
+
+
+def with_turn_stops(params: SamplingParams, template: str | None) -> SamplingParams:
+    """`params` with the layout's next-turn stops added when the model has no chat template
+    (render_vicuna's layout); a template's own end of turn is its end-of-sequence token."""
+    if template:
+        return params
+    from dataclasses import replace
+    extra = tuple(s for s in VICUNA_TURN_STOPS if s not in params.stop)
+    return replace(params, stop=tuple(params.stop) + extra) if extra else params
+

@@ -41,6 +41,7 @@ from sgtui import interrupts
 from sgtui.errors import SgtuiError
 
 from .base import Completion, SamplingParams, TokenScore
+from .chat import with_turn_stops
 from .llama_cpp import LlamaCppGenerator
 
 MAX_PARALLEL = 32       # the per-token cost fell little beyond this on a 2-core CPU
@@ -330,6 +331,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         stream ends, without the completions not yet finished."""
         if self.llm is None:
             raise SgtuiError("the model is closed", path=self.model_path)
+        params = with_turn_stops(params, self.chat_template)
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError("seeds must give one seed per prompt")
         k = max(params.n, params.best_of or params.n)

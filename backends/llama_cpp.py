@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 from sgtui.errors import SgtuiError
 
 from .base import ChatMessage, Completion, SamplingParams, TokenScore, cpu_threads
-from .chat import render_template
+from .chat import render_template, with_turn_stops
 
 
 def check_gguf(path: str | Path) -> Path:
@@ -29,6 +29,54 @@ def check_gguf(path: str | Path) -> Path:
         raise SgtuiError("not a GGUF model file (it does not start with the GGUF magic)",
                          path=str(p), fix="pass a .gguf file, or convert the model to GGUF")
     return p
+
+
+# -- llama.cpp's own log ------------------------------------------------------------------------
+# llama.cpp logs every load and context creation; llama-cpp-python's callback prints the lines it
+# takes for errors to the terminal, and with the ggml log levels of late 2025 that is every
+# warning ("llama_context: n_ctx_seq (512) > n_ctx_train ..."). sgtui sends all of them to a log
+# file instead (the run's, where a run is going: log_llama_to) and keeps the last lines in memory
+# for a load that fails.
+_LLAMA_LOG: dict = {"path": None, "installed": None}
+_RECENT: list[str] = []
+
+
+def quiet_llama() -> None:
+    """Install the log callback (once per process): llama.cpp never writes to the terminal."""
+    if _LLAMA_LOG["installed"] is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def _log(level: int, text: bytes, user_data) -> None:
+        line = text.decode("utf-8", "replace")
+        _RECENT.append(line)
+        del _RECENT[:-50]
+        try:
+            path = _LLAMA_LOG["path"]
+            if path is None:  # no run going (a model loading): the data folder's log
+                from sgtui.paths import home_path
+                folder = home_path()
+                if not folder.is_dir():
+                    return
+                path = folder / "llama.log"
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line)
+        except Exception:  # noqa: BLE001 - a log that cannot be written must not stop a run
+            pass
+
+    _LLAMA_LOG["installed"] = _log  # referenced, so ctypes keeps the callback alive
+    llama_cpp.llama_log_set(_log, ctypes.c_void_p(0))
+
+
+def log_llama_to(path: str | Path | None) -> None:
+    """Append llama.cpp's log lines to `path` from now on (None: to llama.log in the data
+    folder)."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _LLAMA_LOG["path"] = str(path) if path is not None else None
 
 
 def gpu_layers() -> int:
@@ -62,6 +110,7 @@ class LlamaCppGenerator:
             from llama_cpp import Llama
         except ImportError as e:  # pragma: no cover - install problem
             raise SgtuiError(f"llama-cpp-python is not installed ({e})", fix="run ./install.sh")
+        quiet_llama()
         threads = n_threads or cpu_threads()
         try:
             # the thread count asked for applies to prompts (and scored pairs) too: llama-cpp-
@@ -112,6 +161,7 @@ class LlamaCppGenerator:
                  seeds: Sequence[int] | None = None) -> Iterator[Completion]:
         """One sequence at a time through the high-level API (the batched path is in
         backends/llama_batch.py). best_of is not emulated here: n samples are drawn."""
+        params = with_turn_stops(params, self.chat_template)
         for i, prompt in enumerate(prompts):
             n_prompt = self._check_fits(prompt, params)
             max_tokens = max(1, min(params.max_tokens, self.n_ctx - n_prompt - 1))

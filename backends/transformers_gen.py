@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 from sgtui.errors import SgtuiError
 
 from .base import ChatMessage, Completion, SamplingParams, TokenScore, check_score_pair
-from .chat import render_template
+from .chat import render_template, with_turn_stops
 
 
 def load_hf(model_path: str | Path, adapter: str | None = None, trust_remote_code: bool = False,
@@ -74,6 +74,7 @@ class TransformersGenerator:
                  seeds: Sequence[int] | None = None) -> Iterator[Completion]:
         import torch
 
+        params = with_turn_stops(params, self.tok.chat_template)
         for i, prompt in enumerate(prompts):
             ids = self.tok(prompt, return_tensors="pt", add_special_tokens=False)
             n_prompt = ids["input_ids"].shape[1]

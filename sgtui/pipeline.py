@@ -81,6 +81,9 @@ class SynthesisRun:
         row = store.run(run_id)
         self.task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
         self.params = RunParams.from_dict(row["params"])
+        from backends.llama_cpp import log_llama_to
+        from .training import run_dir
+        log_llama_to(run_dir(store, run_id) / "llama.log")  # not the terminal: backends docs
         self.tokens = 0
         self.t0 = time.monotonic()
 

@@ -187,9 +187,10 @@ def chat_format(model_path: str | Path, trust_remote_code: bool = False) -> Chat
     p = Path(model_path)
     if p.is_file():
         # exactly what backends/llama_cpp.py does, from the vocabulary alone (no weights read)
-        from backends.llama_cpp import check_gguf
+        from backends.llama_cpp import check_gguf, quiet_llama
         check_gguf(p)
         from llama_cpp import Llama
+        quiet_llama()
         llm = Llama(model_path=str(p), vocab_only=True, verbose=False)
         try:
             md = llm.metadata or {}
