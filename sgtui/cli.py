@@ -16,8 +16,9 @@ from .errors import SgtuiError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="a .gguf file or a Hugging Face folder (default: the bundled "
-                                    "SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="a .gguf file, a Hugging Face folder, ollama:NAME[:TAG], "
+                                    "lmstudio:PUB/REPO or ORG/NAME in the local Hugging Face "
+                                    "cache (default: the bundled SmolLM2-135M-Instruct)")
     p.add_argument("--backend", help="llama-cpp (default for .gguf) or transformers")
     p.add_argument("--db", help="the SQLite database (default: $SGTUI_HOME/sgtui.db)")
     p.add_argument("--trust-remote-code", action="store_true",
@@ -107,7 +108,8 @@ def _store(db: str | None):
 def resolve_model(model: str | None, backend: str | None) -> tuple[str, str]:
     import backends
     from .paths import bundled_model
-    path = model or str(bundled_model())
+    from .models import resolve_model as by_name
+    path = by_name(model) if model else str(bundled_model())
     return path, backend or backends.default_backend_for(path)
 
 

@@ -38,6 +38,7 @@ def _model_and_answer_budget(args) -> tuple[str, int, int]:
     annotation budget, --ann-max-tokens, plus the EOS), and the task's prompt length
     (vram.prompt_tokens)."""
     from .config import RunParams
+    from .models import resolve_model
     from .task import Task
     from .vram import prompt_tokens
     target = args.target.strip()
@@ -50,13 +51,14 @@ def _model_and_answer_budget(args) -> tuple[str, int, int]:
         run = Store(args.db or default_db()).run(record_id(target))
         budget = run["params"].get("ann_max_tokens", RunParams.ann_max_tokens)
         task = Task.from_dict(json.loads(run["task"]), f"run {target}")
-        return args.model or run["model"], budget + 1, prompt_tokens(task)
+        return resolve_model(args.model) if args.model else run["model"], budget + 1, \
+            prompt_tokens(task)
     from .cli_train import _resolve_task
     from .task import load_task
     task = load_task(_resolve_task(target))
     budget = RunParams.defaults_for(task.type).ann_max_tokens + 1
     if args.model:
-        return args.model, budget, prompt_tokens(task)
+        return resolve_model(args.model), budget, prompt_tokens(task)
     from .paths import bundled_model
     return str(bundled_model()), budget, prompt_tokens(task)
 

@@ -155,13 +155,18 @@ def cmd_train(args) -> int:
     params = params_from_args(args, task_type=_task_of(_store(args.db), args.run).type)
     given = [k for k in [*params.to_dict(), "model"] if getattr(args, k, None) is not None]
     outcome = train_run(_db_path(args.db), args.run, params, resume=args.resume,
-                        model=args.model, trust_remote_code=args.trust_remote_code,
+                        model=_by_name(args.model), trust_remote_code=args.trust_remote_code,
                         quiet=args.quiet, given=["--" + k.replace("_", "-") for k in given])
     loss = f", final loss {outcome.final_loss:.4f}" if outcome.final_loss is not None else ""
     print(f"run {args.run}: trained {outcome.steps} steps{loss}")
     print(f"  adapter: {outcome.adapter}")
     print(f"  next: sgtui export {args.run} --format gguf")
     return 0
+
+
+def _by_name(model: str | None) -> str | None:
+    from .models import resolve_model
+    return resolve_model(model) if model else None
 
 
 def cmd_export(args) -> int:

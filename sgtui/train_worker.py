@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from .errors import SgtuiError
+from .models import resolve_model
 from .training import (TrainParams, add_param_args, adapter_dir, chat_format, checkpoints_dir,
                        interrupted_training, params_from_args, read_data, render_pairs, run_dir,
                        training_pairs, write_data)
@@ -222,7 +223,7 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
         # rows the killed training wrote after its last checkpoint are written again below
         store.clear_progress(run_id, after_step=done_step)
     else:
-        base = args.model or row["model"]
+        base = resolve_model(args.model) if args.model else row["model"]
         task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
         pairs = training_pairs(store, run_id, params.seeds_only)
         fmt = chat_format(base, args.trust_remote_code)

@@ -35,7 +35,14 @@ def default_model() -> str | None:
         return None
 
 
-def backend_for(path: str) -> str:
+def backend_for(name: str) -> str:
+    """transformers for a Hugging Face folder, llama-cpp for a GGUF; a name (ollama:NAME,
+    ORG/NAME) by what it resolves to (sgtui/models.py)."""
+    from ..models import resolve_model
+    try:
+        path = resolve_model(name)
+    except SgtuiError:
+        path = name  # loading it will say what is wrong
     return "transformers" if Path(path).is_dir() else "llama-cpp"
 
 

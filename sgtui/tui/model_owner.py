@@ -22,6 +22,7 @@ from backends.base import cpu_threads
 from ..config import RunParams
 from ..errors import SgtuiError
 from ..events import NoticeEvent, ProgressEvent, SampleEvent
+from ..models import resolve_model
 from ..pipeline import Stopped, SynthesisRun
 from ..store import Store
 from ..synthesis import create_run
@@ -214,7 +215,8 @@ class ModelOwner:
         try:
             if run_id is None:
                 task = store.get_task(request.task_id)
-                run_id = create_run(store, task, request.params, request.model, request.backend)
+                model = resolve_model(request.model)  # ollama:NAME, ORG/NAME: a file or folder
+                run_id = create_run(store, task, request.params, model, request.backend)
                 self.post(GenerationState(run_id, "created"))
             row = store.run(run_id)
             wanted = (row["model"], row["backend"])
