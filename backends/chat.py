@@ -7,8 +7,10 @@ from typing import Sequence
 from .base import ChatMessage, SamplingParams
 
 # where the next turn starts in the Vicuna layout: a base model, which has no end-of-turn token
-# to stop at, runs on into "USER: [input] = ..." until the token limit without it
-VICUNA_TURN_STOPS = ("\nUSER:",)
+# to stop at, runs on into "USER: [input] = ..." until the token limit without it. Not only
+# after a newline: after the layout's "ASSISTANT:\n" a base model may open the next turn at
+# once (Gemma 3 270M does), which is no answer at all and becomes an empty one
+VICUNA_TURN_STOPS = ("USER:",)
 
 
 def render_template(template: str | None, messages: Sequence[ChatMessage], bos: str = "",
