@@ -12,6 +12,9 @@ GENERATORS = {
     "llama-cpp": ("backends.llama_batch", "BatchedLlamaCppGenerator", "llama_cpp"),
     "llama-cpp-sequential": ("backends.llama_cpp", "LlamaCppGenerator", "llama_cpp"),
     "transformers": ("backends.transformers_gen", "TransformersGenerator", "transformers"),
+    # any OpenAI-compatible server (llama-server, vLLM, Ollama, LM Studio); the standard
+    # library is all it needs
+    "openai": ("backends.openai_server", "OpenAIServerGenerator", "http.client"),
 }
 
 __all__ = ["BackendInfo", "ChatMessage", "Completion", "Generator", "SamplingParams", "names",

@@ -151,7 +151,7 @@ class OpenAIServerGenerator:
         self.template_source = "vicuna (the server gives no chat template)"
         server_ctx, ctx_source = self._inspect(models)
         self._find_tokenizer()
-        if self.chat_template is None and template_from:
+        if template_from:
             self._template_from(template_from)
         if n_ctx:
             self.n_ctx, self.n_ctx_source = int(n_ctx), "given"
@@ -165,7 +165,8 @@ class OpenAIServerGenerator:
 
     # -- HTTP -------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
-        return f"{self._scheme}://{self._host}:{self._port}{path}"
+        host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 address
+        return f"{self._scheme}://{host}:{self._port}{path}"
 
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         """This thread's keep-alive connection (a new one after a failure)."""
@@ -207,6 +208,12 @@ class OpenAIServerGenerator:
                 raw = resp.read()
             except ConnectionRefusedError:
                 self._drop(conn)
+                if dropped:  # it was there a moment ago
+                    raise SgtuiError("the server closed the connection and no longer listens at "
+                                     f"{self.base_url} (connection refused)", path=url,
+                                     fix="check the server's log (it may have crashed or been "
+                                     "stopped) and start it again; a run continues with "
+                                     "--resume") from None
                 raise SgtuiError(f"nothing is listening at {self.base_url} (connection refused)",
                                  path=url, fix="start the server (llama-server -m MODEL --port N, "
                                  "ollama serve, vllm serve MODEL), or pass --base-url with its "
@@ -385,10 +392,13 @@ class OpenAIServerGenerator:
                 "prompt": text, "model": self.served_model, "add_special_tokens": False}
 
     def _template_from(self, source: str | Path) -> None:
-        from sgtui.training import chat_format
-        fmt = chat_format(source)
-        self.chat_template, self._bos, self._eos = fmt.template, fmt.bos, fmt.eos
-        self.template_source = f"{source} (template_from)"
+        """The chat template of a local model where the server gave none, and its vocabulary
+        for token counts where the server has no tokenizer (a GGUF file only)."""
+        if self.chat_template is None:
+            from sgtui.training import chat_format
+            fmt = chat_format(source)
+            self.chat_template, self._bos, self._eos = fmt.template, fmt.bos, fmt.eos
+            self.template_source = f"{source} (template_from)"
         if self._tokenize_path is None and Path(source).is_file():
             from llama_cpp import Llama
 

@@ -19,7 +19,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a .gguf file, a Hugging Face folder, ollama:NAME[:TAG], "
                                     "lmstudio:PUB/REPO or ORG/NAME in the local Hugging Face "
                                     "cache (default: the bundled SmolLM2-135M-Instruct)")
-    p.add_argument("--backend", help="llama-cpp (default for .gguf) or transformers")
+    p.add_argument("--backend", help="llama-cpp (default for .gguf), transformers, or openai (a "
+                                     "server: --base-url)")
+    g = p.add_argument_group("a server (--backend openai)")
+    g.add_argument("--base-url", metavar="URL",
+                   help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
+    g.add_argument("--served-model", metavar="NAME", help="the model's name on the server")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="the environment variable that holds the API key (never the key)")
+    g.add_argument("--concurrency", type=int, default=4, metavar="N",
+                   help="parallel requests (default 4)")
     p.add_argument("--db", help="the SQLite database (default: $SGTUI_HOME/sgtui.db)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let transformers run code shipped with a model (off by default)")

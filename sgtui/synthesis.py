@@ -24,15 +24,23 @@ def open_run(store: Store, args, load_task, resolve_model, params_from_args):
             raise SgtuiError(f"run {args.resume} is already complete", path=str(store.path),
                              fix="start a new run without --resume")
         model, backend = row["model"], row["backend"]
+        if backend == "openai" and getattr(args, "base_url", None):
+            # a restarted server may listen elsewhere: the URL given, the model stored
+            served = model.split("#", 1)[1] if "#" in model else ""
+            model = args.base_url + (f"#{served}" if served else "")
         run_id = args.resume
     else:
         task = load_task(args.task)
-        model, backend = resolve_model(args.model, args.backend)
+        if getattr(args, "backend", None) == "openai":
+            model, backend = server_spec(args), "openai"
+        else:
+            model, backend = resolve_model(args.model, args.backend)
         params = params_from_args(args, task.type)
         if backend not in backends.names():
             raise SgtuiError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(backends.names())}")
         generator = backends.load_generator(backend, model, **_gen_options(args, backend))
-        run_id = create_run(store, task, params, model, backend)
+        # a server's "URL#MODEL" as the backend settled it, so --resume finds it again
+        run_id = create_run(store, task, params, getattr(generator, "model_path", model), backend)
         return run_id, generator
     # resuming: make sure nobody else holds the run before loading a model
     store.claim_run(run_id)
@@ -41,9 +49,28 @@ def open_run(store: Store, args, load_task, resolve_model, params_from_args):
     return run_id, generator
 
 
+def server_spec(args) -> str:
+    """--base-url [and --served-model] as the openai backend's model: "URL#MODEL"."""
+    if not getattr(args, "base_url", None):
+        raise SgtuiError("--backend openai needs the server's address",
+                         fix="pass --base-url, e.g. --base-url http://127.0.0.1:8080/v1")
+    served = getattr(args, "served_model", None)
+    return args.base_url + (f"#{served}" if served else "")
+
+
 def _gen_options(args, backend: str) -> dict:
     if backend == "transformers":
         return {"trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
+    if backend == "openai":
+        from .models import resolve_model
+        model = getattr(args, "model", None)
+        concurrency = getattr(args, "concurrency", 4) or 4
+        if concurrency < 1:
+            raise SgtuiError(f"--concurrency must be at least 1 (got {concurrency})",
+                             fix="pass --concurrency 4, or leave it out")
+        # --model with a server: the local copy whose template and tokenizer the server runs
+        return {"api_key_env": getattr(args, "api_key_env", None), "concurrency": concurrency,
+                "template_from": resolve_model(model) if model else None}
     return {}
 
 
