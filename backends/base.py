@@ -117,6 +117,14 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def prompt_too_long(n: int, n_ctx: int, model_path) -> "Exception":
+    """The error for a prompt of `n` tokens that leaves no room in a context of `n_ctx`."""
+    from sgtui.errors import SgtuiError
+    return SgtuiError(f"a prompt of {n} tokens does not fit the model's context of {n_ctx} "
+                      "tokens", path=model_path, fix="shorten the instruction or examples, or "
+                                                     "use a model with a longer context")
+
+
 def check_score_pair(n_prompt: int, n_cont: int, n_ctx: int, model_path) -> None:
     """Refuse a pair score() cannot take: an empty prompt (no token to predict the first
     continuation token from) or one that does not fit the context with its continuation."""

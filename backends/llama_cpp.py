@@ -10,7 +10,8 @@ from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
 
-from .base import ChatMessage, Completion, SamplingParams, TokenScore, cpu_threads
+from .base import (ChatMessage, Completion, SamplingParams, TokenScore, cpu_threads,
+                   prompt_too_long)
 from .chat import render_template, with_turn_stops
 
 
@@ -151,10 +152,7 @@ class LlamaCppGenerator:
     def _check_fits(self, prompt: str, params: SamplingParams) -> int:
         n = self.count_tokens(prompt)
         if n + 1 >= self.n_ctx:
-            raise SgtuiError(f"a prompt of {n} tokens does not fit the model's context of "
-                             f"{self.n_ctx} tokens", path=self.model_path,
-                             fix="shorten the instruction or examples, or use a model with a "
-                                 "longer context")
+            raise prompt_too_long(n, self.n_ctx, self.model_path)
         return n
 
     def generate(self, prompts: Sequence[str], params: SamplingParams,

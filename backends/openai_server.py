@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 from sgtui.errors import SgtuiError
 
 from .base import (ChatMessage, Completion, SamplingParams, ScoreStopped, TokenScore,
-                   check_score_pair)
+                   check_score_pair, prompt_too_long)
 from .chat import render_template, with_turn_stops
 
 DEFAULT_N_CTX = 4096
@@ -450,10 +450,7 @@ class OpenAIServerGenerator:
             return params.max_tokens
         n = self.count_tokens(prompt)
         if n + 1 >= self.n_ctx:
-            raise SgtuiError(f"a prompt of {n} tokens does not fit the model's context of "
-                             f"{self.n_ctx} tokens", path=self.model_path,
-                             fix="shorten the instruction or examples, or use a model with a "
-                                 "longer context")
+            raise prompt_too_long(n, self.n_ctx, self.model_path)
         return max(1, min(params.max_tokens, self.n_ctx - n - 1))
 
     def generate(self, prompts: Sequence[str], params: SamplingParams,
