@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from backends.base import Generator, SamplingParams, ScoreStopped
+from backends.llama_cpp import log_llama_to
 
 from .annotation import OutputAnnotator, balance
 from .config import RunParams
@@ -23,6 +24,7 @@ from .input_generation import InputGenerator, slot_rng
 from .prompts import meta_messages
 from .store import Store
 from .task import Task
+from .training import run_dir
 
 Emit = Callable[[object], None]
 
@@ -81,9 +83,7 @@ class SynthesisRun:
         row = store.run(run_id)
         self.task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
         self.params = RunParams.from_dict(row["params"])
-        from backends.llama_cpp import log_llama_to
-        from .training import run_dir
-        log_llama_to(run_dir(store, run_id) / "llama.log")  # not the terminal: backends docs
+        log_llama_to(run_dir(store, run_id) / "llama.log")  # not the terminal
         self.tokens = 0
         self.t0 = time.monotonic()
 

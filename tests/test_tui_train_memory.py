@@ -104,3 +104,23 @@ async def test_the_generation_model_is_closed_while_training_runs(tmp_path, bund
         assert closes == [bundled_model]  # closed once, before the child started
         await wait_until(pilot, lambda: app.owner.loaded is not None, timeout=60)
         assert loads == [bundled_model, bundled_model]  # and loaded again after
+
+
+async def test_training_waits_for_no_run_to_be_generating(tmp_path):
+    """A paused run holds the model owner, which would never close the model for training:
+    training is refused until the run is stopped or done."""
+    db = tmp_path / "w.db"
+    make_reviewed_run(db)
+    jobs = fake_training_job(steps=2, delay=0.01)
+    app = make_app(db, train_job_factory=jobs)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        app.gen_state = "paused"  # as the model owner leaves it when a run is paused
+        await pilot.press("t")
+        await settle(app, pilot)
+        assert app.page("train").training_run is None and jobs.jobs == []
+        assert any("a run is generating" in n.message for n in app._notifications)
+        app.gen_state = "done"
+        await pilot.press("t")
+        await wait_until(pilot, lambda: "training finished" in screen_text(app), timeout=30)

@@ -7,7 +7,6 @@ signals) and keeps what several screens share.
 from __future__ import annotations
 
 import threading
-
 from pathlib import Path
 from typing import Callable
 

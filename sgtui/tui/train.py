@@ -252,6 +252,11 @@ class TrainPage(Page):
         if self.info.get("pairs") == 0:
             self.notify("no training pairs: keep some samples first (3 Review)", severity="warning")
             return
+        if self.sg.generating:
+            # the generation model is closed for training, and a paused run would hold it
+            self.notify("a run is generating: stop it, or let it finish, before training "
+                        "(the two would share the memory)", severity="warning")
+            return
         self.training_run, self.rows = self.run_id, []
         self.query_one("#train-log", Log).write_line(
             f"training run {self.run_id}: {train_summary(self.train_params)}"
