@@ -10,7 +10,7 @@ from .base import ChatMessage, SamplingParams
 # to stop at, runs on into "USER: [input] = ..." until the token limit without it. Not only
 # after a newline: after the layout's "ASSISTANT:\n" a base model may open the next turn at
 # once (Gemma 3 270M does), which is no answer at all and becomes an empty one
-VICUNA_TURN_STOPS = ("USER:",)
+VICUNA_TURN_STOPS = ("\nUSER:", "USER:")  # the first cuts the newline before the turn too
 
 
 def render_template(template: str | None, messages: Sequence[ChatMessage], bos: str = "",

@@ -121,6 +121,20 @@ def _training_alive(run_folder: Path) -> bool:
         return False
 
 
+def _enable_wal(db, tries: int = 100) -> None:
+    """Switch to WAL. Changing the journal mode needs the database to itself, and SQLite answers
+    "database is locked" at once, without the busy timeout, while another process is creating
+    or upgrading the same new database: wait a little and ask again."""
+    for attempt in range(tries):
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -131,7 +145,7 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 30000")
             self.db = sqlite_utils.Database(conn)
             if str(path) != ":memory:":
-                self.db.enable_wal()
+                _enable_wal(self.db)
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             if str(path) != ":memory:":

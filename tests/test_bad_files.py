@@ -393,6 +393,8 @@ OOM_SHIM = textwrap.dedent("""
 
     class _Boom:
         name = "peft"
+        uses_cuda = False  # as backends.training.Trainer declares
+        quantized_4bit = False
         def prepare(self):
             pass
         def train(self, spec, emit):
