@@ -215,8 +215,8 @@ class ModelOwner:
         try:
             if run_id is None:
                 task = store.get_task(request.task_id)
-                model = resolve_model(request.model)  # ollama:NAME, ORG/NAME: a file or folder
-                run_id = create_run(store, task, request.params, model, request.backend)
+                run_id = create_run(store, task, request.params, _by_name(request.model),
+                                    request.backend)
                 self.post(GenerationState(run_id, "created"))
             row = store.run(run_id)
             wanted = (row["model"], row["backend"])
@@ -266,6 +266,16 @@ class ModelOwner:
                 self.post(GenerationState(run_id, "running"))
 
         return emit
+
+
+def _by_name(model: str) -> str:
+    """The file or folder a name stands for (ollama:NAME, ORG/NAME: sgtui/models.py), so the
+    run records what training and export can load; a name that resolves to nothing is kept,
+    and loading it says what is wrong."""
+    try:
+        return resolve_model(model)
+    except SgtuiError:
+        return model
 
 
 def _lower_priority() -> None:
