@@ -18,7 +18,7 @@ import re
 import struct
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -63,12 +63,14 @@ def weight_files(folder: Path) -> list[Path]:
 
 @dataclass
 class GGUFHeader:
-    """A GGUF file's key-values (scalars and strings; arrays as their length) and tensor
-    shapes and types: everything but the tensor data and the arrays' elements."""
+    """A GGUF file's key-values (scalars and strings; arrays as their length, and short
+    numeric arrays such as per-layer head counts also decoded) and tensor shapes and types:
+    everything but the tensor data and the long arrays' elements (the vocabulary)."""
 
     kv: dict[str, object]
     array_lengths: dict[str, int]
     tensors: list[tuple[str, tuple[int, ...], int]]  # name, shape, GGMLQuantizationType value
+    numbers: dict[str, list] = field(default_factory=dict)  # numeric arrays of <= 4096
 
 
 def gguf_header(path: str | Path) -> GGUFHeader:
@@ -133,6 +135,7 @@ def gguf_header(path: str | Path) -> GGUFHeader:
                 raise ValueError("implausible GGUF counts")
             kv: dict[str, object] = {}
             lengths: dict[str, int] = {}
+            numbers: dict[str, list] = {}
             for _ in range(n_kv):
                 key = string().decode("utf-8", "replace")
                 vtype = take("I")
@@ -142,6 +145,10 @@ def gguf_header(path: str | Path) -> GGUFHeader:
                     kv[key] = take(scalars[vtype])
                 elif vtype == T.ARRAY:
                     itype, n = take("I"), take("Q")
+                    if itype in scalars and n <= 4096 and \
+                            pos + n * struct.calcsize(scalars[itype]) <= size:
+                        numbers[key] = list(struct.unpack_from(f"{order}{n}{scalars[itype]}",
+                                                               buf, pos))
                     try:
                         skip_array(itype, n)
                     except struct.error:
@@ -159,7 +166,7 @@ def gguf_header(path: str | Path) -> GGUFHeader:
                 ttype = take("I")
                 take("Q")  # data offset
                 tensors.append((tname, shape, ttype))
-    return GGUFHeader(kv, lengths, tensors)
+    return GGUFHeader(kv, lengths, tensors, numbers)
 
 
 def _gguf_quantization(h: GGUFHeader) -> str | None:

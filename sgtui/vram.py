@@ -174,7 +174,7 @@ _CACHE: dict[tuple, ModelDims] = {}
 
 def model_dims(model: str | Path) -> ModelDims:
     """The dimensions of a .gguf file or a Hugging Face folder, from metadata alone. Cached per
-    (path, size, mtime): the gguf reader parses the whole vocabulary in Python (seconds)."""
+    (path, size, mtime): the TUI asks again each time the Train page is shown."""
     p = Path(model).expanduser()
     if not p.exists():
         raise SgtuiError("model not found", path=str(model),
@@ -197,22 +197,25 @@ _LINEAR_GGUF = re.compile(r"^blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|dow
 
 
 def _gguf_dims(p: Path) -> ModelDims:
-    from gguf import GGUFReader
+    """From the GGUF's header alone (model_meta.gguf_header: the vocabulary is skipped, not
+    decoded, which is most of what the gguf package's reader spends its seconds on)."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from .model_meta import gguf_header
     try:
-        reader = GGUFReader(str(p))
-    except Exception as e:  # not a GGUF, truncated, or another version
+        header = gguf_header(p)
+        sizes = {name: (int(np.prod(shape)) if shape else 1,
+                        GGML_QUANT_SIZES[GGMLQuantizationType(ttype)])
+                 for name, shape, ttype in header.tensors}
+    except (OSError, ValueError, KeyError) as e:  # not a GGUF, truncated, an unknown type
         raise SgtuiError(f"cannot read the GGUF metadata ({type(e).__name__}: {e})",
                          path=str(p), fix="pass a complete .gguf file (re-download it?) or a "
                                           "Hugging Face folder") from None
 
     def get(key, default=None):
-        f = reader.fields.get(key)
-        if f is None:
-            return default
-        try:
-            return f.contents()
-        except Exception:
-            return default
+        value = header.kv.get(key, header.numbers.get(key))
+        return default if value is None else value
 
     arch = get("general.architecture")
     layers, hidden = get(f"{arch}.block_count"), get(f"{arch}.embedding_length")
@@ -228,23 +231,22 @@ def _gguf_dims(p: Path) -> ModelDims:
     ff = max(ff) if isinstance(ff, list) else ff
     hd = get(f"{arch}.attention.key_length") or hidden // heads
     vd = get(f"{arch}.attention.value_length")
-    tensors = {t.name: t for t in reader.tensors}
-    vocab = get(f"{arch}.vocab_size")
-    if not vocab and "tokenizer.ggml.tokens" in reader.fields:
-        vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    if not vocab and "token_embd.weight" in tensors:
-        vocab = int(max(tensors["token_embd.weight"].shape))
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
-    linear = sum(int(t.n_elements) for n, t in tensors.items() if _LINEAR_GGUF.match(n))
-    emb = sum(int(tensors[n].n_elements) for n in ("token_embd.weight", "output.weight")
-              if n in tensors)
+    shapes = {name: shape for name, shape, _ in header.tensors}
+    vocab = get(f"{arch}.vocab_size") or header.array_lengths.get("tokenizer.ggml.tokens")
+    if not vocab and "token_embd.weight" in shapes:
+        vocab = int(max(shapes["token_embd.weight"]))
+    count = {name: n for name, (n, _) in sizes.items()}
+    n_params = sum(count.values())
+    linear = sum(n for name, n in count.items() if _LINEAR_GGUF.match(name))
+    emb = sum(count[n] for n in ("token_embd.weight", "output.weight") if n in count)
+    n_bytes = sum(n // block * type_size for n, (block, type_size) in sizes.values())
     return ModelDims(get("general.name") or p.stem, int(layers), int(hidden), int(ff),
                      int(heads), int(kv), int(hd), int(vocab or 0),
-                     "output.weight" not in tensors, n_params, linear, emb,
+                     "output.weight" not in shapes, n_params, linear, emb,
                      value_dim=int(vd) if vd and vd != hd else None,
-                     gated_mlp=any(n.endswith("ffn_gate.weight") for n in tensors) or not any(
-                         n.endswith("ffn_up.weight") for n in tensors),
-                     weight_bytes=sum(int(t.n_bytes) for t in reader.tensors), source="gguf")
+                     gated_mlp=any(n.endswith("ffn_gate.weight") for n in shapes) or not any(
+                         n.endswith("ffn_up.weight") for n in shapes),
+                     weight_bytes=n_bytes, source="gguf")
 
 
 def _first(cfg: dict, *keys, default=None):
