@@ -1,4 +1,5 @@
 """Backend registry: cheap names(), and load() that imports the heavy library only when used."""
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -17,8 +18,17 @@ GENERATORS = {
     "openai": ("backends.openai_server", "OpenAIServerGenerator", "http.client"),
 }
 
-__all__ = ["BackendInfo", "ChatMessage", "Completion", "Generator", "SamplingParams", "names",
-           "info", "load_generator", "default_backend_for"]
+__all__ = [
+    "BackendInfo",
+    "ChatMessage",
+    "Completion",
+    "Generator",
+    "SamplingParams",
+    "names",
+    "info",
+    "load_generator",
+    "default_backend_for",
+]
 
 
 def names() -> list[str]:
@@ -35,16 +45,18 @@ def info() -> list[BackendInfo]:
 
 def default_backend_for(model_path: str) -> str:
     from pathlib import Path
+
     return "transformers" if Path(model_path).is_dir() else "llama-cpp"
 
 
 def load_generator(name: str, model_path: str, **options) -> Generator:
     if name not in GENERATORS:
-        raise SgtuiError(f"unknown backend {name!r}",
-                         fix=f"use one of: {', '.join(GENERATORS)}")
+        raise SgtuiError(f"unknown backend {name!r}", fix=f"use one of: {', '.join(GENERATORS)}")
     module, cls, lib = GENERATORS[name]
     if find_spec(lib) is None:
-        raise SgtuiError(f"backend {name!r} needs the python package {lib!r}, which is not "
-                         "installed", fix="run ./install.sh")
+        raise SgtuiError(
+            f"backend {name!r} needs the python package {lib!r}, which is not installed",
+            fix="run ./install.sh",
+        )
     mod = import_module(module)
     return getattr(mod, cls)(model_path, **options)

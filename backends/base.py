@@ -3,11 +3,14 @@
 A generator turns prompts into completions; a trainer (see backends/training.py) turns
 samples into an adapter. Heavy libraries are imported only inside the concrete backends.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence, runtime_checkable
+
+from sgtui.errors import SgtuiError
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,16 @@ class Generator(Protocol):
     supports_batch: bool
     n_ctx: int
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> Iterator[Completion]:
         """Yield completions as they finish, in any order: n per prompt (best_of drawn, the n
         with the highest cumulative logprob kept). `seeds` gives each prompt its own seed."""
         ...
 
-    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
         """Render messages with the model's own chat template."""
         ...
 
@@ -119,21 +125,26 @@ def cpu_threads() -> int:
 
 def prompt_too_long(n: int, n_ctx: int, model_path) -> "Exception":
     """The error for a prompt of `n` tokens that leaves no room in a context of `n_ctx`."""
-    from sgtui.errors import SgtuiError
-    return SgtuiError(f"a prompt of {n} tokens does not fit the model's context of {n_ctx} "
-                      "tokens", path=model_path, fix="shorten the instruction or examples, or "
-                                                     "use a model with a longer context")
+    return SgtuiError(
+        f"a prompt of {n} tokens does not fit the model's context of {n_ctx} tokens",
+        path=model_path,
+        fix="shorten the instruction or examples, or use a model with a longer context",
+    )
 
 
 def check_score_pair(n_prompt: int, n_cont: int, n_ctx: int, model_path) -> None:
     """Refuse a pair score() cannot take: an empty prompt (no token to predict the first
     continuation token from) or one that does not fit the context with its continuation."""
-    from sgtui.errors import SgtuiError
     if not n_prompt:
-        raise SgtuiError("an empty prompt cannot be scored with this model (it has no BOS "
-                         "token to start from)", path=model_path,
-                         fix="give every continuation a non-empty prompt")
+        raise SgtuiError(
+            "an empty prompt cannot be scored with this model (it has no BOS token to start from)",
+            path=model_path,
+            fix="give every continuation a non-empty prompt",
+        )
     if n_prompt + n_cont > n_ctx:
-        raise SgtuiError(f"a prompt and continuation of {n_prompt + n_cont} tokens do not fit "
-                         f"the model's context of {n_ctx} tokens", path=model_path,
-                         fix="shorten the prompt or the continuation")
+        raise SgtuiError(
+            f"a prompt and continuation of {n_prompt + n_cont} tokens do not fit "
+            f"the model's context of {n_ctx} tokens",
+            path=model_path,
+            fix="shorten the prompt or the continuation",
+        )

@@ -1,5 +1,6 @@
 """Chat-template rendering shared by the backends: the model's own Jinja template in a sandbox,
 or the paper's Vicuna layout when a model has none."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -13,8 +14,13 @@ from .base import ChatMessage, SamplingParams
 VICUNA_TURN_STOPS = ("\nUSER:", "USER:")  # the first cuts the newline before the turn too
 
 
-def render_template(template: str | None, messages: Sequence[ChatMessage], bos: str = "",
-                    eos: str = "", add_generation_prompt: bool = True) -> str:
+def render_template(
+    template: str | None,
+    messages: Sequence[ChatMessage],
+    bos: str = "",
+    eos: str = "",
+    add_generation_prompt: bool = True,
+) -> str:
     msgs = [{"role": m.role, "content": m.content} for m in messages]
     if not template:
         return render_vicuna(messages, add_generation_prompt)
@@ -26,8 +32,9 @@ def render_template(template: str | None, messages: Sequence[ChatMessage], bos: 
         raise ValueError(message)
 
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=msgs, bos_token=bos, eos_token=eos,
-                                            add_generation_prompt=add_generation_prompt)
+    return env.from_string(template).render(
+        messages=msgs, bos_token=bos, eos_token=eos, add_generation_prompt=add_generation_prompt
+    )
 
 
 def render_vicuna(messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
@@ -50,6 +57,6 @@ def with_turn_stops(params: SamplingParams, template: str | None) -> SamplingPar
     if template:
         return params
     from dataclasses import replace
+
     extra = tuple(s for s in VICUNA_TURN_STOPS if s not in params.stop)
     return replace(params, stop=tuple(params.stop) + extra) if extra else params
-

@@ -27,6 +27,7 @@ How the work is shared:
   first set of them keeps it). Copying a stream copies its cells in place, so the copy
   computes exactly what the original would have.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -44,11 +45,11 @@ from .base import Completion, SamplingParams, TokenScore
 from .chat import with_turn_stops
 from .llama_cpp import LlamaCppGenerator
 
-MAX_PARALLEL = 32       # the per-token cost fell little beyond this on a 2-core CPU
+MAX_PARALLEL = 32  # the per-token cost fell little beyond this on a 2-core CPU
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a sequence of their own
-CELL_ALIGN = 256        # llama.cpp pads the cells attention looks at to this many
-STREAM_ALIGN = 512      # one-draw streams grow in steps, so that rounds of prompts reuse a
-                        # context; several-draw calls (one per annotation) take CELL_ALIGN
+CELL_ALIGN = 256  # llama.cpp pads the cells attention looks at to this many
+STREAM_ALIGN = 512  # one-draw streams grow in steps, so that rounds of prompts reuse a
+# context; several-draw calls (one per annotation) take CELL_ALIGN
 _LLAMA_LOG = logging.getLogger("llama-cpp-python")  # prints llama.cpp's log
 
 
@@ -69,9 +70,16 @@ class BatchPlan:
         return self.n_seq_max >= other.n_seq_max and self.seq_cells >= other.seq_cells
 
 
-def plan_batch(prompt_lens: Sequence[int], k: int, max_new: int, n_prefix: int,
-               n_parallel: int | None, cell_bytes: int, budget_bytes: int,
-               n_ctx: int = 1 << 30) -> BatchPlan:
+def plan_batch(
+    prompt_lens: Sequence[int],
+    k: int,
+    max_new: int,
+    n_prefix: int,
+    n_parallel: int | None,
+    cell_bytes: int,
+    budget_bytes: int,
+    n_ctx: int = 1 << 30,
+) -> BatchPlan:
     """The batch-size rule.
 
     Parallel count: n_parallel when given; otherwise the number of draws in the call (k =
@@ -109,6 +117,7 @@ def default_kv_budget() -> int:
     """A quarter of the memory available now, at least 256 MiB."""
     try:
         import psutil
+
         avail = psutil.virtual_memory().available
     except ImportError:  # pragma: no cover - psutil comes with accelerate
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -139,14 +148,14 @@ class _Candidate:
     number: int
     sampler: object
     max_new: int
-    seq: int = -1                # its branch's sequence, shared with the identical draws
-    ready: bool = False          # its prompt is in its cache; `pending` can be decoded
-    over: bool = False           # finished (retired at the end of the step)
-    pending: int = 0             # the token to decode next
-    pos: int = 0                 # and its position
+    seq: int = -1  # its branch's sequence, shared with the identical draws
+    ready: bool = False  # its prompt is in its cache; `pending` can be decoded
+    over: bool = False  # finished (retired at the end of the step)
+    pending: int = 0  # the token to decode next
+    pos: int = 0  # and its position
     tokens: list[int] = field(default_factory=list)
     buf: bytearray = field(default_factory=bytearray)
-    scanned: int = 0             # characters already searched for stop strings
+    scanned: int = 0  # characters already searched for stop strings
     logprob: float = 0.0
     text: str | None = None
     finish: str = "length"
@@ -160,10 +169,10 @@ class _Group:
     tokens: list[int]
     seed: int
     k: int
-    holder: int = -1             # the sequence holding the prompt (-1 once handed on)
-    filled: int = 0              # prompt tokens in the holder so far
-    started: int = 0             # draws admitted so far
-    live: int = 0                # draws admitted and not finished
+    holder: int = -1  # the sequence holding the prompt (-1 once handed on)
+    filled: int = 0  # prompt tokens in the holder so far
+    started: int = 0  # draws admitted so far
+    live: int = 0  # draws admitted and not finished
     done: list[_Candidate] = field(default_factory=list)
 
     @property
@@ -183,8 +192,8 @@ class _Call:
     waiting: deque[_Group]
     active: list[_Group] = field(default_factory=list)
     running: list[_Candidate] = field(default_factory=list)
-    holder_seq: int = 0          # the sequence a prompt is evaluated in
-    n_branches: int = 0          # branch sequences in use: ids 1..n_branches
+    holder_seq: int = 0  # the sequence a prompt is evaluated in
+    n_branches: int = 0  # branch sequences in use: ids 1..n_branches
     users: dict[int, int] = field(default_factory=dict)  # branch sequence -> its draws
 
 
@@ -202,15 +211,25 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     supports_stop = True  # generate() takes a stop event
     supports_score = True
 
-    def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
-                 lora_path: str | None = None, verbose: bool = False,
-                 n_parallel: int | None = None, share_prefix: bool = True,
-                 kv_budget_mib: int | None = None, flash_attn: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        lora_path: str | None = None,
+        verbose: bool = False,
+        n_parallel: int | None = None,
+        share_prefix: bool = True,
+        kv_budget_mib: int | None = None,
+        flash_attn: bool = False,
+    ):
         # The parent's high-level Llama is kept for loading, tokenizing and chat rendering;
         # its own context stays small because decoding happens in the context made below.
-        super().__init__(model_path, n_ctx=256, n_threads=n_threads, lora_path=lora_path,
-                         verbose=verbose)
+        super().__init__(
+            model_path, n_ctx=256, n_threads=n_threads, lora_path=lora_path, verbose=verbose
+        )
         import llama_cpp as L
+
         self._L = L
         self.verbose = verbose
         self._ctx = None
@@ -238,8 +257,9 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             problem = "n_parallel must be at least 1"
         if problem:
             self.close()
-            raise SgtuiError(problem, path=self.model_path,
-                             fix="use --backend llama-cpp-sequential")
+            raise SgtuiError(
+                problem, path=self.model_path, fix="use --backend llama-cpp-sequential"
+            )
         self.n_parallel = n_parallel
         self.share_prefix = share_prefix
         self.kv_budget = (kv_budget_mib << 20) if kv_budget_mib else default_kv_budget()
@@ -272,28 +292,36 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         p.n_ctx = plan.kv_cells
         p.n_seq_max = plan.n_seq_max
         p.n_batch = p.n_ubatch = 512
-        # The thread count asked for applies to prompt chunks too (llama-cpp-python would use
-        # every core for them); on a shared machine more threads than free cores collapse.
+        # The parent's thread count (llama_cpp.llama_threads: SGTUI_THREADS, else the count
+        # asked for, else one per core) applies to prompt chunks too (llama-cpp-python would
+        # use every core for them); on a shared machine more threads than free cores collapse.
         p.n_threads = p.n_threads_batch = self.llm.context_params.n_threads
         p.kv_unified = False  # a KV stream per sequence: see the module docstring
-        p.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
-                             else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        p.flash_attn_type = (
+            L.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         p.no_perf = True
         from llama_cpp._utils import suppress_stdout_stderr
+
         with suppress_stdout_stderr(disable=self.verbose):
             ctx = L.llama_init_from_model(self._model, p)
         if not ctx:
-            raise SgtuiError(f"llama.cpp could not create a context of {plan.kv_cells} cells "
-                             f"for {plan.n_parallel} sequences", path=self.model_path,
-                             fix="pass a smaller n_parallel or kv_budget_mib")
+            raise SgtuiError(
+                f"llama.cpp could not create a context of {plan.kv_cells} cells "
+                f"for {plan.n_parallel} sequences",
+                path=self.model_path,
+                fix="pass a smaller n_parallel or kv_budget_mib",
+            )
         adapter = getattr(self.llm, "_lora_adapter", None)
         if adapter is not None:
             adapters = (L.llama_adapter_lora_p_ctypes * 1)(adapter)
             scales = (ctypes.c_float * 1)(self.llm.lora_scale)
             if L.llama_set_adapters_lora(ctx, adapters, 1, scales):
                 L.llama_free(ctx)
-                raise SgtuiError("llama.cpp could not apply the LoRA adapter to the batched "
-                                 "context", path=self.model_path)
+                raise SgtuiError(
+                    "llama.cpp could not apply the LoRA adapter to the batched context",
+                    path=self.model_path,
+                )
         L.llama_set_abort_callback(ctx, self._abort_cb, None)
         self._ctx, self._ctx_plan = ctx, plan
         self._batch_size = L.llama_n_batch(ctx)
@@ -305,7 +333,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         if piece is None:
             buf = ctypes.create_string_buffer(64)
             n = self._L.llama_token_to_piece(self._vocab, tok, buf, 64, 0, False)
-            piece = self._pieces[tok] = buf.raw[:max(n, 0)]
+            piece = self._pieces[tok] = buf.raw[: max(n, 0)]
         return piece
 
     def _sampler(self, params: SamplingParams, seed: int):
@@ -323,8 +351,13 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         return chain
 
     # -- generation -----------------------------------------------------------------------
-    def generate(self, prompts: Sequence[str], params: SamplingParams,
-                 seeds: Sequence[int] | None = None, stop=None) -> Iterator[Completion]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+        stop=None,
+    ) -> Iterator[Completion]:
         """Yield completions as they finish (with best_of > n, a prompt's n best once all its
         draws are done). Prompts are checked here, before any decoding. `stop`: an object with
         is_set() (a threading.Event), looked at before every decode step; once it is set the
@@ -342,9 +375,12 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             self._check_fits(prompt, params)
             toks = self._tokenize(prompt)
             if len(toks) + 1 >= self.n_ctx:  # only the BOS token can push it over
-                raise SgtuiError(f"a prompt of {len(toks)} tokens does not fit the model's "
-                                 f"context of {self.n_ctx} tokens", path=self.model_path,
-                                 fix="shorten the instruction or examples")
+                raise SgtuiError(
+                    f"a prompt of {len(toks)} tokens does not fit the model's "
+                    f"context of {self.n_ctx} tokens",
+                    path=self.model_path,
+                    fix="shorten the instruction or examples",
+                )
             base = seeds[i] if seeds is not None else (params.seed or 0) * 1000003 + i
             groups.append(_Group(i, toks, base, k))
         if not groups:
@@ -354,8 +390,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
         self._stream = self._run(groups, params, stop)
         return self._stream
 
-    def _run(self, groups: list[_Group], params: SamplingParams, stop=None
-             ) -> Iterator[Completion]:
+    def _run(self, groups: list[_Group], params: SamplingParams, stop=None) -> Iterator[Completion]:
         L = self._L
         prefix: list[int] = []
         if self.share_prefix:
@@ -368,16 +403,30 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 prefix = groups[0].tokens[:n]
         shortest = min(len(g.tokens) for g in groups)
         max_new = max(1, min(params.max_tokens, self.n_ctx - shortest - 1))
-        plan = plan_batch([len(g.tokens) for g in groups], groups[0].k, max_new, len(prefix),
-                          self.n_parallel, self.cell_bytes, self.kv_budget, self.n_ctx)
+        plan = plan_batch(
+            [len(g.tokens) for g in groups],
+            groups[0].k,
+            max_new,
+            len(prefix),
+            self.n_parallel,
+            self.cell_bytes,
+            self.kv_budget,
+            self.n_ctx,
+        )
         self._ensure_context(plan)
         # a context kept from an earlier call may be larger than this call needs
         kept = self._ctx_plan
         plan = BatchPlan(plan.n_parallel, kept.kv_cells, kept.n_seq_max)
         mem = L.llama_get_memory(self._ctx)
-        call = _Call(params, plan, len(prefix), tuple(s for s in params.stop if s),
-                     params.best_of is not None and params.best_of > params.n,
-                     deque(groups), holder_seq=plan.n_parallel + 2)
+        call = _Call(
+            params,
+            plan,
+            len(prefix),
+            tuple(s for s in params.stop if s),
+            params.best_of is not None and params.best_of > params.n,
+            deque(groups),
+            holder_seq=plan.n_parallel + 2,
+        )
         self._stop = stop
         try:
             self._clear(mem)
@@ -406,12 +455,14 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 self._clear(L.llama_get_memory(self._ctx))
 
     # -- scoring --------------------------------------------------------------------------
-    def score(self, prompts: Sequence[str], continuations: Sequence[str], stop=None
-              ) -> list[TokenScore]:
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], stop=None
+    ) -> list[TokenScore]:
         """log P(continuation | prompt) per pair (backends.base.Generator.score), many pairs per
         decode in this context (backends/llama_score.py). `stop`: as for generate(); once it
         is set, scoring gives up with backends.base.ScoreStopped."""
-        from .llama_score import score_batched
+        from .llama_score import score_batched  # llama_score builds on this module
+
         return score_batched(self, prompts, continuations, stop)
 
     def _clear(self, mem) -> None:
@@ -461,10 +512,11 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 if rc == 2 and self._stop is not None and self._stop.is_set():
                     raise _StopAsked()
                 if rc != 0:
-                    raise SgtuiError(f"llama.cpp could not decode {what} (code {rc})",
-                                     path=self.model_path,
-                                     fix="pass a smaller n_parallel, or use --backend "
-                                         "llama-cpp-sequential")
+                    raise SgtuiError(
+                        f"llama.cpp could not decode {what} (code {rc})",
+                        path=self.model_path,
+                        fix="pass a smaller n_parallel, or use --backend llama-cpp-sequential",
+                    )
         finally:
             _LLAMA_LOG.setLevel(level)
 
@@ -510,8 +562,11 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
 
     def _release_holder(self, call: _Call, g: _Group, mem) -> None:
         """Free the holder once every draw of its prompt has started from it."""
-        if g.holder >= 0 and g.started == g.k and not any(
-                c.group is g and not c.ready for c in call.running):
+        if (
+            g.holder >= 0
+            and g.started == g.k
+            and not any(c.group is g and not c.ready for c in call.running)
+        ):
             self._L.llama_memory_seq_rm(mem, g.holder, -1, -1)
             g.holder = -1
 
@@ -539,8 +594,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
                 call.active.append(g)
             g_max = max(1, min(call.params.max_tokens, self.n_ctx - len(g.tokens) - 1))
             seed = (g.seed + g.started) % (2**31)
-            call.running.append(_Candidate(g, g.started, self._sampler(call.params, seed),
-                                           g_max))
+            call.running.append(_Candidate(g, g.started, self._sampler(call.params, seed), g_max))
             g.started += 1
             g.live += 1
 
@@ -602,8 +656,17 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             finished += self._sample_row(call, row, row, cs, cs[0].seq, cs[0].seq, mem, scores)
         return finished
 
-    def _sample_row(self, call: _Call, idx: int, row: int, draws: list[_Candidate], src: int,
-                    branch: int | None, mem, scores=None) -> list[_Candidate]:
+    def _sample_row(
+        self,
+        call: _Call,
+        idx: int,
+        row: int,
+        draws: list[_Candidate],
+        src: int,
+        branch: int | None,
+        mem,
+        scores=None,
+    ) -> list[_Candidate]:
         """Each draw samples its next token from the logits of batch index `idx` (output row
         `row`) of the last decode. Draws that go on with the same token share a sequence
         holding `src`'s stream: the first set stays on `branch` (the sequence they decoded
@@ -651,7 +714,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
             if g.live == 0 and g.started == g.k:
                 if g.k > params.n:
                     best = sorted(g.done, key=lambda d: (-d.logprob, d.number))
-                    out.extend(self._completion(d, i) for i, d in enumerate(best[:params.n]))
+                    out.extend(self._completion(d, i) for i, d in enumerate(best[: params.n]))
                 self._release_holder(call, g, mem)
                 call.active.remove(g)
         return out
@@ -698,6 +761,7 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     def _logsumexp(self, rows: int):
         """(log-sum-exp per row, the logits) of the first `rows` outputs of the last decode."""
         import numpy as np
+
         ptr = self._L.llama_get_logits(self._ctx)
         logits = np.ctypeslib.as_array(ptr, shape=(rows, self.n_vocab))
         m = logits.max(axis=1)
@@ -719,8 +783,14 @@ class BatchedLlamaCppGenerator(LlamaCppGenerator):
     @staticmethod
     def _completion(c: _Candidate, sample: int) -> Completion:
         text = c.text if c.text is not None else c.buf.decode("utf-8", "ignore")
-        return Completion(index=c.group.index, sample=sample, text=text, n_tokens=len(c.tokens),
-                          logprob=c.logprob, finish_reason=c.finish)
+        return Completion(
+            index=c.group.index,
+            sample=sample,
+            text=text,
+            n_tokens=len(c.tokens),
+            logprob=c.logprob,
+            finish_reason=c.finish,
+        )
 
     def close(self) -> None:
         if getattr(self, "_stream", None) is not None:

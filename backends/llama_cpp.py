@@ -3,15 +3,16 @@
 llama_cpp is imported only when this backend is loaded. A loaded model belongs to the thread
 that loaded it: llama.cpp contexts are not thread-safe.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from sgtui.errors import SgtuiError
+from sgtui.paths import home_path
 
-from .base import (ChatMessage, Completion, SamplingParams, TokenScore, cpu_threads,
-                   prompt_too_long)
+from .base import ChatMessage, Completion, SamplingParams, TokenScore, cpu_threads, prompt_too_long
 from .chat import render_template, with_turn_stops
 
 
@@ -19,16 +20,25 @@ def check_gguf(path: str | Path) -> Path:
     """Fail early, with a clear message, on a file that cannot be a GGUF model."""
     p = Path(path)
     if not p.exists():
-        raise SgtuiError("model file not found", path=str(p),
-                         fix="pass --model with the path of a .gguf file or a Hugging Face folder")
+        raise SgtuiError(
+            "model file not found",
+            path=str(p),
+            fix="pass --model with the path of a .gguf file or a Hugging Face folder",
+        )
     if p.is_dir():
-        raise SgtuiError("this is a folder, and the llama-cpp backend needs a .gguf file",
-                         path=str(p), fix="pass a .gguf file, or use --backend transformers")
+        raise SgtuiError(
+            "this is a folder, and the llama-cpp backend needs a .gguf file",
+            path=str(p),
+            fix="pass a .gguf file, or use --backend transformers",
+        )
     with p.open("rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
-        raise SgtuiError("not a GGUF model file (it does not start with the GGUF magic)",
-                         path=str(p), fix="pass a .gguf file, or convert the model to GGUF")
+        raise SgtuiError(
+            "not a GGUF model file (it does not start with the GGUF magic)",
+            path=str(p),
+            fix="pass a .gguf file, or convert the model to GGUF",
+        )
     return p
 
 
@@ -58,7 +68,6 @@ def quiet_llama() -> None:
         try:
             path = _LLAMA_LOG["path"]
             if path is None:  # no run going (a model loading): the data folder's log
-                from sgtui.paths import home_path
                 folder = home_path()
                 if not folder.is_dir():
                     return
@@ -85,15 +94,42 @@ def gpu_layers() -> int:
     Vulkan), none on a CPU build. SGTUI_GPU_LAYERS overrides it (0 keeps the model on the CPU,
     e.g. to leave the card to training)."""
     import os
+
     given = os.environ.get("SGTUI_GPU_LAYERS", "").strip()
     if given:
         try:
             return int(given)
         except ValueError:
-            raise SgtuiError(f"SGTUI_GPU_LAYERS must be a whole number (got {given!r})",
-                             fix="set it to -1 (all layers), 0 (none) or a layer count") from None
+            raise SgtuiError(
+                f"SGTUI_GPU_LAYERS must be a whole number (got {given!r})",
+                fix="set it to -1 (all layers), 0 (none) or a layer count",
+            ) from None
     import llama_cpp
+
     return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+def llama_threads(asked: int | None = None) -> int:
+    """Threads for a llama.cpp model (decoding and prompts alike): SGTUI_THREADS where it is set
+    to a count, else `asked`, else one per core this process may run on. The variable wins over
+    what the caller asked for, so that one setting reaches every model sgtui loads (the TUI's,
+    the batched backend's, a test's child process); 0 or empty leaves the choice to sgtui."""
+    import os
+
+    given = os.environ.get("SGTUI_THREADS", "").strip()
+    if given:
+        try:
+            n = int(given)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise SgtuiError(
+                f"SGTUI_THREADS must be a whole number of threads (got {given!r})",
+                fix="set it to 1 or more, or to 0 (or unset it) for one per core",
+            )
+        if n:
+            return n
+    return asked or cpu_threads()
 
 
 class LlamaCppGenerator:
@@ -102,8 +138,14 @@ class LlamaCppGenerator:
     supports_lora = True
     supports_score = True
 
-    def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
-                 lora_path: str | None = None, verbose: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        lora_path: str | None = None,
+        verbose: bool = False,
+    ):
         self.model_path = str(check_gguf(model_path))
         if lora_path:
             check_gguf(lora_path)
@@ -112,28 +154,47 @@ class LlamaCppGenerator:
         except ImportError as e:  # pragma: no cover - install problem
             raise SgtuiError(f"llama-cpp-python is not installed ({e})", fix="run ./install.sh")
         quiet_llama()
-        threads = n_threads or cpu_threads()
+        threads = llama_threads(n_threads)
         try:
             # the thread count asked for applies to prompts (and scored pairs) too: llama-cpp-
             # python would use every core for them, and more threads than free cores collapse
-            self.llm = Llama(model_path=self.model_path, n_ctx=n_ctx, verbose=verbose,
-                             n_threads=threads, n_threads_batch=threads, lora_path=lora_path,
-                             n_batch=512, n_gpu_layers=gpu_layers())
+            self.llm = Llama(
+                model_path=self.model_path,
+                n_ctx=n_ctx,
+                verbose=verbose,
+                n_threads=threads,
+                n_threads_batch=threads,
+                lora_path=lora_path,
+                n_batch=512,
+                n_gpu_layers=gpu_layers(),
+            )
         except (ValueError, RuntimeError, OSError) as e:
-            raise SgtuiError(f"llama.cpp could not load the model ({e}); the file may be "
-                             "truncated or from an unsupported architecture", path=self.model_path,
-                             fix="download the file again, or pass another --model")
+            raise SgtuiError(
+                f"llama.cpp could not load the model ({e}); the file may be "
+                "truncated or from an unsupported architecture",
+                path=self.model_path,
+                fix="download the file again, or pass another --model",
+            )
         # llama.cpp pads its context up, but the token buffer is sized to what was asked for
         self.n_ctx = min(self.llm.n_ctx(), n_ctx)
         md = self.llm.metadata or {}
         self.chat_template = md.get("tokenizer.chat_template")
-        self._eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace")
+        self._eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode(
+            "utf-8", "replace"
+        )
         bos_id = self.llm.token_bos()
-        self._bos = self.llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
+        self._bos = (
+            self.llm.detokenize([bos_id], special=True).decode("utf-8", "replace")
+            if bos_id >= 0
+            else ""
+        )
 
-    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
-        return render_template(self.chat_template, messages, self._bos, self._eos,
-                               add_generation_prompt)
+    def render_chat(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        return render_template(
+            self.chat_template, messages, self._bos, self._eos, add_generation_prompt
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -155,8 +216,9 @@ class LlamaCppGenerator:
             raise prompt_too_long(n, self.n_ctx, self.model_path)
         return n
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> Iterator[Completion]:
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> Iterator[Completion]:
         """One sequence at a time through the high-level API (the batched path is in
         backends/llama_batch.py). best_of is not emulated here: n samples are drawn."""
         params = with_turn_stops(params, self.chat_template)
@@ -166,19 +228,29 @@ class LlamaCppGenerator:
             base_seed = seeds[i] if seeds is not None else (params.seed or 0) * 1000003 + i
             for j in range(params.n):
                 out = self.llm.create_completion(
-                    prompt, max_tokens=max_tokens, temperature=params.temperature,
-                    top_k=params.top_k if params.temperature > 0 else 1, top_p=params.top_p,
-                    seed=(base_seed + j) % (2**31), stop=list(params.stop) or None,
-                    repeat_penalty=1.0)
+                    prompt,
+                    max_tokens=max_tokens,
+                    temperature=params.temperature,
+                    top_k=params.top_k if params.temperature > 0 else 1,
+                    top_p=params.top_p,
+                    seed=(base_seed + j) % (2**31),
+                    stop=list(params.stop) or None,
+                    repeat_penalty=1.0,
+                )
                 choice = out["choices"][0]
-                yield Completion(index=i, sample=j, text=choice["text"],
-                                 n_tokens=out["usage"]["completion_tokens"],
-                                 finish_reason=choice.get("finish_reason") or "stop")
+                yield Completion(
+                    index=i,
+                    sample=j,
+                    text=choice["text"],
+                    n_tokens=out["usage"]["completion_tokens"],
+                    finish_reason=choice.get("finish_reason") or "stop",
+                )
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[TokenScore]:
         """log P(continuation | prompt) per pair (backends.base.Generator.score), one pair at a
         time in this Llama's context (backends/llama_score.py)."""
-        from .llama_score import score_sequential
+        from .llama_score import score_sequential  # llama_score builds on this module
+
         return score_sequential(self, prompts, continuations)
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ LlamaCppGenerator: sequence 0 of its own context, one pair at a time):
   shares the wave (see "why the batches look the way they do" in backends/llama_batch.py), so
   a pair scores the same numbers alone or beside any others.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -39,8 +40,14 @@ from sgtui import interrupts
 from sgtui.errors import SgtuiError
 
 from .base import ScoreStopped, TokenScore, check_score_pair
-from .llama_batch import (MAX_PARALLEL, MIN_SHARED_PREFIX, BatchedLlamaCppGenerator, _StopAsked,
-                          common_prefix, plan_batch)
+from .llama_batch import (
+    MAX_PARALLEL,
+    MIN_SHARED_PREFIX,
+    BatchedLlamaCppGenerator,
+    _StopAsked,
+    common_prefix,
+    plan_batch,
+)
 from .llama_cpp import LlamaCppGenerator
 
 BATCH = 512  # tokens per decode: the n_batch (= n_ubatch) of llama_batch.py's contexts
@@ -96,15 +103,17 @@ class Evaluator:
     def begin(self, seq: int) -> None:
         """Give `seq` the shared prefix (copied at the next decode)."""
         if self.prefix_len:
-            self.L.llama_memory_seq_cp(self.L.llama_get_memory(self.ctx), self.prefix_seq, seq,
-                                       -1, -1)
+            self.L.llama_memory_seq_cp(
+                self.L.llama_get_memory(self.ctx), self.prefix_seq, seq, -1, -1
+            )
 
     def forget(self, seq: int) -> None:
         self.L.llama_memory_seq_rm(self.L.llama_get_memory(self.ctx), seq, -1, -1)
 
 
-def make_pairs(gen: LlamaCppGenerator, prompts: Sequence[str], continuations: Sequence[str]
-               ) -> list[Pair]:
+def make_pairs(
+    gen: LlamaCppGenerator, prompts: Sequence[str], continuations: Sequence[str]
+) -> list[Pair]:
     """The pairs with a non-empty continuation, checked against the model's context."""
     if gen.llm is None:
         raise SgtuiError("the model is closed", path=gen.model_path)
@@ -131,7 +140,7 @@ def results(n: int, pairs: list[Pair]) -> list[TokenScore]:
 def shared_prefix(pairs: list[Pair]) -> list[int]:
     """The prompts' common tokens, when worth a sequence of their own; every pair keeps the
     last token of its prompt, whose logits predict its first continuation token."""
-    n = common_prefix([p.tokens[:p.n_prompt - 1] for p in pairs])
+    n = common_prefix([p.tokens[: p.n_prompt - 1] for p in pairs])
     return pairs[0].tokens[:n] if n >= MIN_SHARED_PREFIX else []
 
 
@@ -151,7 +160,7 @@ def evaluate(ev: Evaluator, pairs: list[Pair], stop=None) -> None:
                 ev.begin(seq)
             _evaluate_wave(ev, wave, stop)
         finally:
-            for seq in ev.seqs[:len(wave)]:
+            for seq in ev.seqs[: len(wave)]:
                 ev.forget(seq)
 
 
@@ -160,7 +169,7 @@ def _evaluate_wave(ev: Evaluator, wave: list[Pair], stop) -> None:
     every running one taking the same number of tokens per decode (see the module docstring)."""
     pos = ev.prefix_len
     while True:
-        live = wave[:sum(p.n_eval > pos for p in wave)]  # the first ones: sorted by length
+        live = wave[: sum(p.n_eval > pos for p in wave)]  # the first ones: sorted by length
         if not live:
             return
         t = max(2, min(ev.batch_size // len(live), live[0].n_eval - pos))
@@ -185,8 +194,9 @@ def _evaluate_wave(ev: Evaluator, wave: list[Pair], stop) -> None:
 
 
 # -- the two llama.cpp backends -------------------------------------------------------------
-def score_batched(gen: BatchedLlamaCppGenerator, prompts: Sequence[str],
-                  continuations: Sequence[str], stop=None) -> list[TokenScore]:
+def score_batched(
+    gen: BatchedLlamaCppGenerator, prompts: Sequence[str], continuations: Sequence[str], stop=None
+) -> list[TokenScore]:
     """Score in the batched generator's own context: the shared prefix in sequence 0 (where
     generation keeps its own; it reloads what differs), the pairs in sequences 1..n."""
     pairs = make_pairs(gen, prompts, continuations)
@@ -198,15 +208,25 @@ def score_batched(gen: BatchedLlamaCppGenerator, prompts: Sequence[str],
     L = gen._L
     prefix = shared_prefix(pairs)
     longest = max(len(p.tokens) for p in pairs)
-    slots = min(len(pairs), MAX_PARALLEL, wave_size(min(p.n_eval for p in pairs) - len(prefix)),
-                gen.n_parallel or MAX_PARALLEL)
+    slots = min(
+        len(pairs),
+        MAX_PARALLEL,
+        wave_size(min(p.n_eval for p in pairs) - len(prefix)),
+        gen.n_parallel or MAX_PARALLEL,
+    )
     # streams as long as the longest pair (its padding included), lowered to the memory budget
-    plan = plan_batch([longest] * slots, 1, 0, 0, None, gen.cell_bytes, gen.kv_budget,
-                      gen.n_ctx)
+    plan = plan_batch([longest] * slots, 1, 0, 0, None, gen.cell_bytes, gen.kv_budget, gen.n_ctx)
     gen._ensure_context(plan)
-    ev = Evaluator(L, gen._ctx, gen._batch, gen._batch_size, gen.n_vocab,
-                   range(1, plan.n_parallel + 1), lambda n: gen._decode(n, "pairs to score"),
-                   prefix_len=len(prefix))
+    ev = Evaluator(
+        L,
+        gen._ctx,
+        gen._batch,
+        gen._batch_size,
+        gen.n_vocab,
+        range(1, plan.n_parallel + 1),
+        lambda n: gen._decode(n, "pairs to score"),
+        prefix_len=len(prefix),
+    )
     gen._stop = stop
     try:
         mem = L.llama_get_memory(gen._ctx)
@@ -223,14 +243,16 @@ def score_batched(gen: BatchedLlamaCppGenerator, prompts: Sequence[str],
     return results(len(prompts), pairs)
 
 
-def score_sequential(gen: LlamaCppGenerator, prompts: Sequence[str],
-                     continuations: Sequence[str]) -> list[TokenScore]:
+def score_sequential(
+    gen: LlamaCppGenerator, prompts: Sequence[str], continuations: Sequence[str]
+) -> list[TokenScore]:
     """Score in the high-level Llama's context, one pair at a time in sequence 0; the Llama is
     reset afterwards, so that its next completion evaluates its prompt afresh."""
     pairs = make_pairs(gen, prompts, continuations)
     if not pairs:
         return results(len(prompts), pairs)
     import llama_cpp as L
+
     llm = gen.llm
     ctx = llm._ctx.ctx
     batch = L.llama_batch_init(llm.n_batch, 0, 1)
@@ -240,8 +262,11 @@ def score_sequential(gen: LlamaCppGenerator, prompts: Sequence[str],
         with interrupts.native_call():
             rc = L.llama_decode(ctx, batch)
         if rc != 0:
-            raise SgtuiError(f"llama.cpp could not decode pairs to score (code {rc})",
-                             path=gen.model_path, fix="use --backend llama-cpp")
+            raise SgtuiError(
+                f"llama.cpp could not decode pairs to score (code {rc})",
+                path=gen.model_path,
+                fix="use --backend llama-cpp",
+            )
 
     try:
         evaluate(Evaluator(L, ctx, batch, llm.n_batch, llm.n_vocab(), range(1), decode), pairs)

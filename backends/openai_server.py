@@ -30,6 +30,7 @@ gateway's 502 and 504) are retried after the server's Retry-After or an exponent
 server that ignores `n` (llama-cpp-python's, Ollama) gets the missing answers as parallel requests
 of their own, with the seeds the in-process backends give those draws (base seed + draw number).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -47,22 +48,31 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sgtui.errors import SgtuiError
+from sgtui.training import chat_format
 
-from .base import (ChatMessage, Completion, SamplingParams, ScoreStopped, TokenScore,
-                   check_score_pair, prompt_too_long)
+from .base import (
+    ChatMessage,
+    Completion,
+    SamplingParams,
+    ScoreStopped,
+    TokenScore,
+    check_score_pair,
+    prompt_too_long,
+)
 from .chat import render_template, with_turn_stops
+from .llama_cpp import quiet_llama
 
 DEFAULT_N_CTX = 4096
 LLAMA_CPP_PYTHON_N_CTX = 2048  # llama_cpp.server's default --n_ctx
 RETRIED = (429, 502, 503, 504)
-MAX_TRIES = 8                   # tries of one request on 429/503 before giving up
-MAX_WAIT = 60.0                 # the longest pause between two tries, whatever Retry-After says
+MAX_TRIES = 8  # tries of one request on 429/503 before giving up
+MAX_WAIT = 60.0  # the longest pause between two tries, whatever Retry-After says
 # Sampling settings outside the OpenAI API that llama.cpp servers and vLLM take: without them
 # llama-server and llama-cpp-python's server sample with min_p 0.05 and repeat_penalty 1.1, and
 # the in-process batched backend uses neither.
 EXTENSIONS = ("top_k", "min_p", "repeat_penalty")
 SCORE_PROBE = "1, 2, 3, 4, 5, 6, 7, 8,"
-SCORE_TOLERANCE = 0.05          # nats between the echoed and the generated log-probability
+SCORE_TOLERANCE = 0.05  # nats between the echoed and the generated log-probability
 
 
 def split_spec(base_url: str, served_model: str | None) -> tuple[str, str | None]:
@@ -76,8 +86,9 @@ def split_spec(base_url: str, served_model: str | None) -> tuple[str, str | None
 class ServerHTTPError(SgtuiError):
     """The server answered with an HTTP error status."""
 
-    def __init__(self, status: int, message: str, *, path: str | None = None,
-                 fix: str | None = None):
+    def __init__(
+        self, status: int, message: str, *, path: str | None = None, fix: str | None = None
+    ):
         super().__init__(message, path=path, fix=fix)
         self.status = status
 
@@ -98,17 +109,26 @@ class OpenAIServerGenerator:
 
     name = "openai"
     supports_batch = True
-    supports_stop = True   # generate() and score() take a stop event
+    supports_stop = True  # generate() and score() take a stop event
     supports_lora = False
 
-    def __init__(self, base_url: str, served_model: str | None = None,
-                 api_key_env: str | None = None, concurrency: int = 4, timeout: float = 600.0,
-                 n_ctx: int | None = None, template_from: str | Path | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        served_model: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 600.0,
+        n_ctx: int | None = None,
+        template_from: str | Path | None = None,
+    ):
         base_url, served_model = split_spec(str(base_url), served_model)
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SgtuiError(f"not a server address: {base_url!r}",
-                             fix="pass --base-url like http://127.0.0.1:8080/v1")
+            raise SgtuiError(
+                f"not a server address: {base_url!r}",
+                fix="pass --base-url like http://127.0.0.1:8080/v1",
+            )
         if concurrency < 1:
             raise SgtuiError("concurrency must be at least 1", fix="pass 1 or more")
         path = parts.path.rstrip("/")
@@ -125,20 +145,22 @@ class OpenAIServerGenerator:
         if api_key_env:
             key = os.environ.get(api_key_env, "").strip()
             if not key:
-                raise SgtuiError(f"the environment variable {api_key_env} that should hold the "
-                                 "server's API key is not set",
-                                 fix=f"export {api_key_env}=YOUR_KEY, or leave out --api-key-env "
-                                     "for a server without a key")
+                raise SgtuiError(
+                    f"the environment variable {api_key_env} that should hold the "
+                    "server's API key is not set",
+                    fix=f"export {api_key_env}=YOUR_KEY, or leave out --api-key-env "
+                    "for a server without a key",
+                )
             self._headers["Authorization"] = f"Bearer {key}"
         self._local = threading.local()
         self._conns: list[http.client.HTTPConnection] = []  # every thread's, closed by close()
         self._conns_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._n_ok: bool | None = None           # does the server honour n? (None: not seen)
-        self._extensions_ok = True               # does it take top_k, min_p, repeat_penalty?
+        self._n_ok: bool | None = None  # does the server honour n? (None: not seen)
+        self._extensions_ok = True  # does it take top_k, min_p, repeat_penalty?
         self._score_check: tuple[bool, str] | None = None
         self._counts: dict[str, int] = {}
-        self._vocab = None                       # template_from's vocabulary (token counts)
+        self._vocab = None  # template_from's vocabulary (token counts)
         self._tokenize_path: str | None = None
         self._bos_offset = 0
         self.flavour = "openai"
@@ -175,8 +197,11 @@ class OpenAIServerGenerator:
             self._drop(conn)
             conn = None
         if conn is None:
-            cls = (http.client.HTTPSConnection if self._scheme == "https"
-                   else http.client.HTTPConnection)
+            cls = (
+                http.client.HTTPSConnection
+                if self._scheme == "https"
+                else http.client.HTTPConnection
+            )
             conn = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
             with self._conns_lock:
@@ -191,8 +216,9 @@ class OpenAIServerGenerator:
             if conn in self._conns:
                 self._conns.remove(conn)
 
-    def _request(self, method: str, path: str, body: dict | None = None, *,
-                 stop=None, probe: bool = False) -> tuple[int, object]:
+    def _request(
+        self, method: str, path: str, body: dict | None = None, *, stop=None, probe: bool = False
+    ) -> tuple[int, object]:
         """(status, parsed JSON or text). Retries 429/503/502/504 with backoff and a dropped
         keep-alive connection once; raises SgtuiError on a refused connection, a timeout, or a
         connection that keeps dropping. probe: return 4xx/5xx to the caller instead of raising
@@ -209,37 +235,54 @@ class OpenAIServerGenerator:
             except ConnectionRefusedError:
                 self._drop(conn)
                 if dropped:  # it was there a moment ago
-                    raise SgtuiError("the server closed the connection and no longer listens at "
-                                     f"{self.base_url} (connection refused)", path=url,
-                                     fix="check the server's log (it may have crashed or been "
-                                     "stopped) and start it again; a run continues with "
-                                     "--resume") from None
-                raise SgtuiError(f"nothing is listening at {self.base_url} (connection refused)",
-                                 path=url, fix="start the server (llama-server -m MODEL --port N, "
-                                 "ollama serve, vllm serve MODEL), or pass --base-url with its "
-                                 "address") from None
+                    raise SgtuiError(
+                        "the server closed the connection and no longer listens at "
+                        f"{self.base_url} (connection refused)",
+                        path=url,
+                        fix="check the server's log (it may have crashed or been "
+                        "stopped) and start it again; a run continues with "
+                        "--resume",
+                    ) from None
+                raise SgtuiError(
+                    f"nothing is listening at {self.base_url} (connection refused)",
+                    path=url,
+                    fix="start the server (llama-server -m MODEL --port N, "
+                    "ollama serve, vllm serve MODEL), or pass --base-url with its "
+                    "address",
+                ) from None
             except socket.gaierror as e:
                 self._drop(conn)
-                raise SgtuiError(f"the server's host name cannot be resolved ({e.strerror or e})",
-                                 path=url, fix="check the host in --base-url") from None
+                raise SgtuiError(
+                    f"the server's host name cannot be resolved ({e.strerror or e})",
+                    path=url,
+                    fix="check the host in --base-url",
+                ) from None
             except (TimeoutError, socket.timeout):
                 self._drop(conn)
-                raise SgtuiError(f"the server did not answer within {self.timeout:g} s",
-                                 path=url, fix="give it a longer timeout, or fewer parallel "
-                                 "requests (--concurrency)") from None
-            except (http.client.RemoteDisconnected, http.client.IncompleteRead,
-                    ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as e:
+                raise SgtuiError(
+                    f"the server did not answer within {self.timeout:g} s",
+                    path=url,
+                    fix="give it a longer timeout, or fewer parallel requests (--concurrency)",
+                ) from None
+            except (
+                http.client.RemoteDisconnected,
+                http.client.IncompleteRead,
+                ConnectionResetError,
+                BrokenPipeError,
+                ConnectionAbortedError,
+            ) as e:
                 # a keep-alive connection the server closed while idle fails at once: retry on
                 # a new one; a server that drops that too has crashed or been stopped
                 self._drop(conn)
                 dropped += 1
                 if dropped <= 2:
                     continue
-                raise SgtuiError(f"the server closed the connection before it answered "
-                                 f"({type(e).__name__})", path=url,
-                                 fix="check the server's log (it may have crashed or run out of "
-                                 "memory) and start it again; a run continues with --resume") \
-                    from None
+                raise SgtuiError(
+                    f"the server closed the connection before it answered ({type(e).__name__})",
+                    path=url,
+                    fix="check the server's log (it may have crashed or run out of "
+                    "memory) and start it again; a run continues with --resume",
+                ) from None
             text = raw.decode("utf-8", "replace")
             try:
                 payload: object = json.loads(text) if text else None
@@ -274,26 +317,33 @@ class OpenAIServerGenerator:
                     return min(MAX_WAIT, max(0.0, when - time.time()))
                 except (TypeError, ValueError, IndexError):
                     pass
-        return min(MAX_WAIT, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2)
+        return min(MAX_WAIT, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
 
     def _http_error(self, status: int, payload: object, url: str) -> ServerHTTPError:
         said = _message(payload)
         if status in (401, 403):
             what = f"the server refused the request (HTTP {status}: {said})"
-            fix = (f"check the key in ${self._key_env}" if self._key_env else
-                   "put the key in an environment variable and name it with --api-key-env")
+            fix = (
+                f"check the key in ${self._key_env}"
+                if self._key_env
+                else "put the key in an environment variable and name it with --api-key-env"
+            )
         elif status == 404:
             what = f"the server has no such endpoint or model (HTTP 404: {said})"
-            fix = ("pass --base-url with the server's API root (…/v1) and --served-model with a "
-                   "model it lists at /v1/models")
+            fix = (
+                "pass --base-url with the server's API root (…/v1) and --served-model with a "
+                "model it lists at /v1/models"
+            )
         elif status in RETRIED:
             what = f"the server is still busy after {MAX_TRIES} tries (HTTP {status}: {said})"
             fix = "lower --concurrency, or try again when the server is free"
         elif 400 <= status < 500:
             what = f"the server rejected the request (HTTP {status}: {said})"
-            fix = ("shorten the prompts, or pass the server's real context as n_ctx"
-                   if "context" in said.lower() or "too long" in said.lower()
-                   else "check the server's log for what it expected")
+            fix = (
+                "shorten the prompts, or pass the server's real context as n_ctx"
+                if "context" in said.lower() or "too long" in said.lower()
+                else "check the server's log for what it expected"
+            )
         else:
             what = f"the server failed (HTTP {status}: {said})"
             fix = "check the server's log; a run continues with --resume"
@@ -313,22 +363,33 @@ class OpenAIServerGenerator:
         if wanted:
             # Ollama answers to "name" for "name:latest"; other servers may not list aliases
             if ids and wanted not in ids and not any(i.split(":")[0] == wanted for i in ids):
-                raise SgtuiError(f"the server does not serve {wanted!r}", path=self.base_url,
-                                 fix=f"pass --served-model with one of: {', '.join(ids)}")
+                raise SgtuiError(
+                    f"the server does not serve {wanted!r}",
+                    path=self.base_url,
+                    fix=f"pass --served-model with one of: {', '.join(ids)}",
+                )
             return wanted
         if len(ids) == 1:
             return ids[0]
-        raise SgtuiError("the server serves " + (f"{len(ids)} models" if ids else "no model "
-                         "it lists") + ", and none was named", path=self.base_url,
-                         fix=f"pass --served-model with one of: {', '.join(ids)}" if ids else
-                         "pass --served-model with the name the server knows the model by")
+        raise SgtuiError(
+            "the server serves "
+            + (f"{len(ids)} models" if ids else "no model it lists")
+            + ", and none was named",
+            path=self.base_url,
+            fix=f"pass --served-model with one of: {', '.join(ids)}"
+            if ids
+            else "pass --served-model with the name the server knows the model by",
+        )
 
     def _inspect(self, models: list[dict]) -> tuple[int | None, str]:
         """Find the server kind, its chat template and its context where it says them."""
         mine = next((m for m in models if m.get("id") == self.served_model), {})
         status, props = self._get(self._root + "/props")
-        if status == 200 and isinstance(props, dict) and (
-                "default_generation_settings" in props or "chat_template" in props):
+        if (
+            status == 200
+            and isinstance(props, dict)
+            and ("default_generation_settings" in props or "chat_template" in props)
+        ):
             self.flavour = "llama-server"
             if props.get("chat_template"):
                 self.chat_template = props["chat_template"]
@@ -351,8 +412,9 @@ class OpenAIServerGenerator:
 
     def _inspect_ollama(self) -> tuple[int | None, str]:
         self.flavour = "ollama"
-        status, show = self._request("POST", self._root + "/api/show",
-                                     {"model": self.served_model}, probe=True)
+        status, show = self._request(
+            "POST", self._root + "/api/show", {"model": self.served_model}, probe=True
+        )
         if status != 200 or not isinstance(show, dict):
             return None, ""
         info = show.get("model_info") or {}
@@ -371,16 +433,21 @@ class OpenAIServerGenerator:
         vLLM's /tokenize."""
         if self.flavour == "ollama":
             return
-        status, got = self._request("POST", self._root + "/extras/tokenize",
-                                    {"input": "", "model": self.served_model}, probe=True)
+        status, got = self._request(
+            "POST",
+            self._root + "/extras/tokenize",
+            {"input": "", "model": self.served_model},
+            probe=True,
+        )
         if status == 200 and isinstance(got, dict) and isinstance(got.get("tokens"), list):
             self._tokenize_path = self._root + "/extras/tokenize"
             self._bos_offset = len(got["tokens"])
             if self.flavour == "openai":
                 self.flavour = "llama-cpp-python"
             return
-        status, got = self._request("POST", self._root + "/tokenize", self._tokenize_body("a"),
-                                    probe=True)
+        status, got = self._request(
+            "POST", self._root + "/tokenize", self._tokenize_body("a"), probe=True
+        )
         if status == 200 and isinstance(got, dict) and isinstance(got.get("tokens"), list):
             self._tokenize_path = self._root + "/tokenize"
 
@@ -388,21 +455,25 @@ class OpenAIServerGenerator:
         if self._tokenize_path and self._tokenize_path.endswith("/extras/tokenize"):
             return {"input": text, "model": self.served_model}
         # one body for both: llama-server reads content/add_special, vLLM prompt/add_special_tokens
-        return {"content": text, "add_special": False, "parse_special": True,
-                "prompt": text, "model": self.served_model, "add_special_tokens": False}
+        return {
+            "content": text,
+            "add_special": False,
+            "parse_special": True,
+            "prompt": text,
+            "model": self.served_model,
+            "add_special_tokens": False,
+        }
 
     def _template_from(self, source: str | Path) -> None:
         """The chat template of a local model where the server gave none, and its vocabulary
         for token counts where the server has no tokenizer (a GGUF file only)."""
         if self.chat_template is None:
-            from sgtui.training import chat_format
             fmt = chat_format(source)
             self.chat_template, self._bos, self._eos = fmt.template, fmt.bos, fmt.eos
             self.template_source = f"{source} (template_from)"
         if self._tokenize_path is None and Path(source).is_file():
             from llama_cpp import Llama
 
-            from .llama_cpp import quiet_llama
             quiet_llama()
             self._vocab = Llama(model_path=str(source), vocab_only=True, verbose=False)
 
@@ -412,10 +483,12 @@ class OpenAIServerGenerator:
         return self._tokenize_path is not None or self._vocab is not None
 
     # -- the Generator interface --------------------------------------------------------------
-    def render_chat(self, messages: Sequence[ChatMessage],
-                    add_generation_prompt: bool = True) -> str:
-        return render_template(self.chat_template, messages, self._bos, self._eos,
-                               add_generation_prompt)
+    def render_chat(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        return render_template(
+            self.chat_template, messages, self._bos, self._eos, add_generation_prompt
+        )
 
     def eos_text(self) -> str:
         """The end-of-turn text, where the server or template_from told it ("" otherwise:
@@ -431,8 +504,10 @@ class OpenAIServerGenerator:
             _, got = self._request("POST", self._tokenize_path, self._tokenize_body(text))
             toks = got.get("tokens") if isinstance(got, dict) else None
             if not isinstance(toks, list):
-                raise SgtuiError("the server's tokenizer answered without tokens",
-                                 path=self._url(self._tokenize_path))
+                raise SgtuiError(
+                    "the server's tokenizer answered without tokens",
+                    path=self._url(self._tokenize_path),
+                )
             n = max(0, len(toks) - self._bos_offset) if text else 0
         elif self._vocab is not None:
             n = len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -453,8 +528,13 @@ class OpenAIServerGenerator:
             raise prompt_too_long(n, self.n_ctx, self.model_path)
         return max(1, min(params.max_tokens, self.n_ctx - n - 1))
 
-    def generate(self, prompts: Sequence[str], params: SamplingParams,
-                 seeds: Sequence[int] | None = None, stop=None) -> Iterator[Completion]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+        stop=None,
+    ) -> Iterator[Completion]:
         """Yield completions as they finish, in any order: n per prompt (with best_of > n, the n
         with the highest cumulative logprob of best_of drawn, where the server returns
         log-probabilities; else the first n). Prompts are checked before anything is sent.
@@ -469,20 +549,37 @@ class OpenAIServerGenerator:
             return iter(())
         pool = self._executor()
         limits = list(pool.map(lambda p: self._max_tokens(p, params), prompts))
-        bases = [(seeds[i] if seeds is not None else (params.seed or 0) * 1000003 + i)
-                 for i in range(len(prompts))]
+        bases = [
+            (seeds[i] if seeds is not None else (params.seed or 0) * 1000003 + i)
+            for i in range(len(prompts))
+        ]
         return self._stream(list(prompts), params, k, limits, bases, stop)
 
-    def _stream(self, prompts: list[str], params: SamplingParams, k: int, limits: list[int],
-                bases: list[int], stop) -> Iterator[Completion]:
+    def _stream(
+        self,
+        prompts: list[str],
+        params: SamplingParams,
+        k: int,
+        limits: list[int],
+        bases: list[int],
+        stop,
+    ) -> Iterator[Completion]:
         pool = self._executor()
         want_logprob = k > params.n
         pending: dict[Future, tuple[int, int, int]] = {}
         drawn: dict[int, list[Completion]] = {}
 
         def submit(i: int, first: int, count: int) -> None:
-            fut = pool.submit(self._complete, prompts[i], params, (bases[i] + first) % (2**31),
-                              count, limits[i], want_logprob, stop)
+            fut = pool.submit(
+                self._complete,
+                prompts[i],
+                params,
+                (bases[i] + first) % (2**31),
+                count,
+                limits[i],
+                want_logprob,
+                stop,
+            )
             pending[fut] = (i, first, count)
 
         for i in range(len(prompts)):
@@ -508,29 +605,45 @@ class OpenAIServerGenerator:
                     for j in range(first + len(got), first + count):
                         submit(i, j, 1)  # the server ignored n: one request per draw
                     for off, c in enumerate(got):
-                        comp = Completion(i, first + off, c["text"], c["n_tokens"],
-                                          c["logprob"], c["finish"])
+                        comp = Completion(
+                            i, first + off, c["text"], c["n_tokens"], c["logprob"], c["finish"]
+                        )
                         if k == params.n:
                             yield comp
                             continue
                         drawn.setdefault(i, []).append(comp)
                         if len(drawn[i]) == k:
                             best = sorted(drawn.pop(i), key=lambda d: (-d.logprob, d.sample))
-                            for rank, d in enumerate(best[:params.n]):
+                            for rank, d in enumerate(best[: params.n]):
                                 d.sample = rank
                                 yield d
         finally:
             for fut in pending:
                 fut.cancel()
 
-    def _complete(self, prompt: str, params: SamplingParams, seed: int, n: int, max_tokens: int,
-                  want_logprob: bool, stop) -> list[dict]:
+    def _complete(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        seed: int,
+        n: int,
+        max_tokens: int,
+        want_logprob: bool,
+        stop,
+    ) -> list[dict]:
         """One request for n draws; returns the choices the server gave (maybe fewer than n)."""
         if self.flavour == "ollama":
             return self._complete_ollama(prompt, params, seed, max_tokens, stop)
-        body: dict = {"model": self.served_model, "prompt": prompt, "max_tokens": max_tokens,
-                      "temperature": params.temperature, "top_p": params.top_p, "seed": seed,
-                      "n": n, "stream": False}
+        body: dict = {
+            "model": self.served_model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": seed,
+            "n": n,
+            "stream": False,
+        }
         if params.stop:
             body["stop"] = list(params.stop)
         if want_logprob:
@@ -541,8 +654,7 @@ class OpenAIServerGenerator:
         chars = sum(len(c.get("text") or "") for c in choices) or 1
         out = []
         for c in choices:
-            text, finish = _cut_at_stop(c.get("text") or "", params.stop,
-                                        c.get("finish_reason"))
+            text, finish = _cut_at_stop(c.get("text") or "", params.stop, c.get("finish_reason"))
             lp = c.get("logprobs") or {}
             token_lps = [x for x in (lp.get("token_logprobs") or []) if x is not None]
             if len(choices) == 1 and usage is not None:
@@ -551,8 +663,14 @@ class OpenAIServerGenerator:
                 n_tokens = len(lp["tokens"])
             else:  # usage counts all choices together: shared out by length
                 n_tokens = round((usage or 0) * len(c.get("text") or "") / chars)
-            out.append({"text": text, "n_tokens": n_tokens, "logprob": float(sum(token_lps)),
-                        "finish": finish})
+            out.append(
+                {
+                    "text": text,
+                    "n_tokens": n_tokens,
+                    "logprob": float(sum(token_lps)),
+                    "finish": finish,
+                }
+            )
         return out
 
     def _post_completion(self, body: dict, params: SamplingParams | None, stop) -> dict:
@@ -563,8 +681,11 @@ class OpenAIServerGenerator:
         path = self._root + "/v1/completions"
         ext = {}
         if params is not None and self._extensions_ok:
-            ext = {"top_k": params.top_k if params.temperature > 0 else 1, "min_p": 0.0,
-                   "repeat_penalty": 1.0}
+            ext = {
+                "top_k": params.top_k if params.temperature > 0 else 1,
+                "min_p": 0.0,
+                "repeat_penalty": 1.0,
+            }
         many = body.get("n", 1) > 1
         tries = [(bool(ext), False)]
         if ext:
@@ -585,30 +706,53 @@ class OpenAIServerGenerator:
             if one:
                 self._n_ok = False
             if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
-                raise SgtuiError("the server's answer has no completions in it",
-                                 path=self._url(path), fix="check that --base-url points at an "
-                                 "OpenAI-compatible server's API root")
+                raise SgtuiError(
+                    "the server's answer has no completions in it",
+                    path=self._url(path),
+                    fix="check that --base-url points at an OpenAI-compatible server's API root",
+                )
             return payload
         raise first_error
 
-    def _complete_ollama(self, prompt: str, params: SamplingParams, seed: int, max_tokens: int,
-                         stop) -> list[dict]:
+    def _complete_ollama(
+        self, prompt: str, params: SamplingParams, seed: int, max_tokens: int, stop
+    ) -> list[dict]:
         """Ollama's native /api/generate with raw: its /v1/completions puts the model's TEMPLATE
         around the prompt, which the pipeline has already rendered."""
-        options = {"temperature": params.temperature, "top_p": params.top_p,
-                   "top_k": params.top_k if params.temperature > 0 else 1, "min_p": 0.0,
-                   "repeat_penalty": 1.0, "seed": seed, "num_predict": max_tokens,
-                   "num_ctx": self.n_ctx}
+        options = {
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k if params.temperature > 0 else 1,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "seed": seed,
+            "num_predict": max_tokens,
+            "num_ctx": self.n_ctx,
+        }
         if params.stop:
             options["stop"] = list(params.stop)
-        _, got = self._request("POST", self._root + "/api/generate",
-                               {"model": self.served_model, "prompt": prompt, "raw": True,
-                                "stream": False, "options": options}, stop=stop)
+        _, got = self._request(
+            "POST",
+            self._root + "/api/generate",
+            {
+                "model": self.served_model,
+                "prompt": prompt,
+                "raw": True,
+                "stream": False,
+                "options": options,
+            },
+            stop=stop,
+        )
         got = got if isinstance(got, dict) else {}
-        text, finish = _cut_at_stop(got.get("response") or "", params.stop,
-                                    got.get("done_reason"))
-        return [{"text": text, "n_tokens": int(got.get("eval_count") or 0), "logprob": 0.0,
-                 "finish": finish}]
+        text, finish = _cut_at_stop(got.get("response") or "", params.stop, got.get("done_reason"))
+        return [
+            {
+                "text": text,
+                "n_tokens": int(got.get("eval_count") or 0),
+                "logprob": 0.0,
+                "finish": finish,
+            }
+        ]
 
     # -- log-probabilities --------------------------------------------------------------------
     @property
@@ -630,9 +774,18 @@ class OpenAIServerGenerator:
         if self.flavour == "ollama":
             return False, "Ollama does not return a prompt's log-probabilities"
         try:
-            gen = self._post_completion({"model": self.served_model, "prompt": SCORE_PROBE,
-                                         "max_tokens": 1, "temperature": 0, "logprobs": 1,
-                                         "stream": False}, None, None)
+            gen = self._post_completion(
+                {
+                    "model": self.served_model,
+                    "prompt": SCORE_PROBE,
+                    "max_tokens": 1,
+                    "temperature": 0,
+                    "logprobs": 1,
+                    "stream": False,
+                },
+                None,
+                None,
+            )
             choice = gen["choices"][0]
             lp = choice.get("logprobs") or {}
             tokens, values = lp.get("tokens") or [], lp.get("token_logprobs") or []
@@ -641,10 +794,19 @@ class OpenAIServerGenerator:
             token, expected = tokens[0], float(values[0])
             if not token:
                 return False, "the server's log-probabilities could not be checked"
-            echo = self._post_completion({"model": self.served_model,
-                                          "prompt": SCORE_PROBE + token, "max_tokens": 1,
-                                          "temperature": 0, "logprobs": 1, "echo": True,
-                                          "stream": False}, None, None)
+            echo = self._post_completion(
+                {
+                    "model": self.served_model,
+                    "prompt": SCORE_PROBE + token,
+                    "max_tokens": 1,
+                    "temperature": 0,
+                    "logprobs": 1,
+                    "echo": True,
+                    "stream": False,
+                },
+                None,
+                None,
+            )
         except ServerHTTPError as e:
             if not 400 <= e.status < 500:
                 raise
@@ -656,14 +818,17 @@ class OpenAIServerGenerator:
         if got.n_tokens != 1:
             return False, "the server's echoed tokens could not be matched with its generation's"
         if abs(got.logprob - expected) > SCORE_TOLERANCE:
-            return False, (f"the server's log-probabilities for a prompt disagree with those it "
-                           f"generates with ({got.logprob:.2f} against {expected:.2f} nats for the "
-                           "same token; llama-cpp-python's server shifts a prompt's by one token "
-                           "for a model without a BOS token)")
+            return False, (
+                f"the server's log-probabilities for a prompt disagree with those it "
+                f"generates with ({got.logprob:.2f} against {expected:.2f} nats for the "
+                "same token; llama-cpp-python's server shifts a prompt's by one token "
+                "for a model without a BOS token)"
+            )
         return True, ""
 
-    def score(self, prompts: Sequence[str], continuations: Sequence[str], stop=None
-              ) -> list[TokenScore]:
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], stop=None
+    ) -> list[TokenScore]:
         """log P(continuations[i] | prompts[i]) for each pair (backends.base.Generator.score),
         one echo request per pair, `concurrency` at a time.
 
@@ -674,10 +839,11 @@ class OpenAIServerGenerator:
         if len(prompts) != len(continuations):
             raise ValueError("score needs one continuation per prompt")
         if not self.supports_score:
-            raise SgtuiError(f"this server cannot score text: {self.score_unsupported}",
-                             path=self.model_path,
-                             fix="use --backend llama-cpp for the filters that score, or "
-                                 "--annotator vote")
+            raise SgtuiError(
+                f"this server cannot score text: {self.score_unsupported}",
+                path=self.model_path,
+                fix="use --backend llama-cpp for the filters that score, or --annotator vote",
+            )
         pool = self._executor()
         out: list[TokenScore | None] = [None] * len(prompts)
         pending: dict[Future, int] = {}
@@ -706,10 +872,19 @@ class OpenAIServerGenerator:
         return out  # type: ignore[return-value]
 
     def _score_one(self, prompt: str, continuation: str, stop) -> TokenScore:
-        payload = self._post_completion({"model": self.served_model,
-                                         "prompt": prompt + continuation, "max_tokens": 1,
-                                         "temperature": 0, "logprobs": 1, "echo": True,
-                                         "stream": False}, None, stop)
+        payload = self._post_completion(
+            {
+                "model": self.served_model,
+                "prompt": prompt + continuation,
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": 1,
+                "echo": True,
+                "stream": False,
+            },
+            None,
+            stop,
+        )
         return _echo_score(payload, prompt, continuation, self._url(self._root + "/v1/completions"))
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -745,7 +920,7 @@ def _echo_score(payload: dict, prompt: str, continuation: str, url: str) -> Toke
     values = list(lp.get("token_logprobs") or [])
     text = choice.get("text") or ""
     whole = prompt + continuation
-    generated = text[len(whole):] if text.startswith(whole) else None
+    generated = text[len(whole) :] if text.startswith(whole) else None
     ends = [0]
     for t in strings:
         ends.append(ends[-1] + len(t))
@@ -753,12 +928,12 @@ def _echo_score(payload: dict, prompt: str, continuation: str, url: str) -> Toke
     # first where the rest is exactly the generated text, then where it is only its start
     for exact in (True, False):
         for e in range(len(strings), 0, -1):
-            tail = joined[ends[e]:]
+            tail = joined[ends[e] :]
             if generated is None:
                 fits = not exact and len(strings) - e <= 1
             else:
                 fits = tail == generated if exact else generated.startswith(tail)
-            if not fits or not joined[:ends[e]].endswith(continuation):
+            if not fits or not joined[: ends[e]].endswith(continuation):
                 continue
             b, covered = e, 0
             while b > 0 and covered < len(continuation):
@@ -767,8 +942,11 @@ def _echo_score(payload: dict, prompt: str, continuation: str, url: str) -> Toke
             picked = values[b:e]
             if len(picked) == e - b and all(v is not None for v in picked):
                 return TokenScore(float(sum(picked)), e - b)
-    raise SgtuiError("the server's echo does not show the continuation's log-probabilities",
-                     path=url or None, fix="use --backend llama-cpp for the filters that score")
+    raise SgtuiError(
+        "the server's echo does not show the continuation's log-probabilities",
+        path=url or None,
+        fix="use --backend llama-cpp for the filters that score",
+    )
 
 
 def _cut_at_stop(text: str, stops: Sequence[str], reason: str | None) -> tuple[str, str]:
@@ -776,7 +954,7 @@ def _cut_at_stop(text: str, stops: Sequence[str], reason: str | None) -> tuple[s
     strings than given, still gives the in-process backends' answer), and the finish reason."""
     cuts = [p for p in (text.find(s) for s in stops if s) if p >= 0]
     if cuts:
-        return text[:min(cuts)], "stop"
+        return text[: min(cuts)], "stop"
     return text, "length" if reason == "length" else "stop"
 
 
@@ -786,8 +964,12 @@ def _message(payload: object) -> str:
     said = payload
     if isinstance(payload, dict):
         err = payload.get("error")
-        said = (err.get("message") if isinstance(err, dict) else err) or payload.get("detail") \
-            or payload.get("message") or payload
+        said = (
+            (err.get("message") if isinstance(err, dict) else err)
+            or payload.get("detail")
+            or payload.get("message")
+            or payload
+        )
     text = said if isinstance(said, str) else json.dumps(said)
     text = " ".join(text.split())
     return text[:300] + ("…" if len(text) > 300 else "")

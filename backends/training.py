@@ -12,6 +12,7 @@ batches, linear LR decay without warmup (the HF Trainer default the paper used),
 checkpoint (adapter safetensors + optimizer state as safetensors + JSON; no pickle) that a
 killed training resumes from. torch, transformers, peft and unsloth are imported only inside.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from sgtui.errors import SgtuiError
+from sgtui.paths import home
+
+from .llama_cpp import check_gguf
 
 Emit = Callable[[dict], None]
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -39,14 +43,14 @@ class TrainSpec:
     """One training: the base model, the rendered texts and where results go."""
 
     base_model: str
-    texts: list[tuple[str, str]]      # (prompt, answer + EOS text)
-    params: Any                        # sgtui.training.TrainParams
-    out_dir: Path                      # the final adapter folder
-    checkpoints: Path                  # epoch-<k> folders
-    add_bos: bool = False              # prepend BOS to the prompt, as the generator does
+    texts: list[tuple[str, str]]  # (prompt, answer + EOS text)
+    params: Any  # sgtui.training.TrainParams
+    out_dir: Path  # the final adapter folder
+    checkpoints: Path  # epoch-<k> folders
+    add_bos: bool = False  # prepend BOS to the prompt, as the generator does
     resume: bool = False
     trust_remote_code: bool = False
-    cache_dir: Path | None = None      # where a GGUF base is dequantised to a HF folder once
+    cache_dir: Path | None = None  # where a GGUF base is dequantised to a HF folder once
 
 
 @dataclass
@@ -76,12 +80,14 @@ class Trainer(Protocol):
 # -- choosing a backend -----------------------------------------------------------------------
 def cuda_available() -> bool:
     import torch
+
     return bool(torch.cuda.is_available())
 
 
 def cpu_bf16_supported() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU at all (AVX512 or AMX)."""
     import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -104,6 +110,7 @@ def cpu_bf16_faster() -> bool:
 
 def _bf16_speedup(trials: int = 5) -> float:
     import torch
+
     a, b = torch.randn(256, 576), torch.randn(576, 1536)
     ah, bh = a.bfloat16(), b.bfloat16()
     best = {"fp32": float("inf"), "bf16": float("inf")}
@@ -127,11 +134,15 @@ def select_trainer(choice: str = "auto", precision: str = "auto") -> Trainer:
     has_unsloth = find_spec("unsloth") is not None
     if choice == "unsloth" or (choice == "auto" and cuda and has_unsloth):
         if not cuda:
-            raise SgtuiError("the unsloth trainer needs a CUDA GPU, and torch sees none",
-                             fix="use --trainer peft (or auto)")
+            raise SgtuiError(
+                "the unsloth trainer needs a CUDA GPU, and torch sees none",
+                fix="use --trainer peft (or auto)",
+            )
         if not has_unsloth:
-            raise SgtuiError("the unsloth trainer needs the python package 'unsloth'",
-                             fix="pip install 'sgtui[gpu]', or use --trainer peft")
+            raise SgtuiError(
+                "the unsloth trainer needs the python package 'unsloth'",
+                fix="pip install 'sgtui[gpu]', or use --trainer peft",
+            )
         return UnslothTrainer()
     if choice not in ("auto", "peft"):
         raise SgtuiError(f"unknown trainer {choice!r}", fix="use auto, unsloth or peft")
@@ -140,22 +151,24 @@ def select_trainer(choice: str = "auto", precision: str = "auto") -> Trainer:
 
 # -- base model -------------------------------------------------------------------------------
 def default_cache() -> Path:
-    from sgtui.paths import home
     return Path(os.environ.get("SGTUI_CACHE") or home() / "cache")
 
 
-def hf_folder(model_path: str | Path, cache_dir: Path | None = None,
-              trust_remote_code: bool = False) -> Path:
+def hf_folder(
+    model_path: str | Path, cache_dir: Path | None = None, trust_remote_code: bool = False
+) -> Path:
     """A Hugging Face folder for the base model. A GGUF file is dequantised by transformers once
     and kept (safetensors) under the cache: reading a GGUF through transformers takes a minute
     or more, the saved folder about a second."""
     p = Path(model_path)
     if p.is_dir():
         if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
-            raise SgtuiError("this Hugging Face folder holds no weights", path=str(p),
-                             fix="point --model at a folder with the model's weights")
+            raise SgtuiError(
+                "this Hugging Face folder holds no weights",
+                path=str(p),
+                fix="point --model at a folder with the model's weights",
+            )
         return p
-    from .llama_cpp import check_gguf
     check_gguf(p)
     st = p.stat()
     key = hashlib.sha256(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -169,14 +182,18 @@ def hf_folder(model_path: str | Path, cache_dir: Path | None = None,
     # fp32 keeps the dequantised values exact for small models; bf16 halves a large one
     dtype = torch.float32 if st.st_size < 1.5e9 else torch.bfloat16
     try:
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name,
-                                            trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype,
-                                                     trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            str(p.parent), gguf_file=p.name, trust_remote_code=trust_remote_code
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            str(p.parent), gguf_file=p.name, dtype=dtype, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise SgtuiError(f"transformers could not read this GGUF "
-                         f"({str(e).splitlines()[0]})", path=str(p),
-                         fix="pass --model with the model's Hugging Face folder instead") from e
+        raise SgtuiError(
+            f"transformers could not read this GGUF ({str(e).splitlines()[0]})",
+            path=str(p),
+            fix="pass --model with the model's Hugging Face folder instead",
+        ) from e
     _forget_gguf_quantizer(model)
     tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -203,11 +220,12 @@ def _forget_gguf_quantizer(model) -> None:
 @dataclass
 class Encoded:
     input_ids: list[int]
-    labels: list[int]       # -100 on the prompt: loss only on answer tokens and EOS
+    labels: list[int]  # -100 on the prompt: loss only on answer tokens and EOS
 
 
-def encode(tokenizer, texts: Sequence[tuple[str, str]], max_len: int,
-           add_bos: bool = False) -> tuple[list[Encoded], int]:
+def encode(
+    tokenizer, texts: Sequence[tuple[str, str]], max_len: int, add_bos: bool = False
+) -> tuple[list[Encoded], int]:
     """Tokenise prompt and answer separately, as at inference (the prompt is tokenised alone,
     then the answer is generated after it). Returns the examples and how many were dropped for
     being longer than max_len."""
@@ -233,14 +251,15 @@ def length_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[l
     window = batch_size * 16
     batches: list[list[int]] = []
     for s in range(0, len(idx), window):
-        part = sorted(idx[s:s + window], key=lambda i: lengths[i])
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+        part = sorted(idx[s : s + window], key=lambda i: lengths[i])
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
 def collate(examples: Sequence[Encoded], pad_id: int):
     import torch
+
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
@@ -301,12 +320,15 @@ def answer_loss(model, examples: Sequence[Encoded], pad_id: int, device: str):
         n = 0
     else:
         past.batch_repeat_interleave(len(examples))
-    ids, mask, labels = (t.to(device) for t in collate(
-        [Encoded(e.input_ids[n:], e.labels[n:]) for e in examples], pad_id))
+    ids, mask, labels = (
+        t.to(device)
+        for t in collate([Encoded(e.input_ids[n:], e.labels[n:]) for e in examples], pad_id)
+    )
     if past is not None:
         mask = torch.cat([torch.ones((len(examples), n), dtype=mask.dtype, device=device), mask], 1)
-    hidden = decoder(input_ids=ids, attention_mask=mask, past_key_values=past,
-                     use_cache=past is not None).last_hidden_state
+    hidden = decoder(
+        input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=past is not None
+    ).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
     logits = head(hidden[:, :-1][keep]).float()
@@ -330,6 +352,7 @@ def save_optimizer(optimizer, folder: Path) -> None:
     """Optimizer state as safetensors (tensors) + JSON (groups and scalars): nothing pickled."""
     import torch
     from safetensors.torch import save_file
+
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, state in sd["state"].items():
@@ -339,12 +362,14 @@ def save_optimizer(optimizer, folder: Path) -> None:
             else:
                 scalars[f"{pid}.{k}"] = v
     save_file(tensors, str(folder / "optimizer.safetensors"))
-    (folder / "optimizer.json").write_text(json.dumps({"param_groups": sd["param_groups"],
-                                                       "scalars": scalars}))
+    (folder / "optimizer.json").write_text(
+        json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
+    )
 
 
 def load_optimizer(optimizer, folder: Path) -> None:
     from safetensors.torch import load_file
+
     meta = json.loads((folder / "optimizer.json").read_text())
     state: dict[int, dict] = {}
     for key, t in load_file(str(folder / "optimizer.safetensors")).items():
@@ -378,13 +403,20 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
 # -- the loop ---------------------------------------------------------------------------------
 @dataclass
 class Device:
-    name: str                 # "cpu" | "cuda"
-    amp_dtype: Any = None     # torch dtype for autocast, or None
+    name: str  # "cpu" | "cuda"
+    amp_dtype: Any = None  # torch dtype for autocast, or None
     label: str = "fp32"
 
 
-def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
-        backend: str, step_loss=answer_loss) -> TrainResult:
+def fit(
+    model,
+    tokenizer,
+    spec: TrainSpec,
+    device: Device,
+    emit: Emit,
+    backend: str,
+    step_loss=answer_loss,
+) -> TrainResult:
     """Train the LoRA weights of `model` (a peft model) on spec.texts. `step_loss` computes a
     batch's loss: `answer_loss` (shared prefix, answer-only logits) or `plain_loss`."""
     import contextlib
@@ -394,11 +426,14 @@ def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
     p = spec.params
     data, dropped = encode(tokenizer, spec.texts, p.max_len, spec.add_bos)
     if not data:
-        raise SgtuiError(f"all {len(spec.texts)} training examples are longer than --max-len "
-                         f"{p.max_len} tokens, so training did not start",
-                         fix="raise --max-len, or shorten the task's examples")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-        else tokenizer.eos_token_id
+        raise SgtuiError(
+            f"all {len(spec.texts)} training examples are longer than --max-len "
+            f"{p.max_len} tokens, so training did not start",
+            fix="raise --max-len, or shorten the task's examples",
+        )
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
     steps_per_epoch = math.ceil(len(data) / p.batch_size)
     total = steps_per_epoch * p.epochs
     trainable = [q for q in model.parameters() if q.requires_grad]
@@ -410,18 +445,33 @@ def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
         if ck is not None:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
+
             state = json.loads((ck / "state.json").read_text())
             set_peft_model_state_dict(model, load_file(str(ck / ADAPTER_FILE), device=device.name))
             load_optimizer(opt, ck)
             start_epoch, step = int(state["epoch"]), int(state["step"])
             emit({"event": "resumed", "checkpoint": str(ck), "epoch": start_epoch, "step": step})
-    emit({"event": "start", "backend": backend, "device": device.name, "precision": device.label,
-          "examples": len(data), "dropped": dropped, "total_steps": total,
-          "steps_per_epoch": steps_per_epoch, "epochs": p.epochs, "start_step": step,
-          "trainable_params": sum(q.numel() for q in trainable)})
+    emit(
+        {
+            "event": "start",
+            "backend": backend,
+            "device": device.name,
+            "precision": device.label,
+            "examples": len(data),
+            "dropped": dropped,
+            "total_steps": total,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs": p.epochs,
+            "start_step": step,
+            "trainable_params": sum(q.numel() for q in trainable),
+        }
+    )
     lengths = [len(e.input_ids) for e in data]
-    amp = (torch.autocast(device.name, dtype=device.amp_dtype) if device.amp_dtype is not None
-           else contextlib.nullcontext())
+    amp = (
+        torch.autocast(device.name, dtype=device.amp_dtype)
+        if device.amp_dtype is not None
+        else contextlib.nullcontext()
+    )
     losses: list[float] = []
     t0, tokens_seen, steps_here = time.monotonic(), 0, 0
     model.train()
@@ -451,32 +501,67 @@ def fit(model, tokenizer, spec: TrainSpec, device: Device, emit: Emit,
             tokens_seen += n_tokens
             losses.append(float(loss.detach()))
             elapsed = time.monotonic() - t0
-            emit({"event": "progress", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                  "loss": losses[-1], "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
-                  "eta_s": (total - step) * elapsed / steps_here, "total_steps": total,
-                  "epoch_end": step % steps_per_epoch == 0})
+            emit(
+                {
+                    "event": "progress",
+                    "step": step,
+                    "epoch": round(step / steps_per_epoch, 4),
+                    "loss": losses[-1],
+                    "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                    "eta_s": (total - step) * elapsed / steps_here,
+                    "total_steps": total,
+                    "epoch_end": step % steps_per_epoch == 0,
+                }
+            )
         ck = spec.checkpoints / f"epoch-{epoch + 1}"
         tmp = spec.checkpoints / f".epoch-{epoch + 1}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         _save_adapter(model, tmp)
         save_optimizer(opt, tmp)
-        (tmp / "state.json").write_text(json.dumps({
-            "epoch": epoch + 1, "step": step, "total_steps": total, "params": p.to_dict(),
-            "base_model": spec.base_model, "examples": len(data), "dropped": dropped}))
+        (tmp / "state.json").write_text(
+            json.dumps(
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "total_steps": total,
+                    "params": p.to_dict(),
+                    "base_model": spec.base_model,
+                    "examples": len(data),
+                    "dropped": dropped,
+                }
+            )
+        )
         _replace_dir(tmp, ck)
         emit({"event": "checkpoint", "epoch": epoch + 1, "step": step, "path": str(ck)})
     tmp = spec.out_dir.parent / f".{spec.out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _save_adapter(model, tmp)
-    (tmp / TRAINING_INFO).write_text(json.dumps({
-        "base_model": spec.base_model, "backend": backend, "precision": device.label,
-        "params": p.to_dict(), "examples": len(data), "dropped": dropped, "steps": step}, indent=1))
+    (tmp / TRAINING_INFO).write_text(
+        json.dumps(
+            {
+                "base_model": spec.base_model,
+                "backend": backend,
+                "precision": device.label,
+                "params": p.to_dict(),
+                "examples": len(data),
+                "dropped": dropped,
+                "steps": step,
+            },
+            indent=1,
+        )
+    )
     _replace_dir(tmp, spec.out_dir)
     elapsed = time.monotonic() - t0
-    return TrainResult(spec.out_dir, step, len(data), dropped, losses,
-                       tokens_seen / elapsed if elapsed > 0 else 0.0)
+    return TrainResult(
+        spec.out_dir,
+        step,
+        len(data),
+        dropped,
+        losses,
+        tokens_seen / elapsed if elapsed > 0 else 0.0,
+    )
 
 
 # -- transformers + peft ----------------------------------------------------------------------
@@ -506,12 +591,14 @@ class PeftTrainer:
 
     def device(self) -> Device:
         import torch
+
         if self.uses_cuda:
             bf16 = torch.cuda.is_bf16_supported()
             if self.precision == "fp32":
                 return Device("cuda", None, "fp32")
-            return Device("cuda", torch.bfloat16 if bf16 else torch.float16,
-                          "bf16" if bf16 else "fp16")
+            return Device(
+                "cuda", torch.bfloat16 if bf16 else torch.float16, "bf16" if bf16 else "fp16"
+            )
         if self.precision == "bf16" or (self.precision == "auto" and cpu_bf16_faster()):
             return Device("cpu", torch.bfloat16, "bf16 autocast")
         return Device("cpu", None, "fp32")
@@ -522,22 +609,29 @@ class PeftTrainer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = hf_folder(spec.base_model, spec.cache_dir, spec.trust_remote_code)
-        kwargs: dict = {"trust_remote_code": spec.trust_remote_code,
-                        "attn_implementation": _attn_implementation(self.uses_cuda)}
+        kwargs: dict = {
+            "trust_remote_code": spec.trust_remote_code,
+            "attn_implementation": _attn_implementation(self.uses_cuda),
+        }
         if self.uses_cuda:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             kwargs.update(dtype=dtype, device_map={"": 0})
             if self.quantized_4bit:
                 from transformers import BitsAndBytesConfig
+
                 kwargs["quantization_config"] = BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                    bnb_4bit_compute_dtype=dtype)
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=dtype,
+                )
         else:
             kwargs["dtype"] = torch.float32
         tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
         if self.quantized_4bit:
             from peft import prepare_model_for_kbit_training
+
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
         elif self.checkpointing:
             model.gradient_checkpointing_enable()
@@ -545,14 +639,26 @@ class PeftTrainer:
         model.config.use_cache = False
         p = spec.params
         torch.manual_seed(p.seed)  # the LoRA A initialisation
-        config = LoraConfig(r=p.rank, lora_alpha=p.alpha, lora_dropout=p.dropout,
-                            target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=p.rank,
+            lora_alpha=p.alpha,
+            lora_dropout=p.dropout,
+            target_modules="all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
         return get_peft_model(model, config), tok
 
     def train(self, spec: TrainSpec, emit: Emit) -> TrainResult:
         model, tok = self.load(spec)
-        return fit(model, tok, spec, self.device(), emit,
-                   "peft+bnb-4bit" if self.quantized_4bit else "peft")
+        return fit(
+            model,
+            tok,
+            spec,
+            self.device(),
+            emit,
+            "peft+bnb-4bit" if self.quantized_4bit else "peft",
+        )
 
 
 # -- unsloth ----------------------------------------------------------------------------------
@@ -576,17 +682,30 @@ class UnslothTrainer:
         folder = hf_folder(spec.base_model, spec.cache_dir, spec.trust_remote_code)
         p = spec.params
         model, tok = FastLanguageModel.from_pretrained(
-            model_name=str(folder), max_seq_length=p.max_len, dtype=None, load_in_4bit=True,
-            trust_remote_code=spec.trust_remote_code)
+            model_name=str(folder),
+            max_seq_length=p.max_len,
+            dtype=None,
+            load_in_4bit=True,
+            trust_remote_code=spec.trust_remote_code,
+        )
         model = FastLanguageModel.get_peft_model(
-            model, r=p.rank, lora_alpha=p.alpha, lora_dropout=p.dropout,
-            target_modules=LORA_TARGETS, bias="none", use_gradient_checkpointing="unsloth",
-            random_state=p.seed)
+            model,
+            r=p.rank,
+            lora_alpha=p.alpha,
+            lora_dropout=p.dropout,
+            target_modules=LORA_TARGETS,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=p.seed,
+        )
         FastLanguageModel.for_training(model)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         bf16 = torch.cuda.is_bf16_supported()
-        device = Device("cuda", torch.bfloat16 if bf16 else torch.float16,
-                        "4-bit + " + ("bf16" if bf16 else "fp16"))
+        device = Device(
+            "cuda",
+            torch.bfloat16 if bf16 else torch.float16,
+            "4-bit + " + ("bf16" if bf16 else "fp16"),
+        )
         # Unsloth patches the forward pass and its loss; keep its own path
         return fit(model, tok, spec, device, emit, "unsloth", step_loss=plain_loss)

@@ -8,6 +8,7 @@ Runs the README's command with `--model` the assembled GGUF in a fresh SGTUI_HOM
 bench/.work, and writes bench/results/base_model.md: the machine, the command, the run's own
 output (its before/after table) and what it kept. A finished run is not run again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,27 +41,54 @@ def main() -> int:
     model = gemma()
     home = ROOT / "bench" / ".work" / "base-model-home"
     home.mkdir(parents=True, exist_ok=True)
-    cmd = [str(ROOT / ".venv" / "bin" / "sgtui"), "run", args.task, "--model", str(model),
-           *args.flags]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "sgtui"),
+        "run",
+        args.task,
+        "--model",
+        str(model),
+        *args.flags,
+    ]
     shown = ["sgtui", "run", args.task, "--model", "gemma-3-270m-q4_k_m.gguf", *args.flags]
     t0 = time.monotonic()
-    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "SGTUI_HOME": str(home)},
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "SGTUI_HOME": str(home)}, capture_output=True, text=True
+    )
     minutes = (time.monotonic() - t0) / 60
     text = out.stdout + ("\n" + out.stderr if out.stderr.strip() else "")
     print(text)
-    counts = subprocess.run([str(ROOT / ".venv" / "bin" / "sgtui"), "samples", "1", "--status",
-                             "training"], cwd=ROOT, env={**os.environ, "SGTUI_HOME": str(home)},
-                            capture_output=True, text=True).stdout
-    body = [f"# `sgtui run` on a base model: Gemma 3 270M (no chat template)", "",
-            f"Machine: {describe()}; the CPU was shared with other work, so the time is an "
-            "upper bound.", "",
-            "Command (a fresh `SGTUI_HOME`; `bench/base_model.py`):", "", "```sh",
-            " ".join(shown), "```", "",
-            f"Exit status {out.returncode}, wall time {minutes:.1f} min. The run's output:", "",
-            "```", text.strip(), "```", "",
-            "The first training pairs (`sgtui samples 1 --status training`):", "", "```",
-            "\n".join(counts.strip().splitlines()[:25]), "```", ""]
+    counts = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "sgtui"), "samples", "1", "--status", "training"],
+        cwd=ROOT,
+        env={**os.environ, "SGTUI_HOME": str(home)},
+        capture_output=True,
+        text=True,
+    ).stdout
+    body = [
+        "# `sgtui run` on a base model: Gemma 3 270M (no chat template)",
+        "",
+        f"Machine: {describe()}; the CPU was shared with other work, so the time is an "
+        "upper bound.",
+        "",
+        "Command (a fresh `SGTUI_HOME`; `bench/base_model.py`):",
+        "",
+        "```sh",
+        " ".join(shown),
+        "```",
+        "",
+        f"Exit status {out.returncode}, wall time {minutes:.1f} min. The run's output:",
+        "",
+        "```",
+        text.strip(),
+        "```",
+        "",
+        "The first training pairs (`sgtui samples 1 --status training`):",
+        "",
+        "```",
+        "\n".join(counts.strip().splitlines()[:25]),
+        "```",
+        "",
+    ]
     Path(ROOT / args.out).write_text("\n".join(body))
     return out.returncode
 

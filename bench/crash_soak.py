@@ -22,6 +22,7 @@ into another database and counts the samples whose raw output is byte-identical.
 Figures go to bench/results/crash_soak.md (or --out). tests/test_crash.py runs the same
 harness with fewer kills.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))  # bench/machine.py, also when a test loads this file
 TASK = ROOT / "data" / "tasks" / "formal-rewrite.toml"
-SMALL = ["--rounds", "2", "--per-round", "4", "--gen-max-tokens", "32", "--n", "2",
-         "--best-of", "2", "--ann-max-tokens", "16", "--mode", "small"]
+SMALL = [
+    "--rounds",
+    "2",
+    "--per-round",
+    "4",
+    "--gen-max-tokens",
+    "32",
+    "--n",
+    "2",
+    "--best-of",
+    "2",
+    "--ann-max-tokens",
+    "16",
+    "--mode",
+    "small",
+]
 
 
 def gen_args(rounds: int = 2, per_round: int = 4) -> list[str]:
@@ -50,6 +65,7 @@ def gen_args(rounds: int = 2, per_round: int = 4) -> list[str]:
     args = list(SMALL)
     args[1], args[3] = str(rounds), str(per_round)
     return args
+
 
 # Test-only start-up code for the child (a sitecustomize.py on PYTHONPATH): one llama.cpp
 # thread. On a busy 2-core machine two llama.cpp threads spin against each other and generate
@@ -69,12 +85,12 @@ ROW = "id, round, slot, stage, status, input, raw_output, output, candidates, ma
 @dataclass
 class Kill:
     n: int
-    target: str              # the stage this kill aimed at
-    stage: str               # the run's stage when the signal went
-    delay_s: float           # seeded random delay after the process's first commit
-    samples: int             # samples in the database at the kill
+    target: str  # the stage this kill aimed at
+    stage: str  # the run's stage when the signal went
+    delay_s: float  # seeded random delay after the process's first commit
+    samples: int  # samples in the database at the kill
     annotated: int
-    committed_here: int      # samples or annotations this process committed before dying
+    committed_here: int  # samples or annotations this process committed before dying
     marks_made: int
 
 
@@ -84,11 +100,11 @@ class Result:
     finished_early: int = 0  # cycles in which the process finished before the signal
     checks: int = 0
     integrity_failures: int = 0
-    samples_lost: int = 0     # committed rows missing or changed afterwards
+    samples_lost: int = 0  # committed rows missing or changed afterwards
     duplicate_slots: int = 0
     marks_made: int = 0
     marks_lost: int = 0
-    committed_seen: int = 0   # distinct samples seen committed over the whole soak
+    committed_seen: int = 0  # distinct samples seen committed over the whole soak
     final: dict = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     wall_s: float = 0.0
@@ -99,9 +115,18 @@ class Result:
 
 
 class Soak:
-    def __init__(self, workdir: Path, kills: int = 20, seed: int = 7, task: Path = TASK,
-                 gen_args: list[str] | None = None, max_delay: float = 3.0,
-                 marks_per_kill: int = 3, threads: int | None = 1, timeout: float = 600):
+    def __init__(
+        self,
+        workdir: Path,
+        kills: int = 20,
+        seed: int = 7,
+        task: Path = TASK,
+        gen_args: list[str] | None = None,
+        max_delay: float = 3.0,
+        marks_per_kill: int = 3,
+        threads: int | None = 1,
+        timeout: float = 600,
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = self.workdir / "soak.db"
@@ -111,10 +136,9 @@ class Soak:
         self.timeout = timeout
         self.rng = random.Random(seed)
         self.result = Result()
-        self.committed: dict[int, dict] = {}   # id -> row, everything ever seen committed
+        self.committed: dict[int, dict] = {}  # id -> row, everything ever seen committed
         self.marks: dict[int, str | None] = {}  # id -> the last mark this harness made
-        self.env = {**os.environ, "SGTUI_HOME": str(self.workdir / "home"),
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, "SGTUI_HOME": str(self.workdir / "home"), "PYTHONUNBUFFERED": "1"}
         threads = int(os.environ.get("SGTUI_TEST_LLAMA_THREADS", threads or 0))
         if threads:
             shim = self.workdir / "shim"
@@ -122,7 +146,8 @@ class Soak:
             (shim / "sitecustomize.py").write_text(THREADS_SHIM)
             self.env["SGTUI_TEST_LLAMA_THREADS"] = str(threads)
             self.env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(shim), str(ROOT), os.environ.get("PYTHONPATH")) if p)
+                p for p in (str(shim), str(ROOT), os.environ.get("PYTHONPATH")) if p
+            )
         self.n_proc = 0
 
     # -- processes ----------------------------------------------------------------------------
@@ -136,8 +161,13 @@ class Soak:
         self.n_proc += 1
         log = (self.workdir / f"proc-{self.n_proc:02d}.log").open("wb")
         try:
-            return subprocess.Popen(self.command(first), env=self.env, cwd=str(ROOT),
-                                    stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                self.command(first),
+                env=self.env,
+                cwd=str(ROOT),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         finally:
             log.close()
 
@@ -155,8 +185,9 @@ class Soak:
 
     def rows(self, c: sqlite3.Connection) -> dict[int, dict]:
         try:
-            return {r["id"]: dict(r) for r in c.execute(f"select {ROW} from samples "
-                                                        "where run_id = 1")}
+            return {
+                r["id"]: dict(r) for r in c.execute(f"select {ROW} from samples where run_id = 1")
+            }
         except sqlite3.OperationalError as e:  # the tables may not exist yet
             if "no such table" in str(e):
                 return {}
@@ -187,6 +218,7 @@ class Soak:
         """Everything seen committed is still there, unchanged; the database is sound."""
         self.result.checks += 1
         from sgtui.store import Store
+
         store = Store(self.db)
         try:
             ok = store.db.execute("pragma integrity_check").fetchone()[0]
@@ -195,8 +227,9 @@ class Soak:
                 self.violation(f"{when}: integrity_check says {ok!r}")
             c = store.db.conn
             c.row_factory = sqlite3.Row
-            rows = {r["id"]: dict(r) for r in c.execute(f"select {ROW} from samples "
-                                                        "where run_id = 1")}
+            rows = {
+                r["id"]: dict(r) for r in c.execute(f"select {ROW} from samples where run_id = 1")
+            }
             c.row_factory = None
             slots = [(r["round"], r["slot"]) for r in rows.values()]
             dup = len(slots) - len(set(slots))
@@ -205,19 +238,23 @@ class Soak:
                 self.violation(f"{when}: {dup} (round, slot) pairs stored twice")
             for sid, old in self.committed.items():
                 new = rows.get(sid)
-                same = new is not None and all(new[k] == old[k] for k in
-                                               ("round", "slot", "input", "raw_output"))
+                same = new is not None and all(
+                    new[k] == old[k] for k in ("round", "slot", "input", "raw_output")
+                )
                 if same and old["stage"] == "annotated":
                     same = all(new[k] == old[k] for k in ("stage", "output", "candidates"))
                 if not same:
                     self.result.samples_lost += 1
-                    self.violation(f"{when}: committed sample {sid} "
-                                   f"{'is gone' if new is None else 'changed'}")
+                    self.violation(
+                        f"{when}: committed sample {sid} {'is gone' if new is None else 'changed'}"
+                    )
             for sid, mark in self.marks.items():
                 if sid not in rows or rows[sid]["mark"] != mark:
                     self.result.marks_lost += 1
-                    self.violation(f"{when}: mark {mark!r} on sample {sid} reads back as "
-                                   f"{rows.get(sid, {}).get('mark')!r}")
+                    self.violation(
+                        f"{when}: mark {mark!r} on sample {sid} reads back as "
+                        f"{rows.get(sid, {}).get('mark')!r}"
+                    )
             self.remember(rows)
             return rows
         finally:
@@ -240,6 +277,7 @@ class Soak:
         """Start, wait for a first commit (in the target stage if it is still ahead), mark,
         wait the random delay, kill, check. False when the run finished instead."""
         from sgtui.store import Store
+
         proc = self.start(first=(n == 0))
         delay = round(self.rng.uniform(0, self.max_delay), 3)
         deadline = time.monotonic() + self.timeout
@@ -249,8 +287,10 @@ class Soak:
             while True:
                 if proc.poll() is not None:
                     if proc.returncode != 0:
-                        self.violation(f"kill {n}: the process failed before the signal "
-                                       f"(exit {proc.returncode}): {self.log_tail()}")
+                        self.violation(
+                            f"kill {n}: the process failed before the signal "
+                            f"(exit {proc.returncode}): {self.log_tail()}"
+                        )
                     self.result.finished_early += 1
                     return False
                 if time.monotonic() > deadline:
@@ -301,13 +341,15 @@ class Soak:
                 proc.wait()
         after = self.check(f"after kill {n}")
         fp = self.fingerprint(after)
-        self.result.kills.append(Kill(n, target, stage, delay, fp[0], fp[1],
-                                      sum(a - b for a, b in zip(fp, base)), made))
+        self.result.kills.append(
+            Kill(n, target, stage, delay, fp[0], fp[1], sum(a - b for a, b in zip(fp, base)), made)
+        )
         return True
 
     def finish(self) -> None:
         if self.result.finished_early and self.db.exists():
             from sgtui.store import Store
+
             store = Store(self.db)
             done = store.run(1)["status"] == "done"
             store.close()
@@ -332,6 +374,7 @@ class Soak:
     def structure(self, rows: dict[int, dict]) -> dict:
         from sgtui.config import RunParams
         from sgtui.store import Store
+
         store = Store(self.db)
         try:
             run = store.run(1)
@@ -343,8 +386,11 @@ class Soak:
         got = sorted((r["round"], r["slot"]) for r in rows.values())
         if got != want:
             self.violation(f"the finished run has slots {got}, an uninterrupted one {want}")
-        kept = [r["input"].strip() for r in rows.values()
-                if r["stage"] == "annotated" or r["status"] == "kept"]
+        kept = [
+            r["input"].strip()
+            for r in rows.values()
+            if r["stage"] == "annotated" or r["status"] == "kept"
+        ]
         if len(kept) != len(set(kept)):
             self.violation("the finished run holds a kept input twice")
         left = [sid for sid, r in rows.items() if r["stage"] == "input" and r["status"] == "kept"]
@@ -353,12 +399,19 @@ class Soak:
         if run["status"] != "done":
             self.violation(f"the run ends as {run['status']!r}, not done")
         discarded = {sid for sid, m in self.marks.items() if m == "discard"}
-        return {"slots": len(got), "expected_slots": len(want), "kept_inputs": len(kept),
-                "annotated": sum(1 for r in rows.values() if r["stage"] == "annotated"),
-                "kept": sum(1 for r in rows.values()
-                            if r["stage"] == "annotated" and r["status"] == "kept"),
-                "training_pairs": pairs, "discarded_by_hand": len(discarded),
-                "status": run["status"], "summary": run["summary"]}
+        return {
+            "slots": len(got),
+            "expected_slots": len(want),
+            "kept_inputs": len(kept),
+            "annotated": sum(1 for r in rows.values() if r["stage"] == "annotated"),
+            "kept": sum(
+                1 for r in rows.values() if r["stage"] == "annotated" and r["status"] == "kept"
+            ),
+            "training_pairs": pairs,
+            "discarded_by_hand": len(discarded),
+            "status": run["status"],
+            "summary": run["summary"],
+        }
 
     def run(self) -> Result:
         t0 = time.monotonic()
@@ -378,45 +431,77 @@ class Soak:
         """The same generation uninterrupted, in its own database: how many raw outputs match."""
         ref = self.workdir / "reference.db"
         ref.unlink(missing_ok=True)
-        out = subprocess.run([sys.executable, "-m", "sgtui", "generate", str(self.task), "--db",
-                              str(ref), *self.gen_args, "--quiet"], env=self.env, cwd=str(ROOT),
-                             capture_output=True, text=True, timeout=self.timeout * 3)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sgtui",
+                "generate",
+                str(self.task),
+                "--db",
+                str(ref),
+                *self.gen_args,
+                "--quiet",
+            ],
+            env=self.env,
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=self.timeout * 3,
+        )
         if out.returncode != 0:
             return {"error": out.stderr[-500:]}
 
         def grid(path):
             c = sqlite3.connect(path)
             try:
-                return {(r, s): (raw, o) for r, s, raw, o in c.execute(
-                    "select round, slot, raw_output, output from samples where run_id = 1")}
+                return {
+                    (r, s): (raw, o)
+                    for r, s, raw, o in c.execute(
+                        "select round, slot, raw_output, output from samples where run_id = 1"
+                    )
+                }
             finally:
                 c.close()
+
         a, b = grid(self.db), grid(ref)
-        return {"slots": len(b), "same_raw_output": sum(1 for k in b if a.get(k, (0,))[0] ==
-                                                        b[k][0]),
-                "same_annotation": sum(1 for k in b if a.get(k) == b[k])}
+        return {
+            "slots": len(b),
+            "same_raw_output": sum(1 for k in b if a.get(k, (0,))[0] == b[k][0]),
+            "same_annotation": sum(1 for k in b if a.get(k) == b[k]),
+        }
 
 
 # -- report -----------------------------------------------------------------------------------
 def machine() -> str:
     """bench/machine.py's description, with what a crash soak also depends on."""
     from machine import describe
+
     try:
         import llama_cpp
+
         llama = llama_cpp.__version__
     except ImportError:
         llama = "not installed"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{describe()}; kernel {platform.release()}; load average at the end "
-            f"{load}; Python {platform.python_version()}, llama-cpp-python {llama}; "
-            f"SQLite {sqlite3.sqlite_version}")
+    return (
+        f"{describe()}; kernel {platform.release()}; load average at the end "
+        f"{load}; Python {platform.python_version()}, llama-cpp-python {llama}; "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
 
 
 def report(result: Result, args, ref: dict | None) -> str:
     cmd = "python bench/crash_soak.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (
-            ("kills", args.kills), ("seed", args.seed), ("max_delay", args.max_delay),
-            ("rounds", args.rounds), ("per_round", args.per_round)))
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in (
+            ("kills", args.kills),
+            ("seed", args.seed),
+            ("max_delay", args.max_delay),
+            ("rounds", args.rounds),
+            ("per_round", args.per_round),
+        )
+    )
     if args.reference:
         cmd += " --reference"
     stages: dict[str, int] = {}
@@ -460,17 +545,27 @@ def report(result: Result, args, ref: dict | None) -> str:
         if "error" in ref:
             lines.append(f"| uninterrupted reference run | failed: {ref['error']!r} |")
         else:
-            lines.append(f"| same raw output as an uninterrupted run (same seed) | "
-                         f"{ref['same_raw_output']} of {ref['slots']} slots |")
-            lines.append(f"| same raw output and annotation as that run | "
-                         f"{ref['same_annotation']} of {ref['slots']} slots |")
-    lines += ["", "Per kill:", "",
-              "| # | aimed at | stage at the signal | delay after first commit (s) | samples "
-              "in the db | annotated | commits by the killed process | marks made |",
-              "|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| same raw output as an uninterrupted run (same seed) | "
+                f"{ref['same_raw_output']} of {ref['slots']} slots |"
+            )
+            lines.append(
+                f"| same raw output and annotation as that run | "
+                f"{ref['same_annotation']} of {ref['slots']} slots |"
+            )
+    lines += [
+        "",
+        "Per kill:",
+        "",
+        "| # | aimed at | stage at the signal | delay after first commit (s) | samples "
+        "in the db | annotated | commits by the killed process | marks made |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for k in result.kills:
-        lines.append(f"| {k.n + 1} | {k.target} | {k.stage} | {k.delay_s:.2f} | {k.samples} | "
-                     f"{k.annotated} | {k.committed_here} | {k.marks_made} |")
+        lines.append(
+            f"| {k.n + 1} | {k.target} | {k.stage} | {k.delay_s:.2f} | {k.samples} | "
+            f"{k.annotated} | {k.committed_here} | {k.marks_made} |"
+        )
     if result.violations:
         lines += ["", "Violations:", ""] + [f"- {v}" for v in result.violations]
     return "\n".join(lines) + "\n"
@@ -486,24 +581,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-round", type=int, default=6)
     ap.add_argument("--workdir", default=str(ROOT / "bench" / ".work" / "crash_soak"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "crash_soak.md"))
-    ap.add_argument("--reference", action="store_true",
-                    help="also run the generation uninterrupted and compare the outputs")
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run the generation uninterrupted and compare the outputs",
+    )
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     work = Path(args.workdir)
     for p in work.glob("*.db*"):
         p.unlink()
     args.gen_args = gen_args(args.rounds, args.per_round)
-    soak = Soak(work, kills=args.kills, seed=args.seed, max_delay=args.max_delay,
-                marks_per_kill=args.marks_per_kill, gen_args=args.gen_args)
+    soak = Soak(
+        work,
+        kills=args.kills,
+        seed=args.seed,
+        max_delay=args.max_delay,
+        marks_per_kill=args.marks_per_kill,
+        gen_args=args.gen_args,
+    )
     result = soak.run()
     ref = soak.reference() if args.reference else None
     text = report(result, args, ref)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
-    print(json.dumps({"ok": result.ok, "kills": len(result.kills),
-                      "violations": result.violations[:5]}, indent=1))
+    print(
+        json.dumps(
+            {"ok": result.ok, "kills": len(result.kills), "violations": result.violations[:5]},
+            indent=1,
+        )
+    )
     return 0 if result.ok else 1
 
 

@@ -17,6 +17,7 @@ and a classification gain can only come from answering in the label set.
 
     .venv/bin/python bench/label_signal.py --rows 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from machine import describe  # noqa: E402  (bench/machine.py)
+
 from sgtui import evaluation as ev  # noqa: E402
 from sgtui.paths import bundled_model, shared_ni  # noqa: E402
 from sgtui.prompts import meta_messages  # noqa: E402
@@ -45,13 +47,15 @@ class LabelScorer:
 
     def __init__(self, model: str):
         import backends
+
         self.gen = backends.load_generator("llama-cpp-sequential", model, n_threads=1)
         self.llm = self.gen.llm
 
     def _next_logprobs(self, toks: list[int]):
         import numpy as np
+
         llm = self.llm
-        held = list(llm.input_ids[:llm.n_tokens])
+        held = list(llm.input_ids[: llm.n_tokens])
         k = 0
         while k < min(len(held), len(toks) - 1) and held[k] == toks[k]:
             k += 1
@@ -76,6 +80,7 @@ class LabelScorer:
 
 def probe(scorer: LabelScorer, name: str, n_rows: int) -> dict:
     import numpy as np
+
     task = load_task(shared_ni() / name)
     rows, split = ev.load_rows(f"{name}:validation", n_rows, seed=0)
     t = time.monotonic()
@@ -90,33 +95,47 @@ def probe(scorer: LabelScorer, name: str, n_rows: int) -> dict:
         "content-free calibration": (np.exp(logp) / cf).argmax(axis=1),
         "batch calibration": (logp - logp.mean(axis=0)).argmax(axis=1),
     }
-    res = {"split": split, "labels": labels, "n": len(rows),
-           "majority": 100 * Counter(gold).most_common(1)[0][1] / len(rows),
-           "gold": dict(Counter(gold)), "minutes": 0.0}
+    res = {
+        "split": split,
+        "labels": labels,
+        "n": len(rows),
+        "majority": 100 * Counter(gold).most_common(1)[0][1] / len(rows),
+        "gold": dict(Counter(gold)),
+        "minutes": 0.0,
+    }
     for way, idx in picks.items():
         pred = [labels[i] for i in idx]
-        res[way] = {"accuracy": 100 * sum(p == g for p, g in zip(pred, gold)) / len(rows),
-                    "predicted": dict(Counter(pred))}
+        res[way] = {
+            "accuracy": 100 * sum(p == g for p, g in zip(pred, gold)) / len(rows),
+            "predicted": dict(Counter(pred)),
+        }
     res["minutes"] = (time.monotonic() - t) / 60
     return res
 
 
 def table(results: dict, command: str) -> str:
     ways = ("label argmax", "content-free calibration", "batch calibration")
-    lines = ["# Label signal: the bundled model's own label probabilities on validation rows", "",
-             f"- machine: {results['_machine']}",
-             "- model: SmolLM2-135M-Instruct Q4_1 (bundled), llama.cpp, one thread",
-             "- prompt: the few-shot meta prompt (annotation, training and evaluation use it)",
-             f"- rows: the first {results['_rows']} of a seeded shuffle (seed 0) of each "
-             "validation split",
-             f"- command: `{command}`", "- accuracy x100; predicted label counts in brackets", "",
-             "| task | majority label | " + " | ".join(ways) + " |",
-             "|---|---|" + "---|" * len(ways)]
+    lines = [
+        "# Label signal: the bundled model's own label probabilities on validation rows",
+        "",
+        f"- machine: {results['_machine']}",
+        "- model: SmolLM2-135M-Instruct Q4_1 (bundled), llama.cpp, one thread",
+        "- prompt: the few-shot meta prompt (annotation, training and evaluation use it)",
+        f"- rows: the first {results['_rows']} of a seeded shuffle (seed 0) of each "
+        "validation split",
+        f"- command: `{command}`",
+        "- accuracy x100; predicted label counts in brackets",
+        "",
+        "| task | majority label | " + " | ".join(ways) + " |",
+        "|---|---|" + "---|" * len(ways),
+    ]
     for name, r in results.items():
         if name.startswith("_"):
             continue
-        cells = [f"{r[w]['accuracy']:.1f} ({', '.join(f'{k} {v}' for k, v in sorted(r[w]['predicted'].items()))})"
-                 for w in ways]
+        cells = [
+            f"{r[w]['accuracy']:.1f} ({', '.join(f'{k} {v}' for k, v in sorted(r[w]['predicted'].items()))})"
+            for w in ways
+        ]
         lines.append(f"| {name} | {r['majority']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

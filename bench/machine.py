@@ -1,4 +1,5 @@
 """What the benchmark scripts record about the machine they ran on."""
+
 from __future__ import annotations
 
 import os
@@ -23,5 +24,7 @@ def ram_gib() -> float:
 
 def describe() -> str:
     """One line: cores, CPU model, memory, system; benchmarks here run on the CPU."""
-    return (f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.0f} GiB RAM, "
-            f"{platform.system()}, no GPU")
+    return (
+        f"{os.cpu_count()} cores ({cpu_model()}), {ram_gib():.0f} GiB RAM, "
+        f"{platform.system()}, no GPU"
+    )

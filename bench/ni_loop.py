@@ -8,6 +8,7 @@ interrupted benchmark continues where it stopped.
 
     .venv/bin/python bench/ni_loop.py --tasks task937,task200,task1195,task036 --rounds 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from machine import describe as machine  # noqa: E402  (bench/machine.py)
+
 from sgtui import evaluation as ev  # noqa: E402
 from sgtui.config import RunParams  # noqa: E402
 from sgtui.loop import base_scores, self_guide  # noqa: E402
@@ -29,8 +31,19 @@ from sgtui.store import Store  # noqa: E402
 from sgtui.task import load_task  # noqa: E402
 
 # classification and generation interleaved, so that a partial run covers both types
-ALL = ["task937", "task1195", "task190", "task121", "task199", "task036", "task200", "task039",
-       "task738", "task1385", "task1386"]
+ALL = [
+    "task937",
+    "task1195",
+    "task190",
+    "task121",
+    "task199",
+    "task036",
+    "task200",
+    "task039",
+    "task738",
+    "task1385",
+    "task1386",
+]
 
 
 def run_task(name: str, args, results: dict, out_json: Path, store: Store, model: str) -> None:
@@ -46,8 +59,9 @@ def run_task(name: str, args, results: dict, out_json: Path, store: Store, model
             continue
         rounds = args.paper_rounds if mode == "paper" else args.rounds
         params = RunParams.defaults_for(task.type, mode).override(rounds=rounds, **args.set)
-        res[mode] = self_guide(store, task, params, rows, model, res["max_tokens"],
-                               epochs=args.epochs, split=split)
+        res[mode] = self_guide(
+            store, task, params, rows, model, res["max_tokens"], epochs=args.epochs, split=split
+        )
         if args.set:
             res[mode]["set"] = args.set  # shown in the table: not the mode's defaults
         out_json.write_text(json.dumps(results, indent=1))
@@ -62,14 +76,24 @@ def run_task(name: str, args, results: dict, out_json: Path, store: Store, model
             print(f"{name} {mode} epoch on validation: {cell['selected']}", flush=True)
 
 
-def select(name: str, task, res: dict, cell: dict, args, store: Store, model: str,
-           split: str) -> None:
+def select(
+    name: str, task, res: dict, cell: dict, args, store: Store, model: str, split: str
+) -> None:
     """Choose the epoch (0 = the base model) on validation rows, then score it on test."""
     from sgtui.loop import score_epoch, select_epoch
+
     t = time.monotonic()
     val_rows, val_split = ev.load_rows(f"{name}:validation", args.eval_limit, seed=0)
-    chosen = select_epoch(store, cell["run"], task, val_rows, model, res["max_tokens"],
-                          val_split, base_score=res.get("base_val"))
+    chosen = select_epoch(
+        store,
+        cell["run"],
+        task,
+        val_rows,
+        model,
+        res["max_tokens"],
+        val_split,
+        base_score=res.get("base_val"),
+    )
     res["base_val"] = chosen["scores"][0]
     k, last = chosen["epoch"], max(chosen["scores"])
     if k == 0:
@@ -79,13 +103,18 @@ def select(name: str, task, res: dict, cell: dict, args, store: Store, model: st
     else:  # the checkpoint after k epochs, on the test rows (exported again: a second or two)
         rows, _ = ev.load_rows(f"{name}:test", args.eval_limit, seed=0)
         score, _ = score_epoch(store, cell["run"], k, task, rows, model, res["max_tokens"], split)
-    cell["selected"] = {"epoch": k, "val_scores": chosen["scores"], "score": score,
-                        "minutes": (time.monotonic() - t) / 60}
+    cell["selected"] = {
+        "epoch": k,
+        "val_scores": chosen["scores"],
+        "score": score,
+        "minutes": (time.monotonic() - t) / 60,
+    }
 
 
 def parse_set(spec: str) -> dict:
-    """"key=value,..." -> typed RunParams overrides."""
+    """ "key=value,..." -> typed RunParams overrides."""
     from dataclasses import fields
+
     types = {f.name: type(getattr(RunParams(), f.name)) for f in fields(RunParams)}
     out = {}
     for part in filter(None, spec.split(",")):
@@ -117,22 +146,26 @@ def score(cell: dict) -> str:
 
 
 def table(results: dict, args, command: str) -> str:
-    lines = ["# SELF-GUIDE loop on Natural-Instructions tasks (bundled SmolLM2-135M-Instruct)", "",
-             f"- machine: {machine()}",
-             f"- parameters: rounds x 10 prompts: small mode {args.rounds or 'default'}, paper "
-             f"mode {args.paper_rounds or 'default'}; other parameters the mode's defaults "
-             f"(docs/METHOD.md); LoRA epochs {args.epochs}, other training defaults "
-             f"(docs/TRAINING.md); eval on the first {args.eval_limit} rows of a seeded shuffle of "
-             "each test split, greedy, through llama.cpp",
-             "- commands (each continues the results of the ones before): "
-             + ", ".join(f"`{c}`" for c in results.get("_commands", [command])),
-             "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
-             "- small mode, epoch on val: the epoch (0 = the base model, no fine-tune) with the "
-             f"best score on the first {args.eval_limit} rows of a seeded shuffle of the task's "
-             "validation split, scored on the test rows; the epoch chosen in brackets", "",
-             "| task | type | trivial | base few-shot | paper mode | small mode (3 epochs) | "
-             "small mode, epoch on val | kept (paper / small) | minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# SELF-GUIDE loop on Natural-Instructions tasks (bundled SmolLM2-135M-Instruct)",
+        "",
+        f"- machine: {machine()}",
+        f"- parameters: rounds x 10 prompts: small mode {args.rounds or 'default'}, paper "
+        f"mode {args.paper_rounds or 'default'}; other parameters the mode's defaults "
+        f"(docs/METHOD.md); LoRA epochs {args.epochs}, other training defaults "
+        f"(docs/TRAINING.md); eval on the first {args.eval_limit} rows of a seeded shuffle of "
+        "each test split, greedy, through llama.cpp",
+        "- commands (each continues the results of the ones before): "
+        + ", ".join(f"`{c}`" for c in results.get("_commands", [command])),
+        "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
+        "- small mode, epoch on val: the epoch (0 = the base model, no fine-tune) with the "
+        f"best score on the first {args.eval_limit} rows of a seeded shuffle of the task's "
+        "validation split, scored on the test rows; the epoch chosen in brackets",
+        "",
+        "| task | type | trivial | base few-shot | paper mode | small mode (3 epochs) | "
+        "small mode, epoch on val | kept (paper / small) | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     cols = ("trivial", "base", "paper", "small", "selected")
     notes: list[str] = []  # parameter overrides (--set), one footnote mark each
     avg: dict[str, dict[str, list]] = {}
@@ -144,49 +177,78 @@ def table(results: dict, args, command: str) -> str:
         minutes = r.get("base_minutes", 0) + sum(c.get("minutes", 0) for c in (paper, small, sel))
         chosen = f"{fmt(sel['score'])} [{sel['epoch']}]" if sel else "—"
         mark = {m: overrides(c, notes) for m, c in (("paper", paper), ("small", small))}
-        lines.append(f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
-                     f"{score(paper)}{mark['paper']} | {score(small)}"
-                     f"{mark['small']} | {chosen}{mark['small'] if sel else ''} | "
-                     f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |")
+        lines.append(
+            f"| {name} | {r['type'][:3]} | {fmt(r['trivial'])} | {fmt(r['base'])} | "
+            f"{score(paper)}{mark['paper']} | {score(small)}"
+            f"{mark['small']} | {chosen}{mark['small'] if sel else ''} | "
+            f"{paper.get('kept', '—')} / {small.get('kept', '—')} | {minutes:.1f} |"
+        )
         if small.get("score") is None and not small.get("note"):
             continue  # not finished: the averages compare the same tasks in every column
         a = avg.setdefault(r["type"], {k: [] for k in cols})
         a["trivial"].append(r["trivial"])
         a["base"].append(r["base"])
         for m, c in (("paper", paper), ("small", small)):
-            a[m].append(c.get("score") if c.get("score") is not None else r["base"]
-                        if c.get("note") else None)
+            a[m].append(
+                c.get("score")
+                if c.get("score") is not None
+                else r["base"]
+                if c.get("note")
+                else None
+            )
         a["selected"].append(sel.get("score"))
 
     def mean(v):
         v = [x for x in v if x is not None]
         return f"{fmt(sum(v) / len(v))} ({len(v)})" if v else "—"
+
     for typ, a in avg.items():
-        lines.append(f"| **average ({typ})** | | " + " | ".join(mean(a[c]) for c in cols)
-                     + " | | |")
-    lines += ["", "Against the targets of the small mode (points, small mode minus base few-shot; "
-              "worst task in brackets):", ""]
+        lines.append(
+            f"| **average ({typ})** | | " + " | ".join(mean(a[c]) for c in cols) + " | | |"
+        )
+    lines += [
+        "",
+        "Against the targets of the small mode (points, small mode minus base few-shot; "
+        "worst task in brackets):",
+        "",
+    ]
     for typ in avg:
-        rows = [(n, r) for n, r in results.items() if not n.startswith("_") and "base" in r
-                and r["type"] == typ and r.get("small", {}).get("score") is not None]
-        for label, get in (("3 epochs", lambda r: r["small"]["score"]),
-                           ("epoch on val", lambda r: r["small"].get("selected", {}).get("score"))):
+        rows = [
+            (n, r)
+            for n, r in results.items()
+            if not n.startswith("_")
+            and "base" in r
+            and r["type"] == typ
+            and r.get("small", {}).get("score") is not None
+        ]
+        for label, get in (
+            ("3 epochs", lambda r: r["small"]["score"]),
+            ("epoch on val", lambda r: r["small"].get("selected", {}).get("score")),
+        ):
             d = [(get(r) - r["base"], n) for n, r in rows if get(r) is not None]
             if not d:
                 continue
             worst = min(d)
-            lost = [n for n, r in rows if get(r) is not None and r["base"] > r["trivial"]
-                    and get(r) <= r["trivial"]]
-            lines.append(f"- {typ}, {label}: mean {sum(x for x, _ in d) / len(d):+.1f} over "
-                         f"{len(d)} tasks (target +5.0); worst {worst[0]:+.1f} ({worst[1]}; "
-                         f"target no worse than -2.0); at or below the trivial baseline where "
-                         f"the base beats it: {', '.join(lost) or 'none'}")
-    lines += [""] + [f"{'*' * (i + 1)} run with {n} (`--set`)"
-                     for i, n in enumerate(notes)]
-    lines += ["", "Averages are over the tasks whose small-mode run finished (how many in "
-              "brackets). Where a mode kept no sample, nothing is trained and the average counts "
-              "the base score for it (the tool refuses to fine-tune).", "",
-              "A reading of these figures, with the samples behind them: ni_loop-notes.md."]
+            lost = [
+                n
+                for n, r in rows
+                if get(r) is not None and r["base"] > r["trivial"] and get(r) <= r["trivial"]
+            ]
+            lines.append(
+                f"- {typ}, {label}: mean {sum(x for x, _ in d) / len(d):+.1f} over "
+                f"{len(d)} tasks (target +5.0); worst {worst[0]:+.1f} ({worst[1]}; "
+                f"target no worse than -2.0); at or below the trivial baseline where "
+                f"the base beats it: {', '.join(lost) or 'none'}"
+            )
+    lines += [""] + [f"{'*' * (i + 1)} run with {n} (`--set`)" for i, n in enumerate(notes)]
+    lines += [
+        "",
+        "Averages are over the tasks whose small-mode run finished (how many in "
+        "brackets). Where a mode kept no sample, nothing is trained and the average counts "
+        "the base score for it (the tool refuses to fine-tune).",
+        "",
+        "A reading of these figures, with the samples behind them: ni_loop-notes.md.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -194,24 +256,45 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default=",".join(ALL))
     ap.add_argument("--modes", default="paper,small")
-    ap.add_argument("--rounds", type=int, default=None,
-                    help="small-mode rounds (default: the mode's default per task type)")
-    ap.add_argument("--paper-rounds", type=int, default=None,
-                    help="paper-mode rounds (default: the paper's 40 / 20; a paper-mode round "
-                         "is ten 500-token completions, minutes each on a CPU)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="small-mode rounds (default: the mode's default per task type)",
+    )
+    ap.add_argument(
+        "--paper-rounds",
+        type=int,
+        default=None,
+        help="paper-mode rounds (default: the paper's 40 / 20; a paper-mode round "
+        "is ten 500-token completions, minutes each on a CPU)",
+    )
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--eval-limit", type=int, default=200,
-                    help="rows scored per split: the first N of a seeded shuffle, or all "
-                         "where fewer (default 200)")
-    ap.add_argument("--select", action="store_true",
-                    help="also choose the epoch (0 = no fine-tune) on the validation split")
+    ap.add_argument(
+        "--eval-limit",
+        type=int,
+        default=200,
+        help="rows scored per split: the first N of a seeded shuffle, or all "
+        "where fewer (default 200)",
+    )
+    ap.add_argument(
+        "--select",
+        action="store_true",
+        help="also choose the epoch (0 = no fine-tune) on the validation split",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ni_loop"))
-    ap.add_argument("--merge", default="",
-                    help="comma-separated result JSON files of other invocations (for example "
-                         "runs pinned to one core each) to fold into --out; runs nothing")
-    ap.add_argument("--set", default="",
-                    help="run parameters to override in every mode, key=value,... (for "
-                         "example gen_temperature=0.7); the defaults are docs/METHOD.md's")
+    ap.add_argument(
+        "--merge",
+        default="",
+        help="comma-separated result JSON files of other invocations (for example "
+        "runs pinned to one core each) to fold into --out; runs nothing",
+    )
+    ap.add_argument(
+        "--set",
+        default="",
+        help="run parameters to override in every mode, key=value,... (for "
+        "example gen_temperature=0.7); the defaults are docs/METHOD.md's",
+    )
     args = ap.parse_args()
     args.modes = args.modes.split(",")
     args.set = parse_set(args.set)

@@ -15,6 +15,7 @@ finish, and an unfinished synthesis run is resumed.
     .venv/bin/python bench/quality.py --tasks formal-rewrite,city-fact,sentiment
     .venv/bin/python bench/quality.py --tasks task1195,task036 --seeds 42,1,2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,19 @@ sys.path.insert(0, str(ROOT))
 
 from machine import describe as machine  # noqa: E402  (bench/machine.py)
 
-NI_TASKS = ["task937", "task1195", "task190", "task121", "task199", "task036", "task200",
-            "task039", "task738", "task1385", "task1386"]
+NI_TASKS = [
+    "task937",
+    "task1195",
+    "task190",
+    "task121",
+    "task199",
+    "task036",
+    "task200",
+    "task039",
+    "task738",
+    "task1385",
+    "task1386",
+]
 OWN_TASKS = ["formal-rewrite", "city-fact", "sentiment"]
 
 
@@ -40,6 +52,7 @@ def task_and_rows(name: str, limit: int):
     from sgtui import evaluation as ev
     from sgtui.paths import shared_ni
     from sgtui.task import load_task
+
     own = ROOT / "data" / "tasks" / f"{name}.toml"
     if own.is_file():
         rows, split = ev.load_rows(str(own.with_name(f"{name}.eval.jsonl")))
@@ -54,6 +67,7 @@ def task_and_rows(name: str, limit: int):
 def evaluate(task, rows, model: str, max_tokens: int | None, lora: str | None = None):
     import backends
     from sgtui import evaluation as ev
+
     gen = backends.load_generator("llama-cpp", model, **({"lora_path": lora} if lora else {}))
     try:
         if max_tokens is None:
@@ -67,6 +81,7 @@ def synthesize(store, task, params, model: str, res: dict, save) -> None:
     """Create the task's run, or finish the one a stopped benchmark left."""
     import backends
     from sgtui.synthesis import create_run, run_synthesis
+
     if "run" not in res:
         res["run"] = create_run(store, task, params, model, "llama-cpp")
         save()
@@ -80,17 +95,23 @@ def synthesize(store, task, params, model: str, res: dict, save) -> None:
         res["synthesis_minutes"] = round((time.monotonic() - t) / 60, 1)
     else:
         summary = store.run(res["run"])["summary"]
-    res.update(kept=summary["training_pairs"], candidates=summary["candidates"],
-               filtered=summary["filtered"], warnings=summary["warnings"])
+    res.update(
+        kept=summary["training_pairs"],
+        candidates=summary["candidates"],
+        filtered=summary["filtered"],
+        warnings=summary["warnings"],
+    )
     save()
 
 
-def train_seed(store, task, res: dict, seed: int, model: str, epochs: int | None
-               ) -> tuple[str, int]:
+def train_seed(
+    store, task, res: dict, seed: int, model: str, epochs: int | None
+) -> tuple[str, int]:
     """Train the run's samples again with this seed; returns (GGUF adapter, epochs)."""
     from sgtui.cli_train import train_run
     from sgtui.export import export_gguf
     from sgtui.training import TrainParams, run_dir
+
     params = TrainParams.for_task(task.type).override(seed=seed)
     if epochs:
         params = params.override(epochs=epochs)
@@ -103,19 +124,27 @@ def train_seed(store, task, res: dict, seed: int, model: str, epochs: int | None
 def run_task(name: str, args, results: dict, save, store, model: str) -> None:
     from sgtui import evaluation as ev
     from sgtui.config import RunParams
+
     task, rows, split = task_and_rows(name, args.eval_limit)
     # the tasks of data/tasks/ are keyed by their own name ("review-sentiment")
-    res = results["tasks"].setdefault(task.name, {"type": task.type, "metric": task.metric,
-                                             "n": len(rows), "split": split})
+    res = results["tasks"].setdefault(
+        task.name, {"type": task.type, "metric": task.metric, "n": len(rows), "split": split}
+    )
     if "base" not in res:
         t = time.monotonic()
         base, res["max_tokens"] = evaluate(task, rows, model, None)
-        res.update(trivial=round(ev.trivial_baseline(task, rows).score, 1),
-                   base=round(base.score, 1), base_minutes=round((time.monotonic() - t) / 60, 1))
+        res.update(
+            trivial=round(ev.trivial_baseline(task, rows).score, 1),
+            base=round(base.score, 1),
+            base_minutes=round((time.monotonic() - t) / 60, 1),
+        )
         save()
     params = RunParams.defaults_for(task.type, "small").override(**args.set)
-    res["params"] = {k: v for k, v in params.to_dict().items()
-                     if v != getattr(RunParams.defaults_for(task.type, "small"), k)} or "defaults"
+    res["params"] = {
+        k: v
+        for k, v in params.to_dict().items()
+        if v != getattr(RunParams.defaults_for(task.type, "small"), k)
+    } or "defaults"
     if res.get("kept") is None:
         synthesize(store, task, params, model, res, save)
     by_seed = res.setdefault("by_seed", {})
@@ -125,14 +154,19 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
         t = time.monotonic()
         lora, res["epochs"] = train_seed(store, task, res, seed, model, args.epochs)
         result, _ = evaluate(task, rows, model, res["max_tokens"], lora)
-        by_seed[str(seed)] = {"score": round(result.score, 1),
-                              "minutes": round((time.monotonic() - t) / 60, 1)}
+        by_seed[str(seed)] = {
+            "score": round(result.score, 1),
+            "minutes": round((time.monotonic() - t) / 60, 1),
+        }
         print(f"{name} seed {seed}: {by_seed[str(seed)]}", flush=True)
         save()
     # the issue's shape: one score per training seed; no sample kept means no fine-tune, so
     # the tool keeps the base model and every seed scores the base
-    res["tuned"] = ([by_seed[str(s)]["score"] for s in args.seeds if str(s) in by_seed]
-                    if res["kept"] else [res["base"]] * len(args.seeds))
+    res["tuned"] = (
+        [by_seed[str(s)]["score"] for s in args.seeds if str(s) in by_seed]
+        if res["kept"]
+        else [res["base"]] * len(args.seeds)
+    )
     save()
 
 
@@ -152,34 +186,45 @@ def summary_rows(results: dict) -> tuple[list[str], dict]:
         if delta is not None and len(tuned) == 3:
             deltas[r["type"]].append((name, delta))
         worst = min(tuned) - r["base"] if tuned else None
-        filtered = ", ".join(f"{k} {v}" for k, v in sorted((r.get("filtered") or {}).items(),
-                                                          key=lambda kv: -kv[1]))
-        lines.append(f"| {name} | {r['type'][:3]} | {r['n']} | {fmt(r.get('trivial'))} | "
-                     f"{fmt(r['base'])} | {' / '.join(fmt(x) for x in tuned)} | {fmt(mean)} | "
-                     f"{fmt(sd)} | {'' if delta is None else f'{delta:+.1f}'} | "
-                     f"{'' if worst is None else f'{worst:+.1f}'} | {r.get('kept', '')} | "
-                     f"{filtered} |")
+        filtered = ", ".join(
+            f"{k} {v}" for k, v in sorted((r.get("filtered") or {}).items(), key=lambda kv: -kv[1])
+        )
+        lines.append(
+            f"| {name} | {r['type'][:3]} | {r['n']} | {fmt(r.get('trivial'))} | "
+            f"{fmt(r['base'])} | {' / '.join(fmt(x) for x in tuned)} | {fmt(mean)} | "
+            f"{fmt(sd)} | {'' if delta is None else f'{delta:+.1f}'} | "
+            f"{'' if worst is None else f'{worst:+.1f}'} | {r.get('kept', '')} | "
+            f"{filtered} |"
+        )
     return lines, deltas
 
 
 def table(results: dict) -> str:
     lines, deltas = summary_rows(results)
-    out = ["# Base against fine-tune, over training seeds (bundled SmolLM2-135M-Instruct)", "",
-           f"- machine: {results['machine']}",
-           "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
-           "- defaults of `sgtui run` (small mode), one synthesis run per task (generation "
-           "seed 0), one training per seed at the default epochs, no epoch choice; greedy "
-           "decoding through llama.cpp with the exported GGUF adapter",
-           "- scores x100: exact match (classification), word-level ROUGE-L (generation)", "",
-           "| task | type | rows | trivial | base | tuned per seed | mean | sd | mean - base | "
-           "worst seed - base | kept | filtered |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|", *lines, ""]
+    out = [
+        "# Base against fine-tune, over training seeds (bundled SmolLM2-135M-Instruct)",
+        "",
+        f"- machine: {results['machine']}",
+        "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
+        "- defaults of `sgtui run` (small mode), one synthesis run per task (generation "
+        "seed 0), one training per seed at the default epochs, no epoch choice; greedy "
+        "decoding through llama.cpp with the exported GGUF adapter",
+        "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
+        "",
+        "| task | type | rows | trivial | base | tuned per seed | mean | sd | mean - base | "
+        "worst seed - base | kept | filtered |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ]
     for kind, ds in deltas.items():
         if ds:
             mean = statistics.mean(d for _, d in ds)
             worst = min(ds, key=lambda x: x[1])
-            out.append(f"- {kind}: mean {mean:+.1f} over {len(ds)} tasks with 3 seeds; worst "
-                       f"task {worst[0]} {worst[1]:+.1f}")
+            out.append(
+                f"- {kind}: mean {mean:+.1f} over {len(ds)} tasks with 3 seeds; worst "
+                f"task {worst[0]} {worst[1]:+.1f}"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -196,8 +241,12 @@ def main() -> int:
     ap.add_argument("--tasks", default=",".join(OWN_TASKS + NI_TASKS))
     ap.add_argument("--seeds", default="42,1,2")
     ap.add_argument("--eval-limit", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=None,
-                    help="training epochs (default: the task type's default, docs/TRAINING.md)")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: the task type's default, docs/TRAINING.md)",
+    )
     ap.add_argument("--set", default="", help="run parameters to override, key=value,...")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality"))
     args = ap.parse_args()
@@ -215,6 +264,7 @@ def main() -> int:
     os.environ["SGTUI_HOME"] = str(work)
     from sgtui.paths import bundled_model
     from sgtui.store import Store
+
     store = Store(work / f"{out.name}.db")
     model = str(bundled_model())
 

@@ -5,6 +5,7 @@
 
 Each JSON file holds the machine, the exact command and one record per measured run; the
 tables give the mean over repeats and the ratio of the project's path to the baseline."""
+
 from __future__ import annotations
 
 import json
@@ -20,54 +21,77 @@ def mean(values: list[float]) -> float:
 
 
 def throughput() -> str:
-    lines = ["# Synthesis throughput: sequential llama-cpp-python calls vs the batched backend",
-             "", "Produced by `bench/throughput.py` (workloads in its docstring) and rendered by "
-             "`bench/report.py throughput`. Means over repeats; the two paths alternate order "
-             "between repeats. Ratio: batched / sequential samples per minute.", ""]
+    lines = [
+        "# Synthesis throughput: sequential llama-cpp-python calls vs the batched backend",
+        "",
+        "Produced by `bench/throughput.py` (workloads in its docstring) and rendered by "
+        "`bench/report.py throughput`. Means over repeats; the two paths alternate order "
+        "between repeats. Ratio: batched / sequential samples per minute.",
+        "",
+    ]
     for path in sorted(RESULTS.glob("throughput-*.json")):
         data = json.loads(path.read_text())
         m = data["machine"]
-        lines += [f"## {path.stem}", "",
-                  f"- command: `{data['command']}`",
-                  f"- machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB, Python "
-                  f"{m['python']}, llama-cpp-python {m['llama_cpp_python']}, no GPU", ""]
+        lines += [
+            f"## {path.stem}",
+            "",
+            f"- command: `{data['command']}`",
+            f"- machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB, Python "
+            f"{m['python']}, llama-cpp-python {m['llama_cpp_python']}, no GPU",
+            "",
+        ]
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for r in data["runs"]:
             groups[(r["workload"], r["path"])].append(r)
-        lines += ["| workload | path | runs | samples | tokens | tokens/s | samples/min | "
-                  "peak RSS MiB | ratio | load before |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| workload | path | runs | samples | tokens | tokens/s | samples/min | "
+            "peak RSS MiB | ratio | load before |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for (kind, p), rs in sorted(groups.items()):
             spm = mean([r["samples_per_min"] for r in rs])
             seq = groups.get((kind, "sequential"))
-            ratio = (f"{spm / mean([r['samples_per_min'] for r in seq]):.2f}x"
-                     if seq and p != "sequential" else "")
+            ratio = (
+                f"{spm / mean([r['samples_per_min'] for r in seq]):.2f}x"
+                if seq and p != "sequential"
+                else ""
+            )
             s = rs[0]["sampling"]
             lines.append(
                 f"| {kind} (n={s['n']}, best_of={s['best_of']}, max_tokens={s['max_tokens']}) "
                 f"| {p} | {len(rs)} | {rs[0]['samples']} | {round(mean([r['tokens'] for r in rs]))} "
                 f"| {mean([r['tokens_per_s'] for r in rs]):.1f} | {spm:.1f} "
                 f"| {max(r['peak_rss_mib'] for r in rs):.0f} | {ratio} "
-                f"| {rs[0]['loadavg_before'][0] if rs[0]['loadavg_before'] else '?'} |")
+                f"| {rs[0]['loadavg_before'][0] if rs[0]['loadavg_before'] else '?'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 def train() -> str:
     data = json.loads((RESULTS / "train.json").read_text())
-    lines = ["# Training throughput: the project's LoRA path vs a plain fp32 transformers Trainer",
-             "", "Produced by `bench/train.py`, rendered by `bench/report.py train`.", "",
-             f"- command: `{data['command']}`", f"- machine: {data['machine']}",
-             f"- data: {data['data']}", "",
-             "| path | precision | examples | steps | tokens/s | peak RSS MiB | last step's loss | "
-             "ratio |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Training throughput: the project's LoRA path vs a plain fp32 transformers Trainer",
+        "",
+        "Produced by `bench/train.py`, rendered by `bench/report.py train`.",
+        "",
+        f"- command: `{data['command']}`",
+        f"- machine: {data['machine']}",
+        f"- data: {data['data']}",
+        "",
+        "| path | precision | examples | steps | tokens/s | peak RSS MiB | last step's loss | "
+        "ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     runs = data["runs"]
     base = next((r for r in runs if r["path"] == "trainer-fp32"), None)
     for r in runs:
-        ratio = (f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x"
-                 if base and r is not base else "")
-        lines.append(f"| {r['path']} | {r['precision']} | {r['examples']} | {r['steps']} "
-                     f"| {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {r['final_loss']:.3f} "
-                     f"| {ratio} |")
+        ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base and r is not base else ""
+        lines.append(
+            f"| {r['path']} | {r['precision']} | {r['examples']} | {r['steps']} "
+            f"| {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {r['final_loss']:.3f} "
+            f"| {ratio} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ order of the two paths alternates between repeats because the machine may be sha
 
     .venv/bin/python bench/throughput.py --repeat 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,21 +47,38 @@ def workload(kind: str, args, gen) -> tuple[list[str], list[int] | None, dict]:
 
     task = load_task(args.task)
     params = RunParams.defaults_for(task.type, mode=args.mode)
-    inputs = [json.loads(line)["input"] for line in
-              (Path(args.task) / "validation.jsonl").read_text().splitlines() if line.strip()]
+    inputs = [
+        json.loads(line)["input"]
+        for line in (Path(args.task) / "validation.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     if kind == "annotation":
-        prompts = [annotation_prompt(gen, task, x) for x in inputs[:args.inputs]]
-        sp = {"temperature": params.ann_temperature, "top_k": params.ann_top_k, "top_p": 1.0,
-              "max_tokens": args.ann_max_tokens, "n": args.n, "best_of": args.best_of,
-              "seed": params.seed, "stop": []}
+        prompts = [annotation_prompt(gen, task, x) for x in inputs[: args.inputs]]
+        sp = {
+            "temperature": params.ann_temperature,
+            "top_k": params.ann_top_k,
+            "top_p": 1.0,
+            "max_tokens": args.ann_max_tokens,
+            "n": args.n,
+            "best_of": args.best_of,
+            "seed": params.seed,
+            "stop": [],
+        }
         return prompts, None, sp
     ig = InputGenerator(task, params, gen.count_tokens)
     # a later round: the pool holds (input, pseudo-label) pairs accepted in earlier rounds
-    pool = [(x, None) for x in inputs[args.inputs:args.inputs + 20]]
+    pool = [(x, None) for x in inputs[args.inputs : args.inputs + 20]]
     built = [ig.build_prompt(1, slot, pool) for slot in range(args.gen_prompts)]
-    sp = {"temperature": params.gen_temperature, "top_k": params.gen_top_k,
-          "top_p": params.gen_top_p, "max_tokens": min(args.gen_max_tokens, ig.max_tokens),
-          "n": 1, "best_of": None, "seed": params.seed, "stop": list(ig.stop)}
+    sp = {
+        "temperature": params.gen_temperature,
+        "top_k": params.gen_top_k,
+        "top_p": params.gen_top_p,
+        "max_tokens": min(args.gen_max_tokens, ig.max_tokens),
+        "n": 1,
+        "best_of": None,
+        "seed": params.seed,
+        "stop": list(ig.stop),
+    }
     return [b.text for b in built], [b.seed for b in built], sp
 
 
@@ -72,14 +90,20 @@ def worker(path: str, kind: str, args) -> dict:
     model = str(bundled_model())
     if path == "sequential":
         from backends.llama_cpp import LlamaCppGenerator
+
         gen = LlamaCppGenerator(model, n_ctx=4096, n_threads=args.threads)
         if args.threads:  # prompt batches on the same thread count as the batched path
             gen.llm._ctx.set_n_threads(args.threads, args.threads)
     else:
         from backends.llama_batch import BatchedLlamaCppGenerator
-        gen = BatchedLlamaCppGenerator(model, n_ctx=4096, n_threads=args.threads,
-                                       n_parallel=args.n_parallel,
-                                       share_prefix=not args.no_share_prefix)
+
+        gen = BatchedLlamaCppGenerator(
+            model,
+            n_ctx=4096,
+            n_threads=args.threads,
+            n_parallel=args.n_parallel,
+            share_prefix=not args.no_share_prefix,
+        )
     prompts, seeds, sp = workload(kind, args, gen)
     n_prompt_tokens = [gen.count_tokens(p) for p in prompts]
     load_before = loadavg()
@@ -91,9 +115,17 @@ def worker(path: str, kind: str, args) -> dict:
             base = seeds[i] if seeds else sp["seed"] * 1000003 + i
             for j in range(sp["n"]):
                 out = llm.create_completion(
-                    prompt, max_tokens=sp["max_tokens"], temperature=sp["temperature"],
-                    top_k=sp["top_k"], top_p=sp["top_p"], min_p=0.0, typical_p=1.0,
-                    repeat_penalty=1.0, seed=(base + j) % (2**31), stop=sp["stop"] or None)
+                    prompt,
+                    max_tokens=sp["max_tokens"],
+                    temperature=sp["temperature"],
+                    top_k=sp["top_k"],
+                    top_p=sp["top_p"],
+                    min_p=0.0,
+                    typical_p=1.0,
+                    repeat_penalty=1.0,
+                    seed=(base + j) % (2**31),
+                    stop=sp["stop"] or None,
+                )
                 samples += 1
                 tokens += out["usage"]["completion_tokens"]
     else:
@@ -105,23 +137,40 @@ def worker(path: str, kind: str, args) -> dict:
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     gen.close()
-    return {"path": path, "workload": kind, "samples": samples, "tokens": tokens,
-            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "tokens_per_s": round(tokens / wall, 2),
-            "samples_per_min": round(samples / wall * 60, 1),
-            "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu else None,
-            "peak_rss_mib": round(ru1.ru_maxrss / 1024, 1),
-            "task": Path(args.task).name, "threads": args.threads, "prompts": len(prompts),
-            "mean_prompt_tokens": round(sum(n_prompt_tokens) / len(prompts), 1),
-            "sampling": sp, "loadavg_before": load_before, "loadavg_after": loadavg()}
+    return {
+        "path": path,
+        "workload": kind,
+        "samples": samples,
+        "tokens": tokens,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "tokens_per_s": round(tokens / wall, 2),
+        "samples_per_min": round(samples / wall * 60, 1),
+        "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu else None,
+        "peak_rss_mib": round(ru1.ru_maxrss / 1024, 1),
+        "task": Path(args.task).name,
+        "threads": args.threads,
+        "prompts": len(prompts),
+        "mean_prompt_tokens": round(sum(n_prompt_tokens) / len(prompts), 1),
+        "sampling": sp,
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+    }
 
 
 def machine() -> dict:
     from machine import cpu_model, ram_gib  # bench/machine.py
+
     cpu, ram = cpu_model(), round(ram_gib(), 1)
     import llama_cpp
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": ram,
-            "python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__}
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": ram,
+        "python": platform.python_version(),
+        "llama_cpp_python": llama_cpp.__version__,
+    }
 
 
 def main() -> None:
@@ -133,8 +182,12 @@ def main() -> None:
     ap.add_argument("--ann-max-tokens", type=int, default=500)
     ap.add_argument("--gen-prompts", type=int, default=10)
     ap.add_argument("--gen-max-tokens", type=int, default=500)
-    ap.add_argument("--mode", default="paper", choices=["paper", "small"],
-                    help="input-generation prompt (small: stop strings, shorter answers)")
+    ap.add_argument(
+        "--mode",
+        default="paper",
+        choices=["paper", "small"],
+        help="input-generation prompt (small: stop strings, shorter answers)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all)")
     ap.add_argument("--n-parallel", type=int, default=None)
     ap.add_argument("--no-share-prefix", action="store_true")
@@ -146,6 +199,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.task is None:
         from sgtui.paths import shared_ni
+
         ni = shared_ni()
         if ni is None:
             sys.exit("the NI tasks (../shared/ni) are not beside the project; pass --task")
@@ -162,21 +216,35 @@ def main() -> None:
         for kind in args.workloads.split(","):
             order = paths if rep % 2 == 0 else paths[::-1]
             for path in order:
-                cmd = [sys.executable, __file__, *passthrough, "--task", args.task,
-                       "--worker", path, kind]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    *passthrough,
+                    "--task",
+                    args.task,
+                    "--worker",
+                    path,
+                    kind,
+                ]
                 out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
                 if out.returncode != 0:
                     sys.exit(f"{path}/{kind} failed:\n{out.stderr[-2000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 r["repeat"] = rep
                 runs.append(r)
-                print(f"{kind:10s} {path:10s} {r['samples']:4d} samples {r['tokens']:6d} tok "
-                      f"{r['wall_s']:8.1f} s  {r['tokens_per_s']:7.1f} tok/s  "
-                      f"{r['samples_per_min']:7.1f} samples/min  "
-                      f"{r['tokens_per_cpu_s']:7.1f} tok/cpu-s  rss {r['peak_rss_mib']:6.0f} MiB  "
-                      f"load {r['loadavg_before']}", flush=True)
-    result = {"machine": machine(), "command": "python bench/throughput.py " + " ".join(
-        a for a in sys.argv[1:]), "runs": runs}
+                print(
+                    f"{kind:10s} {path:10s} {r['samples']:4d} samples {r['tokens']:6d} tok "
+                    f"{r['wall_s']:8.1f} s  {r['tokens_per_s']:7.1f} tok/s  "
+                    f"{r['samples_per_min']:7.1f} samples/min  "
+                    f"{r['tokens_per_cpu_s']:7.1f} tok/cpu-s  rss {r['peak_rss_mib']:6.0f} MiB  "
+                    f"load {r['loadavg_before']}",
+                    flush=True,
+                )
+    result = {
+        "machine": machine(),
+        "command": "python bench/throughput.py " + " ".join(a for a in sys.argv[1:]),
+        "runs": runs,
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))

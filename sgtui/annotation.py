@@ -1,5 +1,6 @@
 """Stage 2: annotate each kept input by sampling n answers and voting (SELF_GUIDE.md section 4),
 then, for classification, validate labels and balance the classes (section 3.4)."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,7 @@ def map_to_label(answer: str, labels: Sequence[str]) -> str | None:
     answer = answer.strip()
     if answer in labels:
         return answer
-    found = {lab for lab in labels
-             if re.search(r"(?<!\w)" + re.escape(lab) + r"(?!\w)", answer)}
+    found = {lab for lab in labels if re.search(r"(?<!\w)" + re.escape(lab) + r"(?!\w)", answer)}
     return found.pop() if len(found) == 1 else None
 
 
@@ -31,8 +31,11 @@ class OutputAnnotator:
         self.params = params
         self.filters: list = []
         if params.output_length_filter and not task.is_classification:
-            self.filters.append(LengthFilter.from_seeds(task.seed_outputs, "output_length",
-                                                          params.length_sigma_floor))
+            self.filters.append(
+                LengthFilter.from_seeds(
+                    task.seed_outputs, "output_length", params.length_sigma_floor
+                )
+            )
         if params.noise_filter:
             self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
         # answer-side filters see each answer with its input (sgtui/answer_filters.py)
@@ -40,8 +43,9 @@ class OutputAnnotator:
         if getattr(params, "answer_filters", False) and not task.is_classification:
             self.answer_filters = answer_filters([(e.input, e.output) for e in task.examples])
 
-    def vote(self, candidates: Sequence[str], text: str | None = None
-             ) -> tuple[VoteResult, str | None, str | None]:
+    def vote(
+        self, candidates: Sequence[str], text: str | None = None
+    ) -> tuple[VoteResult, str | None, str | None]:
         """Return the vote, and (filter, reason) if the input is dropped. `text` is the input
         the candidates answer; the answer filters need it."""
         dropped: dict[str, int] = {}
@@ -49,8 +53,11 @@ class OutputAnnotator:
         if self.answer_filters and text is not None:
             kept = []
             for c in candidates:
-                fail = first_answer_failure(c.strip(), text, self.answer_filters) \
-                    if c and c.strip() else None
+                fail = (
+                    first_answer_failure(c.strip(), text, self.answer_filters)
+                    if c and c.strip()
+                    else None
+                )
                 if fail:
                     dropped[fail[0]] = dropped.get(fail[0], 0) + 1
                     reasons.setdefault(fail[0], fail[1])
@@ -59,9 +66,14 @@ class OutputAnnotator:
             if dropped and not any(c and c.strip() for c in kept):
                 # every answer failed an answer filter: the sample is dropped by that filter
                 name = max(dropped, key=dropped.get)
-                result = VoteResult(None, 0, 0, {}, dropped,
-                                    f"{dropped[name]} of {len(candidates)} answers: "
-                                    f"{reasons[name]}")
+                result = VoteResult(
+                    None,
+                    0,
+                    0,
+                    {},
+                    dropped,
+                    f"{dropped[name]} of {len(candidates)} answers: {reasons[name]}",
+                )
                 return result, name, result.reason
             candidates = kept
         result, filt, reason = self._vote(candidates)
@@ -87,7 +99,9 @@ class OutputAnnotator:
         return result, None, None
 
 
-def balance(samples: Sequence[dict], seed: int, min_labels: int = 1) -> tuple[set[int], dict[str, int]]:
+def balance(
+    samples: Sequence[dict], seed: int, min_labels: int = 1
+) -> tuple[set[int], dict[str, int]]:
     """Down-sample to equal counts per label that occurs. Returns (ids to keep, counts per label).
     Labels that never occur are absent; an empty input gives an empty set, and so do fewer than
     `min_labels` distinct labels (the paper's rule is 1: one label alone is kept whole)."""

@@ -16,6 +16,7 @@ Each filter is built from the task's seed pairs and turns itself off where the s
 themselves would fail it (a task whose answers are apologies keeps its apologies). Each
 returns None to keep a candidate, or the reason it drops it, stored with the sample.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,12 +35,15 @@ ASSISTANT_TALK = re.compile(
     r"|i don'?t have (?:access|the ability|personal|real-time)"
     r"|i'?d be happy to help|how can i (?:help|assist)|is there anything else"
     r"|i hope this helps|feel free to ask)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # an apology is assistant talk unless the input apologises too (a formal rewrite of "sry cant
 # make it" rightly says "I am sorry")
-APOLOGY = re.compile(r"\b(?:(?:i'?m|i am) (?:so |very |really |truly )?sorry|sorry,? but"
-                     r"|sorry (?:to hear|for your loss)|i apologi[sz]e|my apologies)",
-                     re.IGNORECASE)
+APOLOGY = re.compile(
+    r"\b(?:(?:i'?m|i am) (?:so |very |really |truly )?sorry|sorry,? but"
+    r"|sorry (?:to hear|for your loss)|i apologi[sz]e|my apologies)",
+    re.IGNORECASE,
+)
 APOLOGETIC_INPUT = re.compile(r"\b(?:sorry|sry|apolog\w*|my bad|excuse me)\b", re.IGNORECASE)
 
 
@@ -85,13 +89,20 @@ class Window:
     hi: float | None
 
     @classmethod
-    def from_values(cls, values: Sequence[float], sigma_floor: float,
-                    lo_limit: float | None = None, hi_limit: float | None = None) -> "Window":
+    def from_values(
+        cls,
+        values: Sequence[float],
+        sigma_floor: float,
+        lo_limit: float | None = None,
+        hi_limit: float | None = None,
+    ) -> "Window":
         mu = statistics.fmean(values)
         sigma = max(statistics.pstdev(values), sigma_floor)
         lo, hi = mu - 2 * sigma, mu + 2 * sigma
-        return cls(None if lo_limit is not None and lo <= lo_limit else lo,
-                   None if hi_limit is not None and hi >= hi_limit else hi)
+        return cls(
+            None if lo_limit is not None and lo <= lo_limit else lo,
+            None if hi_limit is not None and hi >= hi_limit else hi,
+        )
 
     def outside(self, x: float) -> str | None:
         if self.lo is not None and x < self.lo:
@@ -126,8 +137,10 @@ class AnswerRelationFilter:
     def from_seeds(cls, pairs: Sequence[tuple[str, str]]) -> "AnswerRelationFilter":
         ratios = [log_ratio(y, x) for x, y in pairs]
         overlaps = [rouge_l(y, x) for x, y in pairs]
-        return cls(Window.from_values(ratios, RATIO_SIGMA_FLOOR),
-                   Window.from_values(overlaps, ROUGE_SIGMA_FLOOR, lo_limit=0.0, hi_limit=1.0))
+        return cls(
+            Window.from_values(ratios, RATIO_SIGMA_FLOOR),
+            Window.from_values(overlaps, ROUGE_SIGMA_FLOOR, lo_limit=0.0, hi_limit=1.0),
+        )
 
     def __call__(self, answer: str, text: str) -> str | None:
         why = self.ratio.outside(log_ratio(answer, text))
@@ -142,8 +155,11 @@ class AnswerRelationFilter:
 def answer_filters(seed_pairs: Sequence[tuple[str, str]]) -> list:
     """The answer filters for a generation task, each kept only where every seed answer
     passes it."""
-    candidates = [DegenerateAnswerFilter(), AssistantTalkFilter(),
-                  AnswerRelationFilter.from_seeds(seed_pairs)]
+    candidates = [
+        DegenerateAnswerFilter(),
+        AssistantTalkFilter(),
+        AnswerRelationFilter.from_seeds(seed_pairs),
+    ]
     return [f for f in candidates if not any(f(y, x) for x, y in seed_pairs)]
 
 

@@ -7,6 +7,7 @@ likeliest. The prompt is the small mode's input-generation prompt itself, which 
 seed inputs under their answers and ends in the group of one label: the channel reads the
 input with the same distribution that wrote it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ def channel_prompts(task: Task) -> dict[str, str]:
     return {lab: small_input_prompt(task, seeds, lab) for lab in task.labels}
 
 
-def channel_labels(gen, task: Task, inputs: Sequence[str], stop=None
-                   ) -> list[tuple[str, dict[str, float]]]:
+def channel_labels(
+    gen, task: Task, inputs: Sequence[str], stop=None
+) -> list[tuple[str, dict[str, float]]]:
     """Per input: the label with the highest log P(input | label) per token, and every
     label's score (ties go to the label listed first)."""
     prompts = channel_prompts(task)

@@ -8,6 +8,7 @@ the TUI label, the help text and the accepted range. The CLI's options, the TUI 
 and `RunParams.validate()` are all read from it, so the CLI and the TUI refuse the same values
 with the same message.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,16 @@ MAX_DRAWS = 1_000
 MAX_SEED = 2**32 - 1
 
 # The "small" mode for models that cannot follow the paper's long prompt (docs/METHOD.md).
-SMALL_COMMON = dict(mode="small", small_filters=True, max_low_quality=3, length_sigma_floor=0.25,
-                    best_of=0, seed_answer_budget=True, min_labels=2, answer_filters=True)
+SMALL_COMMON = dict(
+    mode="small",
+    small_filters=True,
+    max_low_quality=3,
+    length_sigma_floor=0.25,
+    best_of=0,
+    seed_answer_budget=True,
+    min_labels=2,
+    answer_filters=True,
+)
 CONSENSUS = ("exact", "mbr")
 ANNOTATORS = ("vote", "conditioning", "channel")
 # Rounds sized for a CPU: a default `sgtui run` of the bundled model takes minutes, not hours
@@ -41,14 +50,31 @@ SMALL_MODE: dict[str, dict] = {
 }
 
 
-def param(default, *, flag: str | None = None, label: str | None = None, help: str = "",
-          min: float | None = None, above: float | None = None, max: float | None = None,
-          choices: tuple[str, ...] | None = None):
+def param(
+    default,
+    *,
+    flag: str | None = None,
+    label: str | None = None,
+    help: str = "",
+    min: float | None = None,
+    above: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+):
     """A RunParams field with its declaration. `min` is inclusive, `above` exclusive; a float
     field must also be finite, an int field at most C_INT_MAX."""
-    return field(default=default, metadata={"flag": flag, "label": label, "help": help,
-                                            "min": min, "above": above, "max": max,
-                                            "choices": choices})
+    return field(
+        default=default,
+        metadata={
+            "flag": flag,
+            "label": label,
+            "help": help,
+            "min": min,
+            "above": above,
+            "max": max,
+            "choices": choices,
+        },
+    )
 
 
 def _number(x: float) -> str:
@@ -94,10 +120,13 @@ def field_problem(f: Field, value) -> str | None:
             return f"{name} must be a number, {range_text(f)} (got {value!r})"
         if not math.isfinite(value):
             return f"{name} must be a finite number, {range_text(f)} (got {value})"
-    if (m["min"] is not None and value < m["min"]) or (m["above"] is not None
-                                                       and value <= m["above"]):
-        return f"{name} must be {range_text(f) if m['max'] is not None else _low_text(m)} " \
-               f"(got {_number(value)})"
+    if (m["min"] is not None and value < m["min"]) or (
+        m["above"] is not None and value <= m["above"]
+    ):
+        return (
+            f"{name} must be {range_text(f) if m['max'] is not None else _low_text(m)} "
+            f"(got {_number(value)})"
+        )
     if m["max"] is not None and value > m["max"]:
         return f"{name} must be {range_text(f)} (got {_number(value)})"
     if isinstance(default, int) and m["max"] is None and value > C_INT_MAX:
@@ -117,71 +146,134 @@ def field_fix(f: Field) -> str:
 @dataclass(frozen=True)
 class RunParams:
     # input generation (section 2)
-    mode: str = param("paper", flag="--mode", choices=MODES,
-                      help="input-generation prompt: the paper's, or the one small models follow")
-    small_filters: bool = param(False, flag="--small-filters", label="small filters",
-                                help="prompt-echo, near-copy and degenerate-text filters")
-    near_copy_threshold: float = param(0.7, label="near-copy", min=0.0, max=1.0,
-                                       help="ROUGE-L above which an input is a near copy")
+    mode: str = param(
+        "paper",
+        flag="--mode",
+        choices=MODES,
+        help="input-generation prompt: the paper's, or the one small models follow",
+    )
+    small_filters: bool = param(
+        False,
+        flag="--small-filters",
+        label="small filters",
+        help="prompt-echo, near-copy and degenerate-text filters",
+    )
+    near_copy_threshold: float = param(
+        0.7, label="near-copy", min=0.0, max=1.0, help="ROUGE-L above which an input is a near copy"
+    )
     rounds: int = param(40, flag="--rounds", min=1, help="input-generation rounds")
-    per_round: int = param(10, flag="--per-round", label="per round", min=1, max=MAX_PER_ROUND,
-                           help="prompts per round")
-    gen_temperature: float = param(0.7, flag="--temperature", label="gen temp", min=0.0,
-                                   help="input-generation temperature (0: greedy)")
+    per_round: int = param(
+        10,
+        flag="--per-round",
+        label="per round",
+        min=1,
+        max=MAX_PER_ROUND,
+        help="prompts per round",
+    )
+    gen_temperature: float = param(
+        0.7,
+        flag="--temperature",
+        label="gen temp",
+        min=0.0,
+        help="input-generation temperature (0: greedy)",
+    )
     gen_top_k: int = param(40, label="gen top_k", min=0, help="0: no top-k")
     gen_top_p: float = param(1.0, label="gen top_p", above=0.0, max=1.0)
-    gen_max_tokens: int = param(500, flag="--gen-max-tokens", label="gen max tok", min=1,
-                                help="tokens per generated input")
-    max_low_quality: int = param(10, label="pool examples", min=1,
-                                 help="earlier inputs shown in a prompt, at most")
-    context_cutoff: int = param(3000, label="prompt limit", min=1,
-                                help="prompt token limit, as the reference code")
+    gen_max_tokens: int = param(
+        500, flag="--gen-max-tokens", label="gen max tok", min=1, help="tokens per generated input"
+    )
+    max_low_quality: int = param(
+        10, label="pool examples", min=1, help="earlier inputs shown in a prompt, at most"
+    )
+    context_cutoff: int = param(
+        3000, label="prompt limit", min=1, help="prompt token limit, as the reference code"
+    )
     # filters (section 3)
     input_length_filter: bool = param(True, flag="--input-length-filter", label="input length")
-    output_length_filter: bool = param(False, flag="--output-length-filter",
-                                       label="output length")
+    output_length_filter: bool = param(False, flag="--output-length-filter", label="output length")
     # sigma >= this x mu in the length windows (0: the paper)
     length_sigma_floor: float = param(0.0, min=0.0)
     noise_filter: bool = param(True, flag="--noise-filter", label="noise filter")
-    answer_filters: bool = param(False, flag="--answer-filters", label="answer filters",
-                                 help="drop degenerate answers, assistant talk and answers far "
-                                      "from their input (generation tasks)")
-    input_dependence: bool = param(False, flag="--input-dependence", label="input dependence",
-                                   help="drop an answer about as likely after another input "
-                                        "as after its own (generation tasks)")
-    min_dependence: float = param(0.5, flag="--min-dependence", label="min dependence",
-                                  min=0.0, help="input dependence: the least share of the seed "
-                                                "answers' dependence on their inputs")
+    answer_filters: bool = param(
+        False,
+        flag="--answer-filters",
+        label="answer filters",
+        help="drop degenerate answers, assistant talk and answers far "
+        "from their input (generation tasks)",
+    )
+    input_dependence: bool = param(
+        False,
+        flag="--input-dependence",
+        label="input dependence",
+        help="drop an answer about as likely after another input "
+        "as after its own (generation tasks)",
+    )
+    min_dependence: float = param(
+        0.5,
+        flag="--min-dependence",
+        label="min dependence",
+        min=0.0,
+        help="input dependence: the least share of the seed answers' dependence on their inputs",
+    )
     # annotation (section 4)
-    n: int = param(10, flag="--n", min=1, max=MAX_DRAWS,
-                   help="candidate answers per input for the vote")
-    best_of: int = param(20, flag="--best-of", label="best of", min=0, max=MAX_DRAWS,
-                         help="draw this many and keep the n most likely; 0: draw only n")
+    n: int = param(
+        10, flag="--n", min=1, max=MAX_DRAWS, help="candidate answers per input for the vote"
+    )
+    best_of: int = param(
+        20,
+        flag="--best-of",
+        label="best of",
+        min=0,
+        max=MAX_DRAWS,
+        help="draw this many and keep the n most likely; 0: draw only n",
+    )
     ann_temperature: float = param(0.2, label="ann temp", min=0.0)
     ann_top_k: int = param(10, label="ann top_k", min=0, help="0: no top-k")
-    ann_max_tokens: int = param(500, flag="--ann-max-tokens", label="ann max tok", min=1,
-                                help="tokens per candidate answer")
+    ann_max_tokens: int = param(
+        500, flag="--ann-max-tokens", label="ann max tok", min=1, help="tokens per candidate answer"
+    )
     # cap answers at 2x the longest seed output + 16 tokens
     seed_answer_budget: bool = param(False)
-    min_frequency: float = param(0.3, flag="--min-frequency", label="vote min freq", min=0.0,
-                                 max=1.0, help="the winner's least share of the vote")
-    consensus: str = param("exact", flag="--consensus", label="consensus", choices=CONSENSUS,
-                           help="generation tasks: the exact-match vote (the paper), or the "
-                                "answer the others agree with most (minimum Bayes risk under "
-                                "ROUGE-L)")
-    min_agreement: float = param(0.5, flag="--min-agreement", label="mbr min agree", min=0.0,
-                                 max=1.0,
-                                 help="consensus mbr: the chosen answer's least mean ROUGE-L "
-                                      "to the other answers")
-    annotator: str = param("vote", flag="--annotator", label="annotator", choices=ANNOTATORS,
-                           help="classification tasks: the model's vote on each input, the "
-                                "label each input was generated for (no answers drawn), or the "
-                                "label under which the model finds the input likeliest")
+    min_frequency: float = param(
+        0.3,
+        flag="--min-frequency",
+        label="vote min freq",
+        min=0.0,
+        max=1.0,
+        help="the winner's least share of the vote",
+    )
+    consensus: str = param(
+        "exact",
+        flag="--consensus",
+        label="consensus",
+        choices=CONSENSUS,
+        help="generation tasks: the exact-match vote (the paper), or the "
+        "answer the others agree with most (minimum Bayes risk under "
+        "ROUGE-L)",
+    )
+    min_agreement: float = param(
+        0.5,
+        flag="--min-agreement",
+        label="mbr min agree",
+        min=0.0,
+        max=1.0,
+        help="consensus mbr: the chosen answer's least mean ROUGE-L to the other answers",
+    )
+    annotator: str = param(
+        "vote",
+        flag="--annotator",
+        label="annotator",
+        choices=ANNOTATORS,
+        help="classification tasks: the model's vote on each input, the "
+        "label each input was generated for (no answers drawn), or the "
+        "label under which the model finds the input likeliest",
+    )
     balance_classes: bool = param(True, label="balance")
     # fewer distinct labels than this: class balancing keeps none
     min_labels: int = param(1, min=1)
-    seed: int = param(0, flag="--seed", min=0, max=MAX_SEED,
-                      help="seeds every prompt's and every answer's draws")
+    seed: int = param(
+        0, flag="--seed", min=0, max=MAX_SEED, help="seeds every prompt's and every answer's draws"
+    )
 
     @classmethod
     def defaults_for(cls, task_type: str, mode: str = "paper") -> "RunParams":
@@ -190,8 +282,9 @@ class RunParams:
         if task_type == "classification":
             p = cls()
         else:
-            p = cls(rounds=20, gen_temperature=0.9, input_length_filter=False,
-                    output_length_filter=True)
+            p = cls(
+                rounds=20, gen_temperature=0.9, input_length_filter=False, output_length_filter=True
+            )
         if mode == "small":
             p = replace(p, **SMALL_MODE[task_type])
         return p
@@ -218,7 +311,8 @@ class RunParams:
             raise SgtuiError(
                 f"--best-of must be 0 or at least --n, since best of must be at least n to keep "
                 f"the n best draws (got {self.best_of} with --n {self.n})",
-                fix=f"pass --best-of 0 (draw only n) or --best-of {self.n} or more")
+                fix=f"pass --best-of 0 (draw only n) or --best-of {self.n} or more",
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
 """User-facing errors: a short message that names the file and the fix, exit code 2."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Follows SELF_GUIDE.md section 6: the few-shot meta prompt of section 5.1 for eve
 decoding, stripped outputs; exact match with label extraction for classification, ROUGE-L for
 generation. All scores here are reported and stored x100 (0-100), item scores included.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,10 @@ def load_rows(spec: str, limit: int | None = None, seed: int = 0) -> tuple[list[
     rows = _read_jsonl(path)
     if limit is not None:
         if limit < 1:
-            raise SgtuiError(f"--limit must be at least 1, got {limit}",
-                             fix="give a positive number of rows, or leave --limit out")
+            raise SgtuiError(
+                f"--limit must be at least 1, got {limit}",
+                fix="give a positive number of rows, or leave --limit out",
+            )
         if limit < len(rows):
             total = len(rows)
             random.Random(seed).shuffle(rows)
@@ -76,25 +79,38 @@ def _resolve_split(spec: str) -> tuple[Path, str]:
             if ni is not None and "/" not in head and (ni / head).is_dir():
                 folder = ni / head
             else:
-                raise SgtuiError(f"no task folder named {head!r}", path=spec,
-                                 fix="give an NI task id such as task937:test (with the NI tasks "
-                                     "beside the project or $SGTUI_NI set), a task folder path "
-                                     "plus :test, or a JSONL file")
+                raise SgtuiError(
+                    f"no task folder named {head!r}",
+                    path=spec,
+                    fix="give an NI task id such as task937:test (with the NI tasks "
+                    "beside the project or $SGTUI_NI set), a task folder path "
+                    "plus :test, or a JSONL file",
+                )
         path = folder / f"{split}.jsonl"
         if not path.is_file():
             have = sorted(p.stem for p in folder.glob("*.jsonl"))
-            raise SgtuiError(f"the task folder has no {split!r} split", path=str(path),
-                             fix=f"use one of: {', '.join(have)}" if have else
-                                 "add a JSONL file of {\"input\", \"output\"} rows")
+            raise SgtuiError(
+                f"the task folder has no {split!r} split",
+                path=str(path),
+                fix=f"use one of: {', '.join(have)}"
+                if have
+                else 'add a JSONL file of {"input", "output"} rows',
+            )
         return path, f"{folder.name}:{split}"
     path = Path(spec)
     if path.is_dir():
-        raise SgtuiError("this is a folder, not a JSONL file of rows", path=spec,
-                         fix=f"name a split, e.g. {spec.rstrip('/')}:test")
+        raise SgtuiError(
+            "this is a folder, not a JSONL file of rows",
+            path=spec,
+            fix=f"name a split, e.g. {spec.rstrip('/')}:test",
+        )
     if not path.is_file():
-        raise SgtuiError("evaluation file not found", path=spec,
-                         fix="give a JSONL file of {\"input\", \"output\"} rows, or an NI split "
-                             "such as task937:test")
+        raise SgtuiError(
+            "evaluation file not found",
+            path=spec,
+            fix='give a JSONL file of {"input", "output"} rows, or an NI split '
+            "such as task937:test",
+        )
     return path, path.name
 
 
@@ -102,11 +118,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise SgtuiError("the evaluation file is not UTF-8 text", path=str(path),
-                         fix="save it as UTF-8")
+        raise SgtuiError(
+            "the evaluation file is not UTF-8 text", path=str(path), fix="save it as UTF-8"
+        )
     except OSError as e:
-        raise SgtuiError(f"cannot read the evaluation file: {e.strerror}", path=str(path),
-                         fix="check the path and its permissions")
+        raise SgtuiError(
+            f"cannot read the evaluation file: {e.strerror}",
+            path=str(path),
+            fix="check the path and its permissions",
+        )
     rows = []
     # split on "\n" only: str.splitlines would also break inside strings at U+2028 and kin
     for no, line in enumerate(text.split("\n"), 1):
@@ -115,16 +135,28 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise SgtuiError(f"line {no} is not valid JSON ({e.msg})", path=str(path),
-                             fix="write one JSON object per line")
-        if not isinstance(obj, dict) or not isinstance(obj.get("input"), str) \
-                or not isinstance(obj.get("output"), str):
-            raise SgtuiError(f'line {no} needs text fields "input" and "output"', path=str(path),
-                             fix='write each line as {"input": "...", "output": "..."}')
+            raise SgtuiError(
+                f"line {no} is not valid JSON ({e.msg})",
+                path=str(path),
+                fix="write one JSON object per line",
+            )
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("input"), str)
+            or not isinstance(obj.get("output"), str)
+        ):
+            raise SgtuiError(
+                f'line {no} needs text fields "input" and "output"',
+                path=str(path),
+                fix='write each line as {"input": "...", "output": "..."}',
+            )
         rows.append({"input": obj["input"], "output": obj["output"].strip()})
     if not rows:
-        raise SgtuiError("the evaluation file holds no rows", path=str(path),
-                         fix='add lines of {"input": "...", "output": "..."}')
+        raise SgtuiError(
+            "the evaluation file holds no rows",
+            path=str(path),
+            fix='add lines of {"input": "...", "output": "..."}',
+        )
     return rows
 
 
@@ -153,8 +185,10 @@ def default_max_tokens(generator, task: Task, rows: Sequence[dict]) -> int:
     The paper decodes up to 500 tokens for every row; on a CPU that mostly buys rambling after
     the answer, so the budget follows the answers' own lengths (the same budget for every system
     compared). Pass max_tokens=500 to reproduce the paper."""
-    return min(MAX_ANSWER_TOKENS,
-               answer_budget(generator, [*task.seed_outputs, *(r["output"] for r in rows)]))
+    return min(
+        MAX_ANSWER_TOKENS,
+        answer_budget(generator, [*task.seed_outputs, *(r["output"] for r in rows)]),
+    )
 
 
 def answer_budget(generator, answers: Sequence[str]) -> int:
@@ -162,9 +196,15 @@ def answer_budget(generator, answers: Sequence[str]) -> int:
     return 2 * max(generator.count_tokens(t) for t in answers) + 16
 
 
-def evaluate(generator, task: Task, rows: Sequence[dict], *,
-             extra_pairs: Sequence[tuple[str, str]] = (), max_tokens: int | None = None,
-             on_item: Callable[[int, int], None] | None = None) -> EvalResult:
+def evaluate(
+    generator,
+    task: Task,
+    rows: Sequence[dict],
+    *,
+    extra_pairs: Sequence[tuple[str, str]] = (),
+    max_tokens: int | None = None,
+    on_item: Callable[[int, int], None] | None = None,
+) -> EvalResult:
     """Greedy-decode every row with the meta prompt and score it.
 
     Rows are dropped (and counted in `dropped`) when their gold answer is over 500 tokens, as in
@@ -186,11 +226,13 @@ def evaluate(generator, task: Task, rows: Sequence[dict], *,
         prompts.append(prompt)
     dropped = len(rows) - len(kept)
     if rows and not kept:
-        raise SgtuiError(f"none of the {len(rows)} rows fits the model's context of "
-                         f"{generator.n_ctx} tokens with {max_tokens} tokens of answer",
-                         path=getattr(generator, "model_path", None),
-                         fix="use fewer Self-ICL pairs, a smaller --max-tokens, or a model with a "
-                             "longer context")
+        raise SgtuiError(
+            f"none of the {len(rows)} rows fits the model's context of "
+            f"{generator.n_ctx} tokens with {max_tokens} tokens of answer",
+            path=getattr(generator, "model_path", None),
+            fix="use fewer Self-ICL pairs, a smaller --max-tokens, or a model with a "
+            "longer context",
+        )
     predictions: list[str | None] = [None] * len(prompts)
     params = SamplingParams(temperature=0.0, top_k=1, max_tokens=max_tokens, n=1)
     done = 0
@@ -201,11 +243,21 @@ def evaluate(generator, task: Task, rows: Sequence[dict], *,
         done += 1
         if on_item:
             on_item(done, len(prompts))
-    items = [{"input": r["input"], "gold": r["output"], "prediction": p or "", "score": 0.0}
-             for r, p in zip(kept, predictions)]
+    items = [
+        {"input": r["input"], "gold": r["output"], "prediction": p or "", "score": 0.0}
+        for r, p in zip(kept, predictions)
+    ]
     metric, score, scores = _score_items(task, items)
-    return EvalResult(metric, score, scores, items, dropped=dropped, max_tokens=max_tokens,
-                      extra_pairs=len(extra_pairs), seconds=time.monotonic() - t0)
+    return EvalResult(
+        metric,
+        score,
+        scores,
+        items,
+        dropped=dropped,
+        max_tokens=max_tokens,
+        extra_pairs=len(extra_pairs),
+        seconds=time.monotonic() - t0,
+    )
 
 
 def trivial_baseline(task: Task, rows: Sequence[dict]) -> EvalResult:
@@ -217,14 +269,17 @@ def trivial_baseline(task: Task, rows: Sequence[dict]) -> EvalResult:
         preds = [majority] * len(rows)
     else:
         preds = [r["input"] for r in rows]
-    items = [{"input": r["input"], "gold": r["output"], "prediction": p, "score": 0.0}
-             for r, p in zip(rows, preds)]
+    items = [
+        {"input": r["input"], "gold": r["output"], "prediction": p, "score": 0.0}
+        for r, p in zip(rows, preds)
+    ]
     metric, score, scores = _score_items(task, items)
     return EvalResult(metric, score, scores, items)
 
 
-def self_icl_pairs(pairs: Iterable[Any], k: int | None = None,
-                   seed: int = 0) -> list[tuple[str, str]]:
+def self_icl_pairs(
+    pairs: Iterable[Any], k: int | None = None, seed: int = 0
+) -> list[tuple[str, str]]:
     """The Self-ICL baseline's extra demonstrations: k synthetic (input, output) pairs, drawn
     with a seeded shuffle. The paper used a third of the synthetic set; the default here is a
     third (at least 1, at most 8), so the prompt stays within a small model's context. Accepts
@@ -233,11 +288,12 @@ def self_icl_pairs(pairs: Iterable[Any], k: int | None = None,
     if k is None:
         k = min(max(1, len(items) // 3), SELF_ICL_MAX)
     random.Random(seed).shuffle(items)
-    return items[:max(0, k)]
+    return items[: max(0, k)]
 
 
-def fit_pairs(generator, task: Task, pairs: Sequence[tuple[str, str]], rows: Sequence[dict],
-              max_tokens: int) -> list[tuple[str, str]]:
+def fit_pairs(
+    generator, task: Task, pairs: Sequence[tuple[str, str]], rows: Sequence[dict], max_tokens: int
+) -> list[tuple[str, str]]:
     """Drop trailing Self-ICL pairs until the longest row's prompt leaves room for the answer."""
     if not rows:
         return list(pairs)
@@ -256,10 +312,15 @@ def save(store, run_id: int | None, system: str, split: str, result: EvalResult,
     """Store one evaluation with its items. Scores are x100; `scores` also records how many rows
     were dropped, the answer budget and the number of Self-ICL pairs, so a stored number can be
     read in context."""
-    scores = {**result.scores, "dropped": result.dropped, "max_tokens": result.max_tokens,
-              "extra_pairs": result.extra_pairs}
-    return store.add_eval(run_id, system, split, result.metric, result.score, scores, model,
-                          result.items)
+    scores = {
+        **result.scores,
+        "dropped": result.dropped,
+        "max_tokens": result.max_tokens,
+        "extra_pairs": result.extra_pairs,
+    }
+    return store.add_eval(
+        run_id, system, split, result.metric, result.score, scores, model, result.items
+    )
 
 
 def which_model(base: float, tuned: float, adapter: str | None = None) -> str:
@@ -267,13 +328,19 @@ def which_model(base: float, tuned: float, adapter: str | None = None) -> str:
     verdict. A fine-tune that does no better than its base is not worth its adapter."""
     if tuned > base:
         where = f" (adapter: {adapter})" if adapter else ""
-        return (f"use the fine-tune: it scored {tuned:.1f}, {tuned - base:+.1f} over the base "
-                f"model's {base:.1f}{where}")
+        return (
+            f"use the fine-tune: it scored {tuned:.1f}, {tuned - base:+.1f} over the base "
+            f"model's {base:.1f}{where}"
+        )
     if tuned == base:
-        return (f"the fine-tune is no better than the base model ({tuned:.1f} against "
-                f"{base:.1f}): keep using the base model")
-    return (f"the fine-tune is worse than the base model ({tuned:.1f} against {base:.1f}): "
-            "keep using the base model")
+        return (
+            f"the fine-tune is no better than the base model ({tuned:.1f} against "
+            f"{base:.1f}): keep using the base model"
+        )
+    return (
+        f"the fine-tune is worse than the base model ({tuned:.1f} against {base:.1f}): "
+        "keep using the base model"
+    )
 
 
 METRIC_NAMES = {"rouge": "ROUGE-L", "exact_match": "exact match"}
@@ -295,8 +362,13 @@ def fine_tune_against_base(store, run_id: int) -> tuple[dict, dict] | None:
     runless = [e for e in store.evals(None) if e["model"] == model] if model else []
     for tuned in reversed([e for e in own if is_fine_tune(e["system"])]):
         for pool in (own, runless):
-            bases = [e for e in pool if e["system"] == "base" and e["split"] == tuned["split"]
-                     and e["metric"] == tuned["metric"]]
+            bases = [
+                e
+                for e in pool
+                if e["system"] == "base"
+                and e["split"] == tuned["split"]
+                and e["metric"] == tuned["metric"]
+            ]
             if bases:
                 return tuned, bases[-1]
     return None
@@ -309,8 +381,9 @@ def comparison_table(rows: Sequence[tuple[str, EvalResult]]) -> str:
     lines = []
     for system, r in rows:
         delta = "" if base is None or system == "base" else f"{r.score - base:+.1f}"
-        other = ", ".join(f"{k} {v:.1f}" for k, v in r.scores.items() if k not in
-                          ("exact_match", "rougeL_word"))
+        other = ", ".join(
+            f"{k} {v:.1f}" for k, v in r.scores.items() if k not in ("exact_match", "rougeL_word")
+        )
         if r.dropped:
             other = ", ".join(x for x in (other, f"{r.dropped} dropped") if x)
         lines.append((system, r.metric, f"{r.score:.1f}", delta, str(r.n), other))
@@ -318,8 +391,10 @@ def comparison_table(rows: Sequence[tuple[str, EvalResult]]) -> str:
 
     def fmt(cells: Sequence[str]) -> str:
         # text columns left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in (0, 1, 5) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule, *(fmt(line) for line in lines)])

@@ -3,6 +3,7 @@
 Each filter has a name and returns None to keep a candidate or a short reason to drop it. The
 name and the reason are stored with the sample, so a person can see why it was dropped.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,9 @@ class LengthFilter:
     name: str = "length"
 
     @classmethod
-    def from_seeds(cls, texts: Sequence[str], name: str = "length",
-                   sigma_floor: float = 0.0) -> "LengthFilter":
+    def from_seeds(
+        cls, texts: Sequence[str], name: str = "length", sigma_floor: float = 0.0
+    ) -> "LengthFilter":
         lo, hi = length_window(texts, sigma_floor)
         return cls(lo, hi, name)
 
@@ -109,8 +111,19 @@ def first_failure(text: str, filters: Sequence) -> tuple[str, str] | None:
 
 # -- filters for small-model failure modes (docs/METHOD.md, "small" mode) ---------------------
 
-ECHO_TERMS = ("[input]", "[output]", "[instruction]", "Input:", "Answer:", "###", "InputGenerator",
-              "high-quality", "low-quality", "Example inputs", "Inputs whose answer")
+ECHO_TERMS = (
+    "[input]",
+    "[output]",
+    "[instruction]",
+    "Input:",
+    "Answer:",
+    "###",
+    "InputGenerator",
+    "high-quality",
+    "low-quality",
+    "Example inputs",
+    "Inputs whose answer",
+)
 
 
 @dataclass
@@ -135,12 +148,14 @@ class PromptEchoFilter:
 
 def _tokens(text: str) -> list[str]:
     from rouge_score import tokenize
+
     return tokenize.tokenize(text, None)
 
 
 def rouge_l(a: str, b: str) -> float:
     """Word-level ROUGE-L F1 (rouge-score's tokenisation and LCS)."""
     from rouge_score.rouge_scorer import _score_lcs
+
     return _score_lcs(_tokens(b), _tokens(a)).fmeasure
 
 
@@ -161,6 +176,7 @@ class NearCopyFilter:
 
     def __call__(self, text: str) -> str | None:
         from rouge_score.rouge_scorer import _score_lcs
+
         toks = _tokens(text)
         if not toks:
             return None
@@ -185,7 +201,7 @@ class DegenerateFilter:
             unique = len(set(words)) / len(words)
             if unique < 0.4:
                 return f"repetitive: {unique:.0%} distinct words"
-            grams = [" ".join(words[i:i + 3]) for i in range(len(words) - 2)]
+            grams = [" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
             top = max(grams.count(g) for g in set(grams))
             if top >= 3 and top * 3 >= len(words) * 0.5:
                 return "a phrase repeats over and over"

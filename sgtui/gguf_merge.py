@@ -44,56 +44,92 @@ result takes 0.56 GB.
 The file is written as export.export_gguf writes: a hidden temporary file beside the target,
 renamed into place, after check_target before and after.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .errors import SgtuiError
-from .export import (MERGED_QUANTS, BaseInfo, _temp_beside, _writing, check_target,
-                     gguf_lora_tensors)
+from backends.llama_cpp import check_gguf
 
+from .errors import SgtuiError
+from .export import MERGED_QUANTS, BaseInfo, _temp_beside, _writing, check_target, gguf_lora_tensors
 
 # check_target's kind for a single GGUF file
 _FILE_KIND = "gguf-merged"  # one file (export.FILE_FORMATS)
 # llama.cpp's quantiser leaves these as they are (src/llama-quant.cpp, llama_model_quantize_impl)
-_KEEP_PARTS = ("_norm.weight", "ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_proj",
-               "ssm_conv1d.weight", "shortconv.conv.weight", "time_mix_first.weight",
-               "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight",
-               "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight",
-               "time_mix_a0.weight", "time_mix_a1.weight", "time_mix_a2.weight",
-               "time_mix_g1.weight", "time_mix_g2.weight", "time_mix_decay_w1.weight",
-               "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight", "attn_rel_b.weight")
+_KEEP_PARTS = (
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d.weight",
+    "shortconv.conv.weight",
+    "time_mix_first.weight",
+    "time_mix_w0.weight",
+    "time_mix_w1.weight",
+    "time_mix_w2.weight",
+    "time_mix_v0.weight",
+    "time_mix_v1.weight",
+    "time_mix_v2.weight",
+    "time_mix_a0.weight",
+    "time_mix_a1.weight",
+    "time_mix_a2.weight",
+    "time_mix_g1.weight",
+    "time_mix_g2.weight",
+    "time_mix_decay_w1.weight",
+    "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight",
+    "attn_rel_b.weight",
+)
 _KEEP_NAMES = ("position_embd.weight", "token_types.weight")
 # values dequantised at a time (16 MB in float32): a 7B model's vocabulary is 0.5 GB whole
 _SLICE = 1 << 22
 
 
-def export_gguf_merged(adapter: Path, base_model: str | Path, dest: Path, quant: str = "q8_0",
-                       *, force: bool = True, in_run_folder: bool = True) -> Path:
+def export_gguf_merged(
+    adapter: Path,
+    base_model: str | Path,
+    dest: Path,
+    quant: str = "q8_0",
+    *,
+    force: bool = True,
+    in_run_folder: bool = True,
+) -> Path:
     """Merge the peft `adapter` into the GGUF `base_model` and write one GGUF of type `quant`
     (one of MERGED_QUANTS) at `dest`. `force` and `in_run_folder` as in export.check_target."""
     import gguf
     import numpy as np
 
     if quant not in MERGED_QUANTS:
-        raise SgtuiError(f"unknown quantisation {quant!r} for a merged GGUF",
-                         fix=f"use one of: {', '.join(MERGED_QUANTS)}")
+        raise SgtuiError(
+            f"unknown quantisation {quant!r} for a merged GGUF",
+            fix=f"use one of: {', '.join(MERGED_QUANTS)}",
+        )
     base = _base_gguf(base_model)
     check_target(dest, _FILE_KIND, force, in_run_folder)  # before the merge spends minutes
     reader = gguf.GGUFReader(str(base))
     if reader.endianess != gguf.GGUFEndian.LITTLE:
-        raise SgtuiError("the base GGUF is big-endian; only little-endian files can be merged",
-                         path=str(base), fix="pass a little-endian GGUF of the base model")
+        raise SgtuiError(
+            "the base GGUF is big-endian; only little-endian files can be merged",
+            path=str(base),
+            fix="pass a little-endian GGUF of the base model",
+        )
     split = reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)
     if split is not None and int(split.contents()) > 1:
-        raise SgtuiError("the base GGUF is one part of a split model", path=str(base),
-                         fix="join the parts first (llama-gguf-split --merge) and pass the "
-                             "joined file")
+        raise SgtuiError(
+            "the base GGUF is one part of a split model",
+            path=str(base),
+            fix="join the parts first (llama-gguf-split --merge) and pass the joined file",
+        )
     info = _base_info(reader)
     lora, alpha = gguf_lora_tensors(adapter, info)
-    target = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
-              "q4_0": gguf.GGMLQuantizationType.Q4_0}[quant]
+    target = {
+        "f16": gguf.GGMLQuantizationType.F16,
+        "q8_0": gguf.GGMLQuantizationType.Q8_0,
+        "q4_0": gguf.GGMLQuantizationType.Q4_0,
+    }[quant]
     has_output = any(t.name == "output.weight" for t in reader.tensors)
     adapted = {k.rsplit(".", 1)[0] for k in lora}  # "<W>.lora_a" -> "<W>"
     plan = [(t, _out_type(t, target, has_output, t.name in adapted)) for t in reader.tensors]
@@ -125,9 +161,11 @@ def export_gguf_merged(adapter: Path, base_model: str | Path, dest: Path, quant:
                 try:
                     data = _tensor_data(t, qtype, pair, alpha)
                 except NotImplementedError as e:  # a type the gguf package cannot convert
-                    raise SgtuiError(f"cannot convert the base's tensor {t.name} "
-                                     f"({t.tensor_type.name}): {e}", path=str(base),
-                                     fix="pass the base model as an f16 GGUF") from e
+                    raise SgtuiError(
+                        f"cannot convert the base's tensor {t.name} ({t.tensor_type.name}): {e}",
+                        path=str(base),
+                        fix="pass the base model as an f16 GGUF",
+                    ) from e
                 writer.write_tensor_data(data)
             writer.close()
             check_target(dest, _FILE_KIND, force, in_run_folder)  # it may have changed meanwhile
@@ -141,38 +179,49 @@ def export_gguf_merged(adapter: Path, base_model: str | Path, dest: Path, quant:
 
 
 def _base_gguf(base_model: str | Path) -> Path:
-    from backends.llama_cpp import check_gguf
     p = Path(base_model)
     if p.is_dir():
-        raise SgtuiError("a merged GGUF needs the base model as a GGUF file, and this is a "
-                         "Hugging Face folder", path=str(p),
-                         fix="export --format merged for a Hugging Face folder, or pass --base "
-                             "with the base model's GGUF file")
+        raise SgtuiError(
+            "a merged GGUF needs the base model as a GGUF file, and this is a Hugging Face folder",
+            path=str(p),
+            fix="export --format merged for a Hugging Face folder, or pass --base "
+            "with the base model's GGUF file",
+        )
     return check_gguf(p)
 
 
 def _base_info(reader) -> BaseInfo:
     """What export.base_info reads, from the reader already open (reading a GGUF's header
     again costs seconds: its vocabulary is parsed in Python)."""
+
     def field(key: str, default=None):
         f = reader.fields.get(key)
         return f.contents() if f is not None else default
 
     arch = field("general.architecture")
     n_head = int(field(f"{arch}.attention.head_count", 0) or 0)
-    return BaseInfo(arch, int(field(f"{arch}.block_count")), n_head,
-                    int(field(f"{arch}.attention.head_count_kv", n_head) or n_head),
-                    {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors})
+    return BaseInfo(
+        arch,
+        int(field(f"{arch}.block_count")),
+        n_head,
+        int(field(f"{arch}.attention.head_count_kv", n_head) or n_head),
+        {t.name: tuple(int(x) for x in t.shape) for t in reader.tensors},
+    )
 
 
 def _quantisable(name: str, n_dims: int) -> bool:
     """llama.cpp's rule for the tensors its quantiser converts."""
-    return (name.endswith("weight") and n_dims >= 2 and name not in _KEEP_NAMES
-            and not any(part in name for part in _KEEP_PARTS))
+    return (
+        name.endswith("weight")
+        and n_dims >= 2
+        and name not in _KEEP_NAMES
+        and not any(part in name for part in _KEEP_PARTS)
+    )
 
 
 def _out_type(t, target, has_output: bool, merged: bool):
     import gguf
+
     Q = gguf.GGMLQuantizationType
     if not _quantisable(t.name, len(t.shape)):
         # kept as it is; a LoRA merged into one (unusual) is stored in float
@@ -206,17 +255,17 @@ def _tensor_data(t, qtype, pair, alpha: float):
     step = max(1, _SLICE // shape[-1])
     out = None
     for i in range(0, rows.shape[0], step):
-        w = gguf.quants.dequantize(rows[i:i + step], t.tensor_type)  # (rows, in) float32
+        w = gguf.quants.dequantize(rows[i : i + step], t.tensor_type)  # (rows, in) float32
         if lora_a is not None:
             if not w.flags.writeable:  # an F32 base tensor is a view of the read-only file
                 w = w.copy()
-            delta = lora_b[i:i + step] @ lora_a  # (rows, r) @ (r, in)
+            delta = lora_b[i : i + step] @ lora_a  # (rows, r) @ (r, in)
             delta *= alpha / lora_a.shape[0]
             w += delta
         q = gguf.quants.quantize(w, qtype)
         if out is None:
             out = np.empty((rows.shape[0], q.shape[-1]), dtype=q.dtype)
-        out[i:i + step] = q
+        out[i : i + step] = q
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
@@ -224,17 +273,24 @@ def _copy_metadata(reader, writer, quant: str, base: Path, adapter: Path) -> Non
     """Every key of the base in order, as gguf-py's gguf_new_metadata.py copies them, with the
     file type, quantisation version, name and description changed or added."""
     import gguf
+
     K = gguf.Keys.General
-    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-                 "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
+    file_type = {
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+    }[quant]
     old_name = reader.fields.get(K.NAME)
     name = old_name.contents() if old_name is not None else base.stem
-    new = {K.FILE_TYPE: (gguf.GGUFValueType.UINT32, int(file_type)),
-           K.QUANTIZATION_VERSION: (gguf.GGUFValueType.UINT32, gguf.GGML_QUANT_VERSION),
-           K.NAME: (gguf.GGUFValueType.STRING, f"{name} + sgtui LoRA ({quant})"),
-           K.DESCRIPTION: (gguf.GGUFValueType.STRING,
-                           f"{base.name} with the LoRA adapter {adapter.name} merged in by "
-                           f"sgtui, {quant}")}
+    new = {
+        K.FILE_TYPE: (gguf.GGUFValueType.UINT32, int(file_type)),
+        K.QUANTIZATION_VERSION: (gguf.GGUFValueType.UINT32, gguf.GGML_QUANT_VERSION),
+        K.NAME: (gguf.GGUFValueType.STRING, f"{name} + sgtui LoRA ({quant})"),
+        K.DESCRIPTION: (
+            gguf.GGUFValueType.STRING,
+            f"{base.name} with the LoRA adapter {adapter.name} merged in by sgtui, {quant}",
+        ),
+    }
     for field in reader.fields.values():
         if field.name == K.ARCHITECTURE or field.name.startswith("GGUF."):
             continue  # GGUFWriter writes the architecture; GGUF.* is the header, not a key

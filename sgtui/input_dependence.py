@@ -18,6 +18,7 @@ The other input is the next input of the run in (round, slot) order that passed 
 filters (the first for the last), so a resumed run compares every answer with the same input
 an uninterrupted run would have used. Both prompts are scored in one batched llama.cpp pass.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -41,14 +42,16 @@ def other_inputs(inputs: Sequence[dict]) -> dict[int, str]:
     return out
 
 
-def dependence(gen, own_prompts: Sequence[str], other_prompts: Sequence[str],
-               answers: Sequence[str], stop=None) -> list[float]:
+def dependence(
+    gen, own_prompts: Sequence[str], other_prompts: Sequence[str], answers: Sequence[str], stop=None
+) -> list[float]:
     """Per answer: log-probability per token after its own prompt minus after the other."""
     n = len(answers)
     kw = {"stop": stop} if stop is not None and getattr(gen, "supports_stop", False) else {}
     scores = gen.score([*own_prompts, *other_prompts], [*answers, *answers], **kw)
-    return [(scores[i].logprob - scores[n + i].logprob) / max(scores[i].n_tokens, 1)
-            for i in range(n)]
+    return [
+        (scores[i].logprob - scores[n + i].logprob) / max(scores[i].n_tokens, 1) for i in range(n)
+    ]
 
 
 def seed_dependence(gen, task, prompt: Callable[[object, str], str], stop=None) -> float | None:
@@ -67,6 +70,8 @@ def seed_dependence(gen, task, prompt: Callable[[object, str], str], stop=None) 
 
 
 def reason(value: float, threshold: float) -> str:
-    return (f"the answer is about as likely after another input as after its own "
-            f"({value:+.2f} nats per token; the seed answers' share gives at least "
-            f"{threshold:+.2f}): it does not depend on its input")
+    return (
+        f"the answer is about as likely after another input as after its own "
+        f"({value:+.2f} nats per token; the seed answers' share gives at least "
+        f"{threshold:+.2f}): it does not depend on its input"
+    )

@@ -4,6 +4,7 @@ Each prompt shows the seed inputs plus a random sample of the pool (inputs accep
 rounds). Every slot (round, prompt) draws from its own seeded random stream, so a run resumed
 after a crash builds exactly the prompts it would have built.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,8 +13,16 @@ from typing import Sequence
 
 from .config import RunParams
 from .errors import SgtuiError
-from .filters import (DegenerateFilter, DuplicateFilter, EmptyFilter, LengthFilter,
-                      NearCopyFilter, NoiseFilter, PromptEchoFilter, first_failure)
+from .filters import (
+    DegenerateFilter,
+    DuplicateFilter,
+    EmptyFilter,
+    LengthFilter,
+    NearCopyFilter,
+    NoiseFilter,
+    PromptEchoFilter,
+    first_failure,
+)
 from .prompts import SMALL_STOPS, input_generation_prompt, small_input_prompt
 from .task import Task
 
@@ -42,8 +51,9 @@ class InputGenerator:
         self.count_tokens = count_tokens
         self.filters: list = [EmptyFilter()]
         if params.input_length_filter:
-            self.filters.append(LengthFilter.from_seeds(task.seed_inputs, "length",
-                                                          params.length_sigma_floor))
+            self.filters.append(
+                LengthFilter.from_seeds(task.seed_inputs, "length", params.length_sigma_floor)
+            )
         if params.small_filters:
             self.filters += [PromptEchoFilter(task.instruction), DegenerateFilter()]
         if params.noise_filter:
@@ -60,11 +70,16 @@ class InputGenerator:
         """Filters that compare with what was seen before: rebuilt for each round."""
         dynamic: list = [DuplicateFilter([*pool, *accepted])]
         if self.params.small_filters:
-            dynamic.append(NearCopyFilter([*self.task.seed_inputs, *pool, *accepted],
-                                          self.params.near_copy_threshold))
+            dynamic.append(
+                NearCopyFilter(
+                    [*self.task.seed_inputs, *pool, *accepted], self.params.near_copy_threshold
+                )
+            )
         return dynamic
 
-    def build_prompt(self, round_no: int, slot: int, pool: Sequence[tuple[str, str | None]]) -> InputPrompt:
+    def build_prompt(
+        self, round_no: int, slot: int, pool: Sequence[tuple[str, str | None]]
+    ) -> InputPrompt:
         """pool: (input, pseudo-label it was generated under) of earlier rounds."""
         p, task = self.params, self.task
         rng = slot_rng(p.seed, "input", round_no, slot)
@@ -79,8 +94,10 @@ class InputGenerator:
                 # The seeds in the task's order, then this prompt's pool items: the prompts of
                 # a run share the instruction and seeds as one token prefix, which the batched
                 # backend evaluates once (prompt evaluation is most of a small-mode round).
-                seeds = [(e.input, e.output.strip() if task.is_classification else None)
-                         for e in task.examples]
+                seeds = [
+                    (e.input, e.output.strip() if task.is_classification else None)
+                    for e in task.examples
+                ]
                 text = small_input_prompt(task, seeds + list(low), label)
             else:
                 text = input_generation_prompt(task, high, [x for x, _ in low], label)
@@ -90,10 +107,13 @@ class InputGenerator:
                 raise SgtuiError(
                     f"the instruction and seed inputs alone take {self.count_tokens(text)} tokens, "
                     f"more than the prompt limit of {p.context_cutoff}",
-                    path=task.source, fix="shorten the instruction or the examples")
+                    path=task.source,
+                    fix="shorten the instruction or the examples",
+                )
             low = low[:-1]
-        return InputPrompt(round_no, slot, text, label, rng.randrange(2**31), self.stop,
-                           self.max_tokens)
+        return InputPrompt(
+            round_no, slot, text, label, rng.randrange(2**31), self.stop, self.max_tokens
+        )
 
     def check(self, raw: str | None, dynamic: Sequence) -> tuple[str, str | None, str | None]:
         """Return (stored text, filter name, reason); filter None means kept. `dynamic` are

@@ -14,6 +14,7 @@ exception raised in a callback that native code makes is lost. Such a call runs 
 `pending()` (llama.cpp's abort callback, between two graph nodes) and returns early, and
 Interrupted is raised when the call is over.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,9 @@ def exit_code_of(exc: BaseException) -> int:
 class RunStopped(SgtuiError):
     """A run stopped by a signal. It can be continued; the CLI exits 128 + the signal."""
 
-    def __init__(self, message: str, *, exit_code: int = 130, path: str | None = None,
-                 fix: str | None = None):
+    def __init__(
+        self, message: str, *, exit_code: int = 130, path: str | None = None, fix: str | None = None
+    ):
         super().__init__(message, path=path, fix=fix)
         self.exit_code = exit_code
 
@@ -53,12 +55,15 @@ def stopped_error(run_id: int, exc: BaseException, stage: str, fix: str) -> RunS
     """The message for a run stopped by `exc` during `stage`, naming the command that
     continues it."""
     name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
-    return RunStopped(f"run {run_id} stopped ({name}) during {stage}; everything done so far "
-                      "is saved", exit_code=exit_code_of(exc), fix=f"continue it with: {fix}")
+    return RunStopped(
+        f"run {run_id} stopped ({name}) during {stage}; everything done so far is saved",
+        exit_code=exit_code_of(exc),
+        fix=f"continue it with: {fix}",
+    )
 
 
 _signum: int | None = None  # the signal that arrived, if one did
-_native = 0                 # depth of native_call() blocks in the main thread
+_native = 0  # depth of native_call() blocks in the main thread
 
 
 def _raise_interrupted(signum: int, frame) -> None:
@@ -99,13 +104,17 @@ def interrupted_message(args, exc: BaseException) -> str:
     stage = "training" if command == "train" else getattr(args, "stage", None)
     if run is not None and stage == "training":
         then = f", then: sgtui eval --run {run}{db}" if command == "run" else ""
-        return (f"run {run} stopped ({name}) during training; its samples and epoch "
-                f"checkpoints are kept\n  fix: continue it with: sgtui train {run} --resume{db}"
-                f"{then}")
+        return (
+            f"run {run} stopped ({name}) during training; its samples and epoch "
+            f"checkpoints are kept\n  fix: continue it with: sgtui train {run} --resume{db}"
+            f"{then}"
+        )
     if run is not None and stage == "evaluation":
-        return (f"run {run} stopped ({name}) during evaluation; its samples and adapter are "
-                f"kept\n  fix: evaluate it with: sgtui export {run} --format gguf{db}, then "
-                f"sgtui eval --run {run} --adapter ADAPTER.gguf{db}")
+        return (
+            f"run {run} stopped ({name}) during evaluation; its samples and adapter are "
+            f"kept\n  fix: evaluate it with: sgtui export {run} --format gguf{db}, then "
+            f"sgtui eval --run {run} --adapter ADAPTER.gguf{db}"
+        )
     return f"stopped ({name}); everything committed so far is saved"
 
 

@@ -7,6 +7,7 @@ it) and the reference code's character-level LCS F1.
 Every function here returns a fraction in [0, 1]; the evaluation layer multiplies by 100 when it
 reports and stores scores.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,6 +63,7 @@ def exact_match(prediction: str, gold: str, labels: Sequence[str]) -> float:
 @lru_cache(maxsize=1)
 def _word_scorer():
     from rouge_score import rouge_scorer
+
     # use_stemmer=True as in the NI benchmark's own scorer (eval/automatic/evaluation.py).
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 

@@ -78,9 +78,19 @@ def gguf_header(path: str | Path) -> GGUFHeader:
     picker needs. Raises ValueError on a file that is not a well-formed GGUF."""
     from gguf import GGUFValueType as T
 
-    scalars = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I",
-               T.INT32: "i", T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q",
-               T.FLOAT64: "d"}
+    scalars = {
+        T.UINT8: "B",
+        T.INT8: "b",
+        T.UINT16: "H",
+        T.INT16: "h",
+        T.UINT32: "I",
+        T.INT32: "i",
+        T.FLOAT32: "f",
+        T.BOOL: "?",
+        T.UINT64: "Q",
+        T.INT64: "q",
+        T.FLOAT64: "d",
+    }
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size < 24:
@@ -112,7 +122,7 @@ def gguf_header(path: str | Path) -> GGUFHeader:
                 if pos + n > size:
                     raise ValueError("truncated GGUF header")
                 pos += n
-                return buf[pos - n:pos]
+                return buf[pos - n : pos]
 
             def skip_array(itype: int, n: int) -> None:
                 nonlocal pos
@@ -145,10 +155,14 @@ def gguf_header(path: str | Path) -> GGUFHeader:
                     kv[key] = take(scalars[vtype])
                 elif vtype == T.ARRAY:
                     itype, n = take("I"), take("Q")
-                    if itype in scalars and n <= 4096 and \
-                            pos + n * struct.calcsize(scalars[itype]) <= size:
-                        numbers[key] = list(struct.unpack_from(f"{order}{n}{scalars[itype]}",
-                                                               buf, pos))
+                    if (
+                        itype in scalars
+                        and n <= 4096
+                        and pos + n * struct.calcsize(scalars[itype]) <= size
+                    ):
+                        numbers[key] = list(
+                            struct.unpack_from(f"{order}{n}{scalars[itype]}", buf, pos)
+                        )
                     try:
                         skip_array(itype, n)
                     except struct.error:
@@ -171,6 +185,7 @@ def gguf_header(path: str | Path) -> GGUFHeader:
 
 def _gguf_quantization(h: GGUFHeader) -> str | None:
     from gguf import GGMLQuantizationType, LlamaFileType
+
     ft = h.kv.get("general.file_type")
     if isinstance(ft, int):
         try:
@@ -206,16 +221,22 @@ def _gguf_meta(path: Path) -> ModelMeta:
     count = h.kv.get("split.count")
     if m and isinstance(count, int) and count > 1:  # the other shards' tensors and bytes
         for i in range(2, count + 1):
-            shard = path.with_name(path.name[:m.start()] + f"-{i:05d}-of-{m.group(2)}.gguf")
+            shard = path.with_name(path.name[: m.start()] + f"-{i:05d}-of-{m.group(2)}.gguf")
             if not shard.is_file():
                 raise ValueError(f"shard {shard.name} is missing")
             n_params += sum(_prod(s) for _, s, _ in gguf_header(shard).tensors)
             size += shard.stat().st_size
     arch = h.kv.get("general.architecture")
     kind = h.kv.get("general.type")
-    return ModelMeta("gguf", arch if isinstance(arch, str) else None, n_params or None,
-                     _gguf_quantization(h), size, "tokenizer.chat_template" in h.kv,
-                     kind if isinstance(kind, str) else "model")
+    return ModelMeta(
+        "gguf",
+        arch if isinstance(arch, str) else None,
+        n_params or None,
+        _gguf_quantization(h),
+        size,
+        "tokenizer.chat_template" in h.kv,
+        kind if isinstance(kind, str) else "model",
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -236,6 +257,7 @@ def _hf_meta(folder: Path) -> ModelMeta:
     arch = config.get("model_type") or (config.get("architectures") or [None])[0]
     n_params, dtypes = 0, Counter()
     from safetensors import safe_open
+
     for f in weights:
         if f.suffix != ".safetensors":
             continue
@@ -248,10 +270,12 @@ def _hf_meta(folder: Path) -> ModelMeta:
     quant = None
     qc = config.get("quantization_config")
     if isinstance(qc, dict):
-        bits = qc.get("bits") or (4 if qc.get("load_in_4bit") else 8 if qc.get("load_in_8bit")
-                                  else None)
-        quant = " ".join(str(x) for x in (qc.get("quant_method"), f"{bits}-bit" if bits else "")
-                         if x)
+        bits = qc.get("bits") or (
+            4 if qc.get("load_in_4bit") else 8 if qc.get("load_in_8bit") else None
+        )
+        quant = " ".join(
+            str(x) for x in (qc.get("quant_method"), f"{bits}-bit" if bits else "") if x
+        )
     elif dtypes:
         quant = dtypes.most_common(1)[0][0]
     else:
@@ -259,9 +283,16 @@ def _hf_meta(folder: Path) -> ModelMeta:
         quant = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(str(dt), dt)
     tok = _read_json(folder / "tokenizer_config.json")
     chat = bool(tok.get("chat_template")) or any(
-        (folder / f).is_file() for f in ("chat_template.jinja", "chat_template.json"))
-    return ModelMeta("hf", arch if isinstance(arch, str) else None, n_params or None,
-                     quant or None, _folder_size(folder), chat)
+        (folder / f).is_file() for f in ("chat_template.jinja", "chat_template.json")
+    )
+    return ModelMeta(
+        "hf",
+        arch if isinstance(arch, str) else None,
+        n_params or None,
+        quant or None,
+        _folder_size(folder),
+        chat,
+    )
 
 
 def _folder_size(folder: Path) -> int:
@@ -289,8 +320,11 @@ def model_metadata(path: str | Path) -> ModelMeta:
     real = p.resolve()
     if real.is_dir():
         files = [f.stat() for f in real.iterdir() if f.is_file()]
-        key = (str(real), sum(s.st_size for s in files), max((s.st_mtime_ns for s in files),
-                                                              default=0))
+        key = (
+            str(real),
+            sum(s.st_size for s in files),
+            max((s.st_mtime_ns for s in files), default=0),
+        )
     else:
         st = real.stat()
         key = (str(real), st.st_size, st.st_mtime_ns)

@@ -21,6 +21,7 @@ template the stops are the end-of-sequence text alone, and the export says so. A
 Modelfile syntax cannot hold (one containing three double quotes) is written without TEMPLATE,
 and the export says that too.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SgtuiError
+from .prompts import meta_messages
 
 MODELFILE = "Modelfile"
 ADAPTER_GGUF = "adapter.gguf"
@@ -49,18 +51,20 @@ VICUNA = ("vicuna", ("USER:",))
 
 @dataclass
 class Modelfile:
-    base: Path                       # FROM
-    adapter: str                     # ADAPTER, relative to the Modelfile
-    template: str | None             # TEMPLATE, with PROMPT where the input goes
+    base: Path  # FROM
+    adapter: str  # ADAPTER, relative to the Modelfile
+    template: str | None  # TEMPLATE, with PROMPT where the input goes
     stops: list[str]
-    family: str | None               # None: a template of no known family
+    family: str | None  # None: a template of no known family
     parameters: dict[str, str] = field(default_factory=lambda: {"temperature": "0"})
     notes: list[str] = field(default_factory=list)  # what the person should know
 
     def text(self) -> str:
-        lines = [f"# written by sgtui: the base model, the fine-tune's LoRA, and the task's prompt",
-                 f"FROM {_quoted_path(self.base)}",
-                 f"ADAPTER {self.adapter}"]
+        lines = [
+            "# written by sgtui: the base model, the fine-tune's LoRA, and the task's prompt",
+            f"FROM {_quoted_path(self.base)}",
+            f"ADAPTER {self.adapter}",
+        ]
         if self.template is not None:
             lines.append(f'TEMPLATE """{self.template}"""')
         for name, value in self.parameters.items():
@@ -81,14 +85,15 @@ def family_of(template: str | None) -> tuple[str | None, tuple[str, ...]]:
 
 def build(task, fmt, base: Path, adapter: str = ADAPTER_GGUF) -> Modelfile:
     """The Modelfile for `task` on a model whose chat format is `fmt` (training.ChatFormat)."""
-    from .prompts import meta_messages
 
     family, stops = family_of(fmt.template)
     notes: list[str] = []
     if family is None:
-        notes.append("the model's chat template is of no family sgtui knows (ChatML, Llama 3, "
-                     "Gemma, Mistral, Phi-3): the Modelfile stops only at the end-of-sequence "
-                     "token; add PARAMETER stop lines for its end of turn if answers run on")
+        notes.append(
+            "the model's chat template is of no family sgtui knows (ChatML, Llama 3, "
+            "Gemma, Mistral, Phi-3): the Modelfile stops only at the end-of-sequence "
+            "token; add PARAMETER stop lines for its end of turn if answers run on"
+        )
     all_stops = [s for s in dict.fromkeys([fmt.eos, *stops]) if s.strip()]
     try:
         rendered = fmt.render(meta_messages(task, _SLOT))
@@ -107,10 +112,18 @@ def build(task, fmt, base: Path, adapter: str = ADAPTER_GGUF) -> Modelfile:
         before, after = rendered.split(_SLOT)
         template = _go_text(before) + PROMPT + _go_text(after)
     else:
-        notes.append(f"written without a TEMPLATE: {why}; Ollama will use the base model's "
-                     "own, and answers will not match the evaluation")
-    return Modelfile(base=base.resolve(), adapter=f"./{adapter}", template=template,
-                     stops=all_stops, family=family, notes=notes)
+        notes.append(
+            f"written without a TEMPLATE: {why}; Ollama will use the base model's "
+            "own, and answers will not match the evaluation"
+        )
+    return Modelfile(
+        base=base.resolve(),
+        adapter=f"./{adapter}",
+        template=template,
+        stops=all_stops,
+        family=family,
+        notes=notes,
+    )
 
 
 def prompt_for(template: str, text: str) -> str:
@@ -132,7 +145,7 @@ def parse(text: str) -> dict[str, list[str]]:
             continue
         m = line_re.match(text, pos)
         if not m:
-            raise ValueError(f"not a Modelfile line at {text[pos:pos + 40]!r}")
+            raise ValueError(f"not a Modelfile line at {text[pos : pos + 40]!r}")
         name, quote = m.group(1).upper(), m.group(2)
         start = m.end()
         if quote == '"""':
@@ -170,6 +183,7 @@ def _go_text(text: str) -> str:
 def _go_string(s: str) -> str:
     """A PARAMETER value in double quotes, as Ollama's parser reads it (JSON string escapes)."""
     import json
+
     return json.dumps(s, ensure_ascii=False)
 
 
@@ -177,7 +191,10 @@ def _quoted_path(p: Path) -> str:
     s = str(p)
     if any(c.isspace() for c in s) or '"' in s:
         if '"' in s:
-            raise SgtuiError("the base model's path contains a double quote, which a Modelfile "
-                             "cannot name", path=s, fix="move or rename the base GGUF")
+            raise SgtuiError(
+                "the base model's path contains a double quote, which a Modelfile cannot name",
+                path=s,
+                fix="move or rename the base GGUF",
+            )
         return f'"{s}"'
     return s

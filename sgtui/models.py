@@ -48,13 +48,16 @@ from pathlib import Path
 
 from .errors import SgtuiError
 from .model_meta import SHARD, ModelMeta, model_metadata, params_label, size_label, weight_files
+from .paths import bundled_model
 
 OLLAMA_PREFIX = "ollama:"
 LMSTUDIO_PREFIX = "lmstudio:"
 OLLAMA_HOST, OLLAMA_NAMESPACE, OLLAMA_TAG = "registry.ollama.ai", "library", "latest"
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
-NAME_FORMS = ("a path to a .gguf file or a Hugging Face folder, ollama:NAME[:TAG], "
-              "lmstudio:PUBLISHER/REPO, or a Hugging Face repo id ORG/NAME in the local cache")
+NAME_FORMS = (
+    "a path to a .gguf file or a Hugging Face folder, ollama:NAME[:TAG], "
+    "lmstudio:PUBLISHER/REPO, or a Hugging Face repo id ORG/NAME in the local cache"
+)
 _OLLAMA_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
 _OLLAMA_HOST_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}$")
 
@@ -78,8 +81,18 @@ class ModelInfo:
 
     @classmethod
     def of(cls, name: str, path: str | Path, source: str, where: str, meta: ModelMeta):
-        return cls(name, str(path), source, where, meta.format, meta.architecture,
-                   meta.n_params, meta.quantization, meta.size_bytes, meta.chat_template)
+        return cls(
+            name,
+            str(path),
+            source,
+            where,
+            meta.format,
+            meta.architecture,
+            meta.n_params,
+            meta.quantization,
+            meta.size_bytes,
+            meta.chat_template,
+        )
 
     @property
     def backend(self) -> str:
@@ -178,9 +191,9 @@ def resolve_model(name: str) -> str:
     if p.exists():
         return str(p)
     if text.lower().startswith(OLLAMA_PREFIX):
-        return str(resolve_ollama(text[len(OLLAMA_PREFIX):]))
+        return str(resolve_ollama(text[len(OLLAMA_PREFIX) :]))
     if text.lower().startswith(LMSTUDIO_PREFIX):
-        return str(resolve_lmstudio(text[len(LMSTUDIO_PREFIX):]))
+        return str(resolve_lmstudio(text[len(LMSTUDIO_PREFIX) :]))
     repo = _as_repo_id(text)
     if repo is not None:
         return str(resolve_hf_cache(*repo))
@@ -195,8 +208,7 @@ def _not_found(text: str) -> SgtuiError:
         hint = f"; Ollama has {text!r}: pass --model ollama:{text}"
     except SgtuiError:
         pass
-    return SgtuiError("model file not found", path=text,
-                      fix=f"give {NAME_FORMS}{hint}")
+    return SgtuiError("model file not found", path=text, fix=f"give {NAME_FORMS}{hint}")
 
 
 def _as_repo_id(text: str) -> tuple[str, str] | None:
@@ -207,6 +219,7 @@ def _as_repo_id(text: str) -> tuple[str, str] | None:
     if len(parts) < 2 or any(not x for x in parts) or ".." in parts:
         return None
     from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     repo = "/".join(parts[:2])
     try:
         validate_repo_id(repo)
@@ -223,8 +236,10 @@ def parse_ollama_name(text: str) -> tuple[str, str, str, str]:
         s, tag = s.rsplit(":", 1)
     parts = s.split("/")
     if len(parts) > 3 or not all(parts):
-        raise SgtuiError(f"not an Ollama model name: {text!r}",
-                         fix="write ollama:NAME[:TAG], e.g. ollama:smollm2:135m")
+        raise SgtuiError(
+            f"not an Ollama model name: {text!r}",
+            fix="write ollama:NAME[:TAG], e.g. ollama:smollm2:135m",
+        )
     host, namespace = OLLAMA_HOST, OLLAMA_NAMESPACE
     if len(parts) == 3:
         host, namespace, model = parts
@@ -232,11 +247,18 @@ def parse_ollama_name(text: str) -> tuple[str, str, str, str]:
         namespace, model = parts
     else:
         (model,) = parts
-    ok = (_OLLAMA_HOST_PART.match(host) and _OLLAMA_PART.match(model) and _OLLAMA_PART.match(tag)
-          and _OLLAMA_PART.match(namespace) and "." not in namespace)
+    ok = (
+        _OLLAMA_HOST_PART.match(host)
+        and _OLLAMA_PART.match(model)
+        and _OLLAMA_PART.match(tag)
+        and _OLLAMA_PART.match(namespace)
+        and "." not in namespace
+    )
     if not ok:
-        raise SgtuiError(f"not an Ollama model name: {text!r}",
-                         fix="write ollama:NAME[:TAG], e.g. ollama:smollm2:135m")
+        raise SgtuiError(
+            f"not an Ollama model name: {text!r}",
+            fix="write ollama:NAME[:TAG], e.g. ollama:smollm2:135m",
+        )
     return host, namespace, model, tag
 
 
@@ -275,9 +297,11 @@ def _ollama_manifest(text: str) -> tuple[Path, Path]:
         if at is not None and at.is_file():
             return root, at
     short = ollama_display_name(*parts)
-    raise SgtuiError(f"Ollama has no model {short!r} (no manifest at {_shown(looked)})",
-                     fix=f"run `ollama pull {short}` first, or set OLLAMA_MODELS to the folder "
-                         "that holds Ollama's models, or pass a path to a .gguf file")
+    raise SgtuiError(
+        f"Ollama has no model {short!r} (no manifest at {_shown(looked)})",
+        fix=f"run `ollama pull {short}` first, or set OLLAMA_MODELS to the folder "
+        "that holds Ollama's models, or pass a path to a .gguf file",
+    )
 
 
 def read_ollama_manifest(root: Path, manifest: Path, short: str) -> Path:
@@ -286,32 +310,52 @@ def read_ollama_manifest(root: Path, manifest: Path, short: str) -> Path:
         data = json.loads(manifest.read_text(encoding="utf-8"))
         layers = data.get("layers") or []
     except (OSError, ValueError, AttributeError) as e:
-        raise SgtuiError(f"Ollama's manifest for {short!r} cannot be read ({e})",
-                         path=str(manifest), fix=f"run `ollama pull {short}` again")
-    digests = [x.get("digest") for x in layers
-               if isinstance(x, dict) and x.get("mediaType") == OLLAMA_MODEL_LAYER]
+        raise SgtuiError(
+            f"Ollama's manifest for {short!r} cannot be read ({e})",
+            path=str(manifest),
+            fix=f"run `ollama pull {short}` again",
+        )
+    digests = [
+        x.get("digest")
+        for x in layers
+        if isinstance(x, dict) and x.get("mediaType") == OLLAMA_MODEL_LAYER
+    ]
     if not digests or not isinstance(digests[0], str):
-        raise SgtuiError(f"Ollama's manifest for {short!r} has no GGUF model layer "
-                         f"({OLLAMA_MODEL_LAYER})", path=str(manifest),
-                         fix="pick another Ollama model, or pass a path to a .gguf file")
+        raise SgtuiError(
+            f"Ollama's manifest for {short!r} has no GGUF model layer ({OLLAMA_MODEL_LAYER})",
+            path=str(manifest),
+            fix="pick another Ollama model, or pass a path to a .gguf file",
+        )
     digest = digests[0]
     if not re.fullmatch(r"sha256[:-][0-9a-fA-F]{64}", digest):
-        raise SgtuiError(f"Ollama's manifest for {short!r} names a bad digest {digest!r}",
-                         path=str(manifest), fix=f"run `ollama pull {short}` again")
+        raise SgtuiError(
+            f"Ollama's manifest for {short!r} names a bad digest {digest!r}",
+            path=str(manifest),
+            fix=f"run `ollama pull {short}` again",
+        )
     blob = root / "blobs" / digest.replace(":", "-")
     if not blob.is_file():
-        raise SgtuiError(f"the weights of Ollama's {short!r} are missing", path=str(blob),
-                         fix=f"run `ollama pull {short}` again to restore them")
+        raise SgtuiError(
+            f"the weights of Ollama's {short!r} are missing",
+            path=str(blob),
+            fix=f"run `ollama pull {short}` again to restore them",
+        )
     try:
         with blob.open("rb") as f:
             magic = f.read(4)
     except OSError as e:
-        raise SgtuiError(f"the weights of Ollama's {short!r} cannot be read ({e.strerror or e})",
-                         path=str(blob), fix="make the file readable to you (Linux service "
-                         "installs: join the `ollama` group), or set OLLAMA_MODELS")
+        raise SgtuiError(
+            f"the weights of Ollama's {short!r} cannot be read ({e.strerror or e})",
+            path=str(blob),
+            fix="make the file readable to you (Linux service "
+            "installs: join the `ollama` group), or set OLLAMA_MODELS",
+        )
     if magic != b"GGUF":
-        raise SgtuiError(f"the weights of Ollama's {short!r} are not a GGUF file",
-                         path=str(blob), fix="pick another Ollama model, or pass a .gguf path")
+        raise SgtuiError(
+            f"the weights of Ollama's {short!r} are not a GGUF file",
+            path=str(blob),
+            fix="pick another Ollama model, or pass a .gguf path",
+        )
     return blob
 
 
@@ -342,11 +386,17 @@ def _pick_gguf(folder: Path, name: str, how: str) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise SgtuiError(f"{name} holds no .gguf model file", path=str(folder),
-                         fix="pick a model that has a GGUF file, or pass a path")
+        raise SgtuiError(
+            f"{name} holds no .gguf model file",
+            path=str(folder),
+            fix="pick a model that has a GGUF file, or pass a path",
+        )
     names = ", ".join(f.name for f in found[:6]) + (", ..." if len(found) > 6 else "")
-    raise SgtuiError(f"{name} holds {len(found)} GGUF models: {names}", path=str(folder),
-                     fix=f"name one, e.g. {how}{found[0].name}")
+    raise SgtuiError(
+        f"{name} holds {len(found)} GGUF models: {names}",
+        path=str(folder),
+        fix=f"name one, e.g. {how}{found[0].name}",
+    )
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -361,19 +411,24 @@ def resolve_lmstudio(text: str) -> Path:
     rel = text.strip().strip("/")
     parts = rel.split("/")
     if len(parts) < 2 or not all(parts):
-        raise SgtuiError(f"not an LM Studio model name: {text!r}",
-                         fix="write lmstudio:PUBLISHER/REPO or lmstudio:PUBLISHER/REPO/FILE.gguf")
+        raise SgtuiError(
+            f"not an LM Studio model name: {text!r}",
+            fix="write lmstudio:PUBLISHER/REPO or lmstudio:PUBLISHER/REPO/FILE.gguf",
+        )
     dirs = lmstudio_models_dirs()
     for root in dirs:
         p = _inside(root, rel)
         if p.is_file():
             return p
         if p.is_dir():
-            return _pick_gguf(p, f"LM Studio's {'/'.join(parts[:2])}",
-                              f"lmstudio:{'/'.join(parts)}/")
-    raise SgtuiError(f"LM Studio has no model {rel!r} (looked in {_shown(dirs)})",
-                     fix="download it in LM Studio first, set LMSTUDIO_MODELS to LM Studio's "
-                         "models folder, or pass a path to a .gguf file")
+            return _pick_gguf(
+                p, f"LM Studio's {'/'.join(parts[:2])}", f"lmstudio:{'/'.join(parts)}/"
+            )
+    raise SgtuiError(
+        f"LM Studio has no model {rel!r} (looked in {_shown(dirs)})",
+        fix="download it in LM Studio first, set LMSTUDIO_MODELS to LM Studio's "
+        "models folder, or pass a path to a .gguf file",
+    )
 
 
 # -- the Hugging Face hub cache ----------------------------------------------------------------
@@ -407,17 +462,20 @@ def resolve_hf_cache(repo_id: str, file: str = "") -> Path:
             return Path(cfg).parent
     snap = _snapshot(repo_dir)
     if snap is None:
-        raise SgtuiError(f"{repo_id!r} is neither a path nor a model in the Hugging Face cache "
-                         f"(no {repo_dir})",
-                         fix=f"download it first (`hf download {repo_id}`), set HF_HOME or "
-                             "HF_HUB_CACHE to the cache that has it, or pass a path")
+        raise SgtuiError(
+            f"{repo_id!r} is neither a path nor a model in the Hugging Face cache (no {repo_dir})",
+            fix=f"download it first (`hf download {repo_id}`), set HF_HOME or "
+            "HF_HUB_CACHE to the cache that has it, or pass a path",
+        )
     if file:
         p = _inside(snap, file)
         if not p.is_file():
             there = ", ".join(f.name for f in gguf_models_in(snap)[:6]) or "no .gguf files"
-            raise SgtuiError(f"the cached {repo_id!r} has no file {file!r} (it has: {there})",
-                             path=str(snap), fix=f"`hf download {repo_id} {file}` first, "
-                                                 "or name a file it has")
+            raise SgtuiError(
+                f"the cached {repo_id!r} has no file {file!r} (it has: {there})",
+                path=str(snap),
+                fix=f"`hf download {repo_id} {file}` first, or name a file it has",
+            )
         return p
     if weight_files(snap) or ((snap / "config.json").is_file() and not gguf_models_in(snap)):
         _check_hf_weights(snap, repo_id)
@@ -427,10 +485,11 @@ def resolve_hf_cache(repo_id: str, file: str = "") -> Path:
 
 def _check_hf_weights(folder: Path, repo_id: str) -> None:
     if not weight_files(folder):
-        raise SgtuiError(f"the cache holds {repo_id!r}'s config but not its weights",
-                         path=str(folder),
-                         fix=f"download the whole model first (`hf download {repo_id}`), "
-                             "or pass a path")
+        raise SgtuiError(
+            f"the cache holds {repo_id!r}'s config but not its weights",
+            path=str(folder),
+            fix=f"download the whole model first (`hf download {repo_id}`), or pass a path",
+        )
 
 
 # -- listing -----------------------------------------------------------------------------------
@@ -440,8 +499,11 @@ def describe_model(name: str, source: str = "path", where: str = "") -> ModelInf
     try:
         meta = model_metadata(path)
     except Exception as e:  # OSError, ValueError, a safetensors error: all mean "not a model"
-        raise SgtuiError(f"not a model sgtui can read ({e})", path=path,
-                         fix="pass a .gguf file or a Hugging Face folder") from e
+        raise SgtuiError(
+            f"not a model sgtui can read ({e})",
+            path=path,
+            fix="pass a .gguf file or a Hugging Face folder",
+        ) from e
     return ModelInfo.of(name, path, source, where or Path(path).name, meta)
 
 
@@ -458,7 +520,6 @@ def _add(scan: ModelScan, name: str, path: Path, source: str, where: str) -> Non
 
 
 def _scan_bundled(scan: ModelScan) -> None:
-    from .paths import bundled_model
     try:
         p = bundled_model()
     except SgtuiError:
@@ -508,6 +569,7 @@ def _scan_lmstudio(scan: ModelScan) -> None:
 def _scan_hf_cache(scan: ModelScan) -> None:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
+
     try:
         info = scan_cache_dir(hf_hub_cache())
     except CacheNotFound:

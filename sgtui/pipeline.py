@@ -6,9 +6,9 @@ vote is taken. A run stopped anywhere resumes from what the database holds: fini
 skipped, a half-finished round generates only its missing slots, and only unannotated inputs
 are annotated.
 """
+
 from __future__ import annotations
 
-import json
 import threading
 import time
 from contextlib import contextmanager
@@ -17,20 +17,26 @@ from typing import Callable
 from backends.base import Generator, SamplingParams, ScoreStopped
 from backends.llama_cpp import log_llama_to
 
+from . import input_dependence as dep
 from .annotation import OutputAnnotator, balance
+from .channel import channel_labels
 from .config import RunParams
+from .errors import SgtuiError
+from .evaluation import answer_budget
 from .events import NoticeEvent, ProgressEvent, SampleEvent
+from .filters import rouge_l
 from .input_generation import InputGenerator, slot_rng
 from .prompts import meta_messages
-from .store import Store
+from .store import Store, task_of
 from .task import Task
 from .training import run_dir
 
 Emit = Callable[[object], None]
 
 
-def annotation_warnings(task: Task, kept: list[dict], share: float = 0.9,
-                        copy_share: float = 0.5) -> list[str]:
+def annotation_warnings(
+    task: Task, kept: list[dict], share: float = 0.9, copy_share: float = 0.5
+) -> list[str]:
     """Annotation sanity: labels that carry no signal, or answers that copy the input."""
     out: list[str] = []
     if len(kept) < 5:
@@ -43,15 +49,21 @@ def annotation_warnings(task: Task, kept: list[dict], share: float = 0.9,
             counts[s["label"]] = counts.get(s["label"], 0) + 1
         top = max(counts, key=counts.get)
         if counts[top] / len(kept) >= share:
-            out.append(f"the annotator gave {top!r} to {counts[top]} of {len(kept)} inputs: its "
-                       "labels carry little signal, and fine-tuning on them teaches one answer")
+            out.append(
+                f"the annotator gave {top!r} to {counts[top]} of {len(kept)} inputs: its "
+                "labels carry little signal, and fine-tuning on them teaches one answer"
+            )
     else:
-        from .filters import rouge_l
-        copies = sum(1 for s in kept if s["output"].strip() == s["input"].strip()
-                     or rouge_l(s["output"], s["input"]) >= 0.9)
+        copies = sum(
+            1
+            for s in kept
+            if s["output"].strip() == s["input"].strip() or rouge_l(s["output"], s["input"]) >= 0.9
+        )
         if copies / len(kept) >= copy_share:
-            out.append(f"the annotator copied its input for {copies} of {len(kept)} samples: "
-                       "fine-tuning on them teaches copying")
+            out.append(
+                f"the annotator copied its input for {copies} of {len(kept)} samples: "
+                "fine-tuning on them teaches copying"
+            )
     return out
 
 
@@ -73,15 +85,21 @@ def annotation_prompt(gen: Generator, task: Task, text: str) -> str:
 
 
 class SynthesisRun:
-    def __init__(self, store: Store, run_id: int, generator: Generator, emit: Emit | None = None,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self,
+        store: Store,
+        run_id: int,
+        generator: Generator,
+        emit: Emit | None = None,
+        stop: threading.Event | None = None,
+    ):
         self.store = store
         self.run_id = run_id
         self.gen = generator
         self.emit = emit or (lambda e: None)
         self.stop = stop or threading.Event()
         row = store.run(run_id)
-        self.task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
+        self.task = task_of(row)
         self.params = RunParams.from_dict(row["params"])
         log_llama_to(run_dir(store, run_id) / "llama.log")  # not the terminal
         self.tokens = 0
@@ -106,9 +124,16 @@ class SynthesisRun:
 
     def _progress(self, stage: str, done: int, total: int) -> None:
         c = self.store.counts(self.run_id)
-        self.emit(ProgressEvent(stage, done, total, kept=c["inputs_kept"] if stage == "inputs"
-                                else c["kept"], filtered=sum(c["filtered"].values()),
-                                tokens_per_s=self._tps()))
+        self.emit(
+            ProgressEvent(
+                stage,
+                done,
+                total,
+                kept=c["inputs_kept"] if stage == "inputs" else c["kept"],
+                filtered=sum(c["filtered"].values()),
+                tokens_per_s=self._tps(),
+            )
+        )
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -120,8 +145,11 @@ class SynthesisRun:
         timings = self.store.run(self.run_id)["timings"]
         try:
             self.store.update_run(self.run_id, error=None)
-            for stage, fn in (("inputs", self.generate_inputs), ("annotate", self.annotate),
-                              ("balance", self.finalize)):
+            for stage, fn in (
+                ("inputs", self.generate_inputs),
+                ("annotate", self.annotate),
+                ("balance", self.finalize),
+            ):
                 self.store.update_run(self.run_id, stage=stage)
                 t = time.monotonic()
                 fn()
@@ -138,9 +166,16 @@ class SynthesisRun:
         summary = self.summary()
         self.store.update_run(self.run_id, stage="done", summary=summary)
         self.store.release_run(self.run_id, "done")
-        self.emit(ProgressEvent("done", 1, 1, kept=summary["kept"],
-                                filtered=sum(summary["filtered"].values()),
-                                tokens_per_s=self._tps()))
+        self.emit(
+            ProgressEvent(
+                "done",
+                1,
+                1,
+                kept=summary["kept"],
+                filtered=sum(summary["filtered"].values()),
+                tokens_per_s=self._tps(),
+            )
+        )
         return summary
 
     def generate_inputs(self) -> None:
@@ -154,14 +189,20 @@ class SynthesisRun:
             if not missing:
                 continue
             self._check_stop()
-            prior = self.store.samples(self.run_id, "round < ? and (stage = 'annotated' or "
-                                       "status = 'kept')", [rnd])
+            prior = self.store.passed_inputs(self.run_id, before_round=rnd)
             pool = [(r["input"], r["pseudo_label"]) for r in prior]
-            this_round = self.store.samples(self.run_id, "round = ? and status = 'kept'", [rnd])
+            this_round = self.store.kept_in_round(self.run_id, rnd)
             dynamic = ig.round_filters([x for x, _ in pool], [r["input"] for r in this_round])
             prompts = [ig.build_prompt(rnd, s, pool) for s in missing]
-            sp = SamplingParams(temperature=p.gen_temperature, top_k=p.gen_top_k, top_p=p.gen_top_p,
-                                max_tokens=ig.max_tokens, n=1, seed=p.seed, stop=ig.stop)
+            sp = SamplingParams(
+                temperature=p.gen_temperature,
+                top_k=p.gen_top_k,
+                top_p=p.gen_top_p,
+                max_tokens=ig.max_tokens,
+                n=1,
+                seed=p.seed,
+                stop=ig.stop,
+            )
             # completions may finish in any order; store them in slot order so the duplicate
             # filter sees the same sequence on a resumed run
             arrived: dict[int, object] = {}
@@ -175,10 +216,18 @@ class SynthesisRun:
                         c, pr = arrived.pop(nxt), prompts[nxt]
                         text, filt, reason = ig.check(c.text, dynamic)
                         sid = self.store.add_sample(
-                            self.run_id, round=rnd, slot=pr.slot, stage="input", input=text,
-                            raw_output=c.text, pseudo_label=pr.pseudo_label,
-                            status="filtered" if filt else "kept", filter=filt, reason=reason,
-                            n_tokens=c.n_tokens)
+                            self.run_id,
+                            round=rnd,
+                            slot=pr.slot,
+                            stage="input",
+                            input=text,
+                            raw_output=c.text,
+                            pseudo_label=pr.pseudo_label,
+                            status="filtered" if filt else "kept",
+                            filter=filt,
+                            reason=reason,
+                            n_tokens=c.n_tokens,
+                        )
                         self.emit(SampleEvent(self.store.sample(sid)))
                         nxt += 1
                         done = rnd * p.per_round + pr.slot + 1
@@ -193,9 +242,8 @@ class SynthesisRun:
     def annotate(self) -> None:
         p = self.params
         ann = OutputAnnotator(self.task, p)
-        pending = self.store.samples(self.run_id, "stage = 'input' and status = 'kept'")
-        total = len(self.store.samples(self.run_id, "stage = 'annotated' or (stage = 'input' "
-                                                    "and status = 'kept')"))
+        pending = self.store.awaiting_annotation(self.run_id)
+        total = len(self.store.annotated(self.run_id)) + len(pending)
         done = total - len(pending)
         if not pending:
             return
@@ -207,16 +255,23 @@ class SynthesisRun:
             return
         max_tokens = p.ann_max_tokens
         if p.seed_answer_budget:  # the budget evaluation gives
-            from .evaluation import answer_budget
             max_tokens = min(max_tokens, answer_budget(self.gen, self.task.seed_outputs))
-        sp = SamplingParams(temperature=p.ann_temperature, top_k=p.ann_top_k, top_p=1.0,
-                            max_tokens=max_tokens, n=p.n, best_of=p.best_of or None, seed=p.seed)
+        sp = SamplingParams(
+            temperature=p.ann_temperature,
+            top_k=p.ann_top_k,
+            top_p=1.0,
+            max_tokens=max_tokens,
+            n=p.n,
+            best_of=p.best_of or None,
+            seed=p.seed,
+        )
         prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
         got: dict[int, list] = {}
         # a seed per sample, not per position in this call: a resumed run annotates the
         # samples left with the seeds an uninterrupted run would have used
-        seeds = [slot_rng(p.seed, "annotate", s["round"], s["slot"]).randrange(2**31)
-                 for s in pending]
+        seeds = [
+            slot_rng(p.seed, "annotate", s["round"], s["slot"]).randrange(2**31) for s in pending
+        ]
         stream = self._generate(prompts, sp, seeds)
         try:
             for comp in stream:
@@ -228,10 +283,16 @@ class SynthesisRun:
                 s = pending[comp.index]
                 result, filt, reason = ann.vote([c.text for c in comps], s["input"])
                 self.store.update_sample(
-                    s["id"], stage="annotated", candidates=[c.text for c in comps],
-                    votes=result.votes, output=result.winner,
+                    s["id"],
+                    stage="annotated",
+                    candidates=[c.text for c in comps],
+                    votes=result.votes,
+                    output=result.winner,
                     label=result.winner if self.task.is_classification and not filt else None,
-                    status="filtered" if filt else "kept", filter=filt, reason=reason)
+                    status="filtered" if filt else "kept",
+                    filter=filt,
+                    reason=reason,
+                )
                 self.emit(SampleEvent(self.store.sample(s["id"])))
                 done += 1
                 self._progress("annotate", done, total)
@@ -252,10 +313,16 @@ class SynthesisRun:
             label = s["pseudo_label"]
             ok = label in self.task.labels
             self.store.update_sample(
-                s["id"], stage="annotated", candidates=[], votes={}, output=label if ok else None,
-                label=label if ok else None, status="kept" if ok else "filtered",
+                s["id"],
+                stage="annotated",
+                candidates=[],
+                votes={},
+                output=label if ok else None,
+                label=label if ok else None,
+                status="kept" if ok else "filtered",
                 filter=None if ok else "label",
-                reason=None if ok else f"generated for {label!r}, which is not a label")
+                reason=None if ok else f"generated for {label!r}, which is not a label",
+            )
             self.emit(SampleEvent(self.store.sample(s["id"])))
             done += 1
             self._progress("annotate", done, total)
@@ -265,65 +332,84 @@ class SynthesisRun:
         """The input-dependence filter (sgtui/input_dependence.py) on every kept answer of a
         generation task, a chunk of answers per batched scoring pass. Runs again on a resumed
         run: the scores are deterministic, so an answer kept once is kept again."""
-        from . import input_dependence as dep
         p = self.params
-        if (self.task.is_classification or not p.input_dependence
-                or not getattr(self.gen, "supports_score", False)):
+        if (
+            self.task.is_classification
+            or not p.input_dependence
+            or not getattr(self.gen, "supports_score", False)
+        ):
             return
+
         def prompt(task: Task, text: str) -> str:
             return annotation_prompt(self.gen, task, text)
+
         with scoring_stops():
             seeds = dep.seed_dependence(self.gen, self.task, prompt, self.stop)
         if seeds is None or seeds <= 0:
-            self.emit(NoticeEvent("input dependence is off for this task: its seed answers do "
-                                  "not depend on their inputs", "warning"))
+            self.emit(
+                NoticeEvent(
+                    "input dependence is off for this task: its seed answers do "
+                    "not depend on their inputs",
+                    "warning",
+                )
+            )
             return
         threshold = p.min_dependence * seeds
-        others = dep.other_inputs(self.store.samples(self.run_id, "stage = 'annotated'"))
-        kept = [s for s in self.store.samples(self.run_id, "stage = 'annotated' and status = "
-                                              "'kept'") if s["id"] in others]
+        others = dep.other_inputs(self.store.annotated(self.run_id))
+        kept = [s for s in self.store.annotated(self.run_id, kept_only=True) if s["id"] in others]
         for i in range(0, len(kept), chunk):
             self._check_stop()
-            part = kept[i:i + chunk]
+            part = kept[i : i + chunk]
             with scoring_stops():
                 values = dep.dependence(
-                    self.gen, [prompt(self.task, s["input"]) for s in part],
+                    self.gen,
+                    [prompt(self.task, s["input"]) for s in part],
                     [prompt(self.task, others[s["id"]]) for s in part],
-                    [s["output"] for s in part], stop=self.stop)
+                    [s["output"] for s in part],
+                    stop=self.stop,
+                )
             for s, v in zip(part, values):
                 if v < threshold:
-                    self.store.update_sample(s["id"], status="filtered", filter=dep.NAME,
-                                             reason=dep.reason(v, threshold))
+                    self.store.update_sample(
+                        s["id"], status="filtered", filter=dep.NAME, reason=dep.reason(v, threshold)
+                    )
                     self.emit(SampleEvent(self.store.sample(s["id"])))
 
-    def _annotate_by_channel(self, pending: list[dict], done: int, total: int,
-                             chunk: int = 8) -> None:
+    def _annotate_by_channel(
+        self, pending: list[dict], done: int, total: int, chunk: int = 8
+    ) -> None:
         """Classification by the noisy channel (sgtui/channel.py): each input takes the label
         under which the model finds it likeliest, scored in batched passes, a chunk of inputs
         at a time. No answers are drawn."""
-        from .channel import channel_labels
         if not getattr(self.gen, "supports_score", False):
-            from .errors import SgtuiError
-            raise SgtuiError(f"the {self.gen.name} backend cannot score text, which the channel "
-                             "annotator needs", fix="use a llama.cpp or transformers backend, "
-                             "or --annotator vote")
+            raise SgtuiError(
+                f"the {self.gen.name} backend cannot score text, which the channel annotator needs",
+                fix="use a llama.cpp or transformers backend, or --annotator vote",
+            )
         for i in range(0, len(pending), chunk):
             self._check_stop()
-            part = pending[i:i + chunk]
+            part = pending[i : i + chunk]
             with scoring_stops():
                 got = channel_labels(self.gen, self.task, [s["input"] for s in part], self.stop)
             for s, (label, scores) in zip(part, got):
                 self.store.update_sample(
-                    s["id"], stage="annotated", candidates=[],
-                    votes={lab: round(v, 3) for lab, v in scores.items()}, output=label,
-                    label=label, status="kept", filter=None, reason=None)
+                    s["id"],
+                    stage="annotated",
+                    candidates=[],
+                    votes={lab: round(v, 3) for lab, v in scores.items()},
+                    output=label,
+                    label=label,
+                    status="kept",
+                    filter=None,
+                    reason=None,
+                )
                 self.emit(SampleEvent(self.store.sample(s["id"])))
                 done += 1
                 self._progress("annotate", done, total)
 
     def finalize(self) -> None:
         self.check_input_dependence()
-        kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
+        kept = self.store.annotated(self.run_id, kept_only=True)
         self.warnings = annotation_warnings(self.task, kept)
         for w in self.warnings:
             self.emit(NoticeEvent(w, "warning"))
@@ -332,28 +418,42 @@ class SynthesisRun:
         keep, counts = balance(kept, self.params.seed, self.params.min_labels)
         if kept and not keep:
             only = ", ".join(repr(lab) for lab in sorted(counts))
-            reason = (f"every kept input got the label {only}: a training set of one label "
-                      "teaches only that answer (mark samples keep to train on them anyway)")
+            reason = (
+                f"every kept input got the label {only}: a training set of one label "
+                "teaches only that answer (mark samples keep to train on them anyway)"
+            )
             self.warnings.append(reason)
             self.emit(NoticeEvent(reason, "warning"))
         else:
             reason = f"down-sampled to {len(keep) // max(len(counts), 1)} per label"
         self.store.update_samples(
             (s["id"], {"status": "filtered", "filter": "class_balance", "reason": reason})
-            for s in kept if s["id"] not in keep)
+            for s in kept
+            if s["id"] not in keep
+        )
         missing = [lab for lab in self.task.labels if lab not in counts]
         if missing and kept:
-            self.emit(NoticeEvent(f"no sample was annotated with {', '.join(missing)}; the "
-                                  "training set lacks those classes", "warning"))
+            self.emit(
+                NoticeEvent(
+                    f"no sample was annotated with {', '.join(missing)}; the "
+                    "training set lacks those classes",
+                    "warning",
+                )
+            )
 
     def summary(self) -> dict:
         c = self.store.counts(self.run_id)
         pairs = self.store.training_pairs(self.run_id)
-        inputs_kept = len(self.store.samples(self.run_id, "stage = 'annotated' or status = 'kept'"))
+        inputs_kept = len(self.store.passed_inputs(self.run_id))
         if not hasattr(self, "warnings"):
-            kept = self.store.samples(self.run_id, "stage = 'annotated' and status = 'kept'")
+            kept = self.store.annotated(self.run_id, kept_only=True)
             self.warnings = annotation_warnings(self.task, kept)
-        return {"candidates": c["candidates"], "inputs_kept": inputs_kept,
-                "warnings": self.warnings,
-                "kept": c["kept"], "training_pairs": len(pairs), "filtered": c["filtered"],
-                "tokens_per_s": round(self._tps(), 1)}
+        return {
+            "candidates": c["candidates"],
+            "inputs_kept": inputs_kept,
+            "warnings": self.warnings,
+            "kept": c["kept"],
+            "training_pairs": len(pairs),
+            "filtered": c["filtered"],
+            "tokens_per_s": round(self._tps(), 1),
+        }

@@ -5,6 +5,7 @@ The meta prompt is the same few-shot conversation for annotation, training and e
 is rendered with the model's own chat template (SmolLM2 uses ChatML, Vicuna its own), so the
 conversation is kept as messages here and rendered by the backend.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -55,11 +56,16 @@ def _block(inputs: Sequence[str]) -> str:
     return "".join(f'[input]="{x}"\n\n' for x in inputs)
 
 
-def input_generation_prompt(task: Task, high: Sequence[str], low: Sequence[str],
-                            label: str | None = None) -> str:
+def input_generation_prompt(
+    task: Task, high: Sequence[str], low: Sequence[str], label: str | None = None
+) -> str:
     """The paper's input-generation prompt ("paper" mode)."""
-    head = _INPUT_HEAD.format(rule=RULE, instruction=task.instruction, high=_block(high),
-                              low=_block(low) if low else "N/A\n")
+    head = _INPUT_HEAD.format(
+        rule=RULE,
+        instruction=task.instruction,
+        high=_block(high),
+        low=_block(low) if low else "N/A\n",
+    )
     tail = _INPUT_TAIL_LABEL.format(label=label) if label is not None else _INPUT_TAIL
     return head + tail
 
@@ -67,8 +73,9 @@ def input_generation_prompt(task: Task, high: Sequence[str], low: Sequence[str],
 SMALL_STOPS = ("###", "\nInput:", "\nAnswer:")
 
 
-def small_input_prompt(task: Task, items: Sequence[tuple[str, str | None]],
-                       label: str | None = None) -> str:
+def small_input_prompt(
+    task: Task, items: Sequence[tuple[str, str | None]], label: str | None = None
+) -> str:
     """The "small" mode's plain completion prompt: the instruction, then example inputs as
     delimited items, and an open item for the model to continue. A classification prompt groups
     the examples under their answers and ends in the group of the chosen pseudo-label."""
@@ -85,21 +92,32 @@ def small_input_prompt(task: Task, items: Sequence[tuple[str, str | None]],
         body += f'Inputs whose answer is "{lab}":\n'
         body += "".join(f"Input: {x.strip()}\n###\n" for x in groups.get(lab, []))
         body += "\n" if lab != label else ""
-    return head + "Example inputs for this task, grouped by answer, each ending with ###.\n\n" + \
-        body + "Input:"
+    return (
+        head
+        + "Example inputs for this task, grouped by answer, each ending with ###.\n\n"
+        + body
+        + "Input:"
+    )
 
 
-SYSTEM = ("A chat between a curious user and an artificial intelligence assistant.\n"
-          "The assistant gives concise answers to the user's questions.")
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant.\n"
+    "The assistant gives concise answers to the user's questions."
+)
 
 
-def meta_messages(task: Task, new_input: str, extra_pairs: Sequence[tuple[str, str]] = ()) -> list[ChatMessage]:
+def meta_messages(
+    task: Task, new_input: str, extra_pairs: Sequence[tuple[str, str]] = ()
+) -> list[ChatMessage]:
     """The few-shot conversation of SELF_GUIDE.md section 5.1, without the reference code's
     stray "None". `extra_pairs` adds more demonstrations (the Self-ICL baseline)."""
     msgs = [
         ChatMessage("system", SYSTEM),
-        ChatMessage("user", "The artificial intelligence assistant only needs to help annotate "
-                            f"label. The task is: {task.instruction}"),
+        ChatMessage(
+            "user",
+            "The artificial intelligence assistant only needs to help annotate "
+            f"label. The task is: {task.instruction}",
+        ),
         ChatMessage("assistant", "Okay."),
     ]
     for ex_in, ex_out in [(e.input, e.output) for e in task.examples] + list(extra_pairs):

@@ -8,6 +8,7 @@ improvement is the mean over seeds minus the base, since one training's score mo
 as the gaps between configurations. Every seed's score is stored in SQLite as soon as it is
 measured, so a search that stops continues where it stopped, without training a seed again.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,23 +18,37 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from . import evaluation as ev
+from .config import DEFAULT_MODE, MODES, RunParams
 from .errors import SgtuiError
+from .generator import LLAMA_CPP, open_generator
+from .loop import base_scores, train_seeds
 from .store import Store, now
+from .synthesis import create_run, run_synthesis
+from .task import load_task_spec
+from .training import TrainParams
 
-GRID_KEYS = {"mode": str, "gen_temperature": float, "rounds": int, "small_filters": bool,
-             "epochs": int}
+GRID_KEYS = {
+    "mode": str,
+    "gen_temperature": float,
+    "rounds": int,
+    "small_filters": bool,
+    "epochs": int,
+}
 DEFAULT_GRID = "mode=paper,small;gen_temperature=0.7,0.9;epochs=1,3"
 
 
 def parse_grid(spec: str) -> list[dict]:
-    """"key=v1,v2;key=v1" -> the list of configurations (the cartesian product)."""
+    """ "key=v1,v2;key=v1" -> the list of configurations (the cartesian product)."""
     axes: list[tuple[str, list]] = []
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         key, _, values = part.partition("=")
         key = key.strip()
         if key not in GRID_KEYS or not values:
-            raise SgtuiError(f"bad grid axis {part!r}",
-                             fix=f"write key=v1,v2 with keys from: {', '.join(GRID_KEYS)}")
+            raise SgtuiError(
+                f"bad grid axis {part!r}",
+                fix=f"write key=v1,v2 with keys from: {', '.join(GRID_KEYS)}",
+            )
         cast = GRID_KEYS[key]
         vals = []
         for v in values.split(","):
@@ -41,8 +56,10 @@ def parse_grid(spec: str) -> list[dict]:
             try:
                 vals.append(v.lower() in ("1", "true", "on", "yes") if cast is bool else cast(v))
             except ValueError:
-                raise SgtuiError(f"grid value {v!r} for {key} is not a {cast.__name__}",
-                                 fix="fix the --grid value")
+                raise SgtuiError(
+                    f"grid value {v!r} for {key} is not a {cast.__name__}",
+                    fix="fix the --grid value",
+                )
         axes.append((key, vals))
     if not axes:
         raise SgtuiError("the grid is empty", fix=f"for example --grid '{DEFAULT_GRID}'")
@@ -55,32 +72,33 @@ def parse_grid(spec: str) -> list[dict]:
 
 def parse_seeds(spec: str) -> list[int]:
     """--seeds "42,1,2" -> [42, 1, 2]: each a seed a training accepts, none twice."""
-    from .training import TrainParams
     seeds: list[int] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         try:
             seed = int(part)
             TrainParams(seed=seed).validate()
         except (ValueError, SgtuiError):
-            raise SgtuiError(f"--seeds: {part!r} is not a training seed (a whole number from 0 "
-                             f"to {2**32 - 1})", fix="give comma-separated seeds, e.g. "
-                             "--seeds 42,1,2") from None
+            raise SgtuiError(
+                f"--seeds: {part!r} is not a training seed (a whole number from 0 to {2**32 - 1})",
+                fix="give comma-separated seeds, e.g. --seeds 42,1,2",
+            ) from None
         if seed not in seeds:
             seeds.append(seed)
     if not seeds:
-        raise SgtuiError("--seeds names no seed",
-                         fix="give comma-separated training seeds, e.g. --seeds 42,1,2")
+        raise SgtuiError(
+            "--seeds names no seed", fix="give comma-separated training seeds, e.g. --seeds 42,1,2"
+        )
     return seeds
 
 
 def check_config(config: dict) -> None:
     """Refuse a grid value that a run or a training would refuse, before hours of search."""
-    from .config import MODES, RunParams
-    from .training import TrainParams
     mode = config.get("mode", "small")
     if mode not in MODES:
-        raise SgtuiError(f"grid value {mode!r} for mode is not one of {', '.join(MODES)}",
-                         fix="fix the --grid value")
+        raise SgtuiError(
+            f"grid value {mode!r} for mode is not one of {', '.join(MODES)}",
+            fix="fix the --grid value",
+        )
     run_keys = {k: v for k, v in config.items() if k not in ("mode", "epochs")}
     try:
         RunParams.defaults_for("generation", mode).override(**run_keys)
@@ -129,8 +147,7 @@ def rank(store: Store, search: str) -> list[Ranking]:
     """Configurations ranked by their minimum improvement (mean over seeds minus base), per
     task type, best first (a tie goes to the higher mean improvement). Only configurations
     measured on every task of that type are ranked; a cell stopped between seeds is not."""
-    rows = [r for r in store.db["search_cells"].rows_where("search = ?", [search])
-            if not _pending(r)]
+    rows = [r for r in store.search_cells(search) if not _pending(r)]
     tasks: dict[str, set] = {}
     by: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -140,12 +157,20 @@ def rank(store: Store, search: str) -> list[Ranking]:
     for (t, c), cells in by.items():
         deltas = {r["task"]: r["delta"] for r in cells}
         if set(deltas) == tasks[t]:
-            out.append(Ranking(t, json.loads(c), min(deltas.values()), deltas,
-                               {r["task"]: cell_scores(r) for r in cells},
-                               {r["task"]: r["base"] for r in cells}))
+            out.append(
+                Ranking(
+                    t,
+                    json.loads(c),
+                    min(deltas.values()),
+                    deltas,
+                    {r["task"]: cell_scores(r) for r in cells},
+                    {r["task"]: r["base"] for r in cells},
+                )
+            )
     # a tie on the minimum goes to the higher mean improvement
-    return sorted(out, key=lambda r: (r.task_type, -r.min_delta,
-                                      -sum(r.deltas.values()) / len(r.deltas)))
+    return sorted(
+        out, key=lambda r: (r.task_type, -r.min_delta, -sum(r.deltas.values()) / len(r.deltas))
+    )
 
 
 def ranking_text(ranking: list[Ranking]) -> str:
@@ -153,24 +178,35 @@ def ranking_text(ranking: list[Ranking]) -> str:
     improvement, then per task the base, the mean ± sd over seeds and the improvement."""
     lines: list[str] = []
     for typ in sorted({r.task_type for r in ranking}):
-        lines += ["", f"{typ}: configurations by their minimum over tasks of (mean over seeds "
-                      "- base); per task: base, mean ± sd over seeds, improvement"]
+        lines += [
+            "",
+            f"{typ}: configurations by their minimum over tasks of (mean over seeds "
+            "- base); per task: base, mean ± sd over seeds, improvement",
+        ]
         for r in (r for r in ranking if r.task_type == typ):
             lines.append(f"  {r.min_delta:+6.1f}  {json.dumps(r.config, sort_keys=True)}")
             for task, scores in sorted(r.scores.items()):
                 mean, sd = mean_sd(scores)
                 spread = f"± {sd:4.1f}" if sd is not None else "(1 seed)"
-                lines.append(f"          {task:<16} base {r.bases[task]:5.1f}  {mean:5.1f} "
-                             f"{spread}  {r.deltas[task]:+.1f}")
+                lines.append(
+                    f"          {task:<16} base {r.bases[task]:5.1f}  {mean:5.1f} "
+                    f"{spread}  {r.deltas[task]:+.1f}"
+                )
     return "\n".join(lines)
 
 
 Measure = Callable[[dict, str, int, Callable[[dict], None]], dict]
 
 
-def run_search(store: Store, search: str, configs: list[dict], tasks: list[str],
-               measure: Measure, seeds: Sequence[int] = DEFAULT_SEEDS,
-               log: Callable[[str], None] = print) -> list[Ranking]:
+def run_search(
+    store: Store,
+    search: str,
+    configs: list[dict],
+    tasks: list[str],
+    measure: Measure,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    log: Callable[[str], None] = print,
+) -> list[Ranking]:
     """Measure every cell (configuration, task) once per training seed and rank them.
 
     measure(config, task, seed, note) -> {"task_type", "base", "score", ...} measures one
@@ -185,12 +221,18 @@ def run_search(store: Store, search: str, configs: list[dict], tasks: list[str],
     return rank(store, search)
 
 
-def _measure_cell(store: Store, search: str, config: dict, task: str, seeds: Sequence[int],
-                  measure: Measure, log: Callable[[str], None]) -> None:
+def _measure_cell(
+    store: Store,
+    search: str,
+    config: dict,
+    task: str,
+    seeds: Sequence[int],
+    measure: Measure,
+    log: Callable[[str], None],
+) -> None:
     """Measure the seeds cell (config, task) lacks, storing it after each."""
     key = config_key(config)
-    table = store.db["search_cells"]
-    found = list(table.rows_where("search = ? and config = ? and task = ?", [search, key, task]))
+    found = store.search_cells(search, task, key)
     cell = json.loads(found[0]["cell"] or "{}") if found else {}
     if found and "scores" not in cell:
         return  # an older search's cell: one training, one seed
@@ -206,11 +248,19 @@ def _measure_cell(store: Store, search: str, config: dict, task: str, seeds: Seq
         if stats is not None:
             cell["mean"], cell["sd"] = stats
         mean, base = (stats[0] if stats else None), cell.get("base")
-        table.upsert({"search": search, "config": key, "task": task,
-                      "task_type": cell.get("task_type"), "base": base, "score": mean,
-                      "delta": None if mean is None else mean - base,
-                      "cell": json.dumps(cell), "created": now()},
-                     pk=("search", "config", "task"))
+        store.save_search_cell(
+            {
+                "search": search,
+                "config": key,
+                "task": task,
+                "task_type": cell.get("task_type"),
+                "base": base,
+                "score": mean,
+                "delta": None if mean is None else mean - base,
+                "cell": json.dumps(cell),
+                "created": now(),
+            }
+        )
 
     def note(fields: dict) -> None:
         cell.update(fields)
@@ -228,8 +278,11 @@ def _measure_cell(store: Store, search: str, config: dict, task: str, seeds: Seq
         save()
         log(f"{task} {key} seed {seed}: {got['base']:.1f} -> {score:.1f}")
     mean, sd = mean_sd(list(scores.values()))
-    log(f"{task} {key}: {cell['base']:.1f} -> {mean:.1f}"
-        + ("" if sd is None else f" ± {sd:.1f}") + f" over {len(scores)} seed(s)")
+    log(
+        f"{task} {key}: {cell['base']:.1f} -> {mean:.1f}"
+        + ("" if sd is None else f" ± {sd:.1f}")
+        + f" over {len(scores)} seed(s)"
+    )
 
 
 def _without_epochs(config: dict) -> str:
@@ -242,7 +295,7 @@ def shared_run(store: Store, search: str, task: str, config: dict) -> int | None
     from its epochs, if any: cells that differ only in epochs share one synthesis and one
     training, each scoring that training's checkpoint after its own number of epochs."""
     want = _without_epochs(config)
-    for r in store.db["search_cells"].rows_where("search = ? and task = ?", [search, task]):
+    for r in store.search_cells(search, task):
         if _without_epochs(json.loads(r["config"])) == want:
             run = json.loads(r["cell"]).get("run")
             if run is not None:
@@ -250,8 +303,15 @@ def shared_run(store: Store, search: str, task: str, config: dict) -> int | None
     return None
 
 
-def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: dict,
-                 search: str = "default", max_epochs: int = 3) -> Measure:
+def real_measure(
+    store: Store,
+    model: str,
+    split: str,
+    eval_limit: int,
+    cache: dict,
+    search: str = "default",
+    max_epochs: int = 3,
+) -> Measure:
     """The real cell, one training seed at a time: the whole loop through llama.cpp on one
     task's `split` rows (the first `eval_limit` of a seeded shuffle). A cell synthesises once
     (the run's own generation seed) and trains that run's samples once per training seed
@@ -261,16 +321,10 @@ def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: d
     `max_epochs` epochs: the epochs axis scores that seed's checkpoint after its own number of
     epochs, as choosing the epoch on validation does (with the learning rate's linear decay,
     the checkpoint after 1 of 3 epochs is not the same as a 1-epoch training)."""
-    from . import evaluation as ev
-    from .cli_train import _resolve_task
-    from .config import DEFAULT_MODE, RunParams
-    from .loop import base_scores, train_seeds
-    from .synthesis import create_run
-    from .task import load_task
 
     def measure(config: dict, task_name: str, seed: int, note: Callable[[dict], None]) -> dict:
         t = time.monotonic()
-        task = load_task(_resolve_task(task_name))
+        task = load_task_spec(task_name)
         if task_name not in cache:
             rows, split_name = ev.load_rows(f"{task_name}:{split}", eval_limit, seed=0)
             cache[task_name] = (rows, split_name, base_scores(task, rows, model))
@@ -278,40 +332,60 @@ def real_measure(store: Store, model: str, split: str, eval_limit: int, cache: d
         cfg = dict(config)
         epochs = cfg.pop("epochs", 3)
         if epochs > max_epochs:
-            raise SgtuiError(f"a grid cell asks for {epochs} epochs, more than the search's "
-                             f"{max_epochs}", fix="raise --max-epochs or lower the epochs axis")
+            raise SgtuiError(
+                f"a grid cell asks for {epochs} epochs, more than the search's {max_epochs}",
+                fix="raise --max-epochs or lower the epochs axis",
+            )
         params = RunParams.defaults_for(task.type, cfg.pop("mode", DEFAULT_MODE)).override(**cfg)
         share = (task_name, _without_epochs(config))
         rid = cache.get(share) or shared_run(store, search, task_name, config)
         if rid is None:
-            rid = create_run(store, task, params, model, "llama-cpp")
+            rid = create_run(store, task, params, model, LLAMA_CPP)
         cache[share] = rid
         note({"task_type": task.type, "base": base.base, "run": rid})  # before it is synthesised
-        cell: dict = {"task_type": task.type, "base": base.base, "score": None, "run": rid,
-                      **_synthesized(store, rid, model)}
+        cell: dict = {
+            "task_type": task.type,
+            "base": base.base,
+            "score": None,
+            "run": rid,
+            **_synthesized(store, rid, model),
+        }
         if cell["kept"]:
-            cell["score"] = train_seeds(store, rid, task, rows, model, base.max_tokens, [seed],
-                                        epochs, split_name, max_epochs)[seed]
+            cell["score"] = train_seeds(
+                store,
+                rid,
+                task,
+                rows,
+                model,
+                base.max_tokens,
+                [seed],
+                epochs,
+                split_name,
+                max_epochs,
+            )[seed]
         else:
             cell["note"] = "no sample survived the filters; nothing to train"
         cell["minutes"] = (time.monotonic() - t) / 60
         return cell
+
     return measure
 
 
 def _synthesized(store: Store, run_id: int, model: str) -> dict:
     """Synthesise run `run_id`, or finish it where a stopped search left it; returns the
     cell's account of it: kept (training pairs), candidates, filtered, warnings."""
-    import backends
-    from .synthesis import run_synthesis
     row = store.run(run_id)
     if row["status"] == "done":
         summary = row["summary"]
     else:
-        gen = backends.load_generator("llama-cpp", model)
+        gen = open_generator(model, LLAMA_CPP)
         try:
             summary = run_synthesis(store, run_id, gen, lambda e: None)
         finally:
             gen.close()
-    return {"kept": len(store.training_pairs(run_id)), "candidates": summary.get("candidates"),
-            "filtered": summary.get("filtered"), "warnings": summary.get("warnings")}
+    return {
+        "kept": len(store.training_pairs(run_id)),
+        "candidates": summary.get("candidates"),
+        "filtered": summary.get("filtered"),
+        "warnings": summary.get("warnings"),
+    }

@@ -1,13 +1,20 @@
 """Starting and resuming synthesis runs: the glue between the CLI (or TUI) and the pipeline."""
+
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
+import backends
+
+from .config import RunParams
 from .errors import SgtuiError
+from .generator import SERVER, open_generator
 from .interrupts import stopped_error
+from .paths import default_db_path
 from .pipeline import Stopped, SynthesisRun
 from .store import Store
+from .task import Task
 
 
 def create_run(store: Store, task, params, model: str, backend: str) -> int:
@@ -15,63 +22,41 @@ def create_run(store: Store, task, params, model: str, backend: str) -> int:
     return store.create_run(task, task_id, params.to_dict(), model, backend)
 
 
-def open_run(store: Store, args, load_task, resolve_model, params_from_args):
-    """Create a run from CLI arguments, or reopen one with --resume. Returns (run id, generator)."""
-    import backends
-    if args.resume is not None:
-        row = store.run(args.resume)
-        if row["status"] == "done":
-            raise SgtuiError(f"run {args.resume} is already complete", path=str(store.path),
-                             fix="start a new run without --resume")
-        model, backend = row["model"], row["backend"]
-        if backend == "openai" and getattr(args, "base_url", None):
-            # a restarted server may listen elsewhere: the URL given, the model stored
-            served = model.split("#", 1)[1] if "#" in model else ""
-            model = args.base_url + (f"#{served}" if served else "")
-        run_id = args.resume
-    else:
-        task = load_task(args.task)
-        if getattr(args, "backend", None) == "openai":
-            model, backend = server_spec(args), "openai"
-        else:
-            model, backend = resolve_model(args.model, args.backend)
-        params = params_from_args(args, task.type)
-        if backend not in backends.names():
-            raise SgtuiError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(backends.names())}")
-        generator = backends.load_generator(backend, model, **_gen_options(args, backend))
-        # a server's "URL#MODEL" as the backend settled it, so --resume finds it again
-        run_id = create_run(store, task, params, getattr(generator, "model_path", model), backend)
-        return run_id, generator
-    # resuming: make sure nobody else holds the run before loading a model
-    store.claim_run(run_id)
-    store.release_run(run_id, "stopped")
-    generator = backends.load_generator(backend, model, **_gen_options(args, backend))
+def open_run(
+    store: Store, task: Task, params: RunParams, model: str, backend: str, **options
+) -> tuple[int, object]:
+    """Load the model, then create a run of `task` with `params`. Returns (run id, generator).
+    `options` go to the backend (sgtui.generator.open_generator)."""
+    if backend not in backends.names():
+        raise SgtuiError(
+            f"unknown backend {backend!r}", fix=f"use one of: {', '.join(backends.names())}"
+        )
+    generator = open_generator(model, backend, **options)
+    # a server's "URL#MODEL" as the backend settled it, so a resumed run finds it again
+    run_id = create_run(store, task, params, getattr(generator, "model_path", model), backend)
     return run_id, generator
 
 
-def server_spec(args) -> str:
-    """--base-url [and --served-model] as the openai backend's model: "URL#MODEL"."""
-    if not getattr(args, "base_url", None):
-        raise SgtuiError("--backend openai needs the server's address",
-                         fix="pass --base-url, e.g. --base-url http://127.0.0.1:8080/v1")
-    served = getattr(args, "served_model", None)
-    return args.base_url + (f"#{served}" if served else "")
-
-
-def _gen_options(args, backend: str) -> dict:
-    if backend == "transformers":
-        return {"trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
-    if backend == "openai":
-        from .models import resolve_model
-        model = getattr(args, "model", None)
-        concurrency = getattr(args, "concurrency", 4) or 4
-        if concurrency < 1:
-            raise SgtuiError(f"--concurrency must be at least 1 (got {concurrency})",
-                             fix="pass --concurrency 4, or leave it out")
-        # --model with a server: the local copy whose template and tokenizer the server runs
-        return {"api_key_env": getattr(args, "api_key_env", None), "concurrency": concurrency,
-                "template_from": resolve_model(model) if model else None}
-    return {}
+def reopen_run(
+    store: Store, run_id: int, base_url: str | None = None, **options
+) -> tuple[int, object]:
+    """Reopen a stopped or crashed run to continue it. Returns (run id, generator). base_url: a
+    server run's new address (a restarted server may listen elsewhere; the model stored)."""
+    row = store.run(run_id)
+    if row["status"] == "done":
+        raise SgtuiError(
+            f"run {run_id} is already complete",
+            path=str(store.path),
+            fix="start a new run without --resume",
+        )
+    model, backend = row["model"], row["backend"]
+    if backend == SERVER and base_url:
+        served = model.split("#", 1)[1] if "#" in model else ""
+        model = base_url + (f"#{served}" if served else "")
+    # make sure nobody else holds the run before loading a model
+    store.claim_run(run_id)
+    store.release_run(run_id, "stopped")
+    return run_id, open_generator(model, backend, **options)
 
 
 def run_synthesis(store: Store, run_id: int, generator, emit) -> dict:
@@ -89,7 +74,6 @@ def resume_command(store: Store, run_id: int) -> str:
     """`sgtui generate --resume ID`, with --db when the run is not in the default database."""
     command = f"sgtui generate --resume {run_id}"
     try:
-        from .paths import default_db_path
         default = default_db_path().resolve()
     except (SgtuiError, OSError):
         default = None

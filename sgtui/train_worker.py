@@ -9,6 +9,7 @@ Started by TrainingJob, the worker gets --parent PID and a stdin pipe that the p
 it dies with its parent (a parent-death signal on Linux, and EOF on that pipe everywhere), so a
 killed `sgtui train` or TUI never leaves a training running on its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,24 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
+from backends.training import TrainSpec, default_cache, latest_checkpoint, select_trainer
+
+from . import vram
 from .errors import SgtuiError
 from .models import resolve_model
-from .training import (TrainParams, add_param_args, adapter_dir, chat_format, checkpoints_dir,
-                       interrupted_training, params_from_args, read_data, render_pairs, run_dir,
-                       training_pairs, write_data)
+from .store import Store, task_of
+from .training import (
+    TrainParams,
+    adapter_dir,
+    chat_format,
+    checkpoints_dir,
+    interrupted_training,
+    read_data,
+    render_pairs,
+    run_dir,
+    training_pairs,
+    write_data,
+)
 
 DB_EVERY_S = 1.0
 OOM_FIX = "train with a smaller --batch-size (e.g. 2) or --max-len (e.g. 512)"
@@ -38,14 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m sgtui.train_worker")
     ap.add_argument("--db", required=True)
     ap.add_argument("--run", type=int, required=True)
-    ap.add_argument("--resume", action="store_true",
-                    help="continue from the last epoch checkpoint (its parameters win)")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last epoch checkpoint (its parameters win)",
+    )
     ap.add_argument("--model", help="the base model (default: the run's model)")
     ap.add_argument("--trust-remote-code", action="store_true")
-    ap.add_argument("--parent", type=int, metavar="PID",
-                    help="the process that started this one and holds stdin open as a pipe: "
-                         "exit as soon as it is gone")
-    add_param_args(ap)
+    ap.add_argument(
+        "--parent",
+        type=int,
+        metavar="PID",
+        help="the process that started this one and holds stdin open as a pipe: "
+        "exit as soon as it is gone",
+    )
+    ap.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="the training parameters as JSON (TrainParams.to_dict)",
+    )
     return ap
 
 
@@ -58,6 +84,7 @@ def _set_parent_death_signal() -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -69,8 +96,10 @@ def _parent_gone(release: Callable[[], None]) -> None:
     """The parent is gone: say so in train.log (no traceback), release the run's lock and stop
     at once. Nothing is lost that a kill would not lose: the last epoch checkpoint stays."""
     try:
-        sys.stderr.write("sgtui train_worker: the parent process is gone; stopping (the last "
-                         "epoch checkpoint is kept; continue with sgtui train RUN --resume)\n")
+        sys.stderr.write(
+            "sgtui train_worker: the parent process is gone; stopping (the last "
+            "epoch checkpoint is kept; continue with sgtui train RUN --resume)\n"
+        )
         sys.stderr.flush()
         release()
     finally:
@@ -132,8 +161,11 @@ def _take_lock(path: Path, run_id: int) -> None:
         except ValueError:
             pid = 0
         if pid and pid != os.getpid() and _pid_alive(pid):
-            raise SgtuiError(f"run {run_id} is already training in process {pid}", path=str(path),
-                             fix="wait for it, or stop that process first")
+            raise SgtuiError(
+                f"run {run_id} is already training in process {pid}",
+                path=str(path),
+                fix="wait for it, or stop that process first",
+            )
     path.write_text(str(os.getpid()))
 
 
@@ -167,8 +199,13 @@ class Reporter:
         if not (event["epoch_end"] or last or now - self.last_db >= DB_EVERY_S):
             return
         self.last_db = now
-        self.store.add_progress(self.run_id, **{k: event[k] for k in (
-            "step", "epoch", "loss", "tokens_per_s", "eta_s", "total_steps")})
+        self.store.add_progress(
+            self.run_id,
+            **{
+                k: event[k]
+                for k in ("step", "epoch", "loss", "tokens_per_s", "eta_s", "total_steps")
+            },
+        )
         self.print(event)
 
 
@@ -181,21 +218,24 @@ def _checkpoint_step(ck: Path | None) -> int:
 
 def _resume_notice(run_id: int, rdir: Path, meta: dict | None, ck: Path | None) -> str:
     if meta is None:
-        return (f"run {run_id} has no interrupted training to resume (no train_meta.json and "
-                f"train_data.jsonl in {rdir}); starting a new training with the parameters given")
+        return (
+            f"run {run_id} has no interrupted training to resume (no train_meta.json and "
+            f"train_data.jsonl in {rdir}); starting a new training with the parameters given"
+        )
     p = meta["params"]
     kept = f"epochs {p['epochs']}, lr {p['lr']}, batch size {p['batch_size']}"
     if ck is None:
-        return (f"the interrupted training of run {run_id} stopped before its first epoch "
-                f"checkpoint; starting it again from step 0 with its data and parameters "
-                f"({kept})")
-    return (f"continuing the interrupted training of run {run_id} with its data and parameters "
-            f"({kept})")
+        return (
+            f"the interrupted training of run {run_id} stopped before its first epoch "
+            f"checkpoint; starting it again from step 0 with its data and parameters "
+            f"({kept})"
+        )
+    return (
+        f"continuing the interrupted training of run {run_id} with its data and parameters ({kept})"
+    )
 
 
 def train(args, emit: Callable[[dict], None], store) -> dict:
-    from backends.training import TrainSpec, default_cache, latest_checkpoint, select_trainer
-    from .task import Task
 
     run_id = args.run
     row = store.run(run_id)
@@ -208,7 +248,7 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
     ck = latest_checkpoint(ckdir) if meta is not None else None
     if args.resume:
         emit({"event": "notice", "text": _resume_notice(run_id, rdir, meta, ck)})
-    params = TrainParams.from_dict(meta["params"]) if meta else params_from_args(args)
+    params = TrainParams.from_dict(meta["params"] if meta else args.params)
     trainer = select_trainer(params.trainer, params.precision)
     trainer.prepare()
     plan = None
@@ -224,7 +264,7 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
         store.clear_progress(run_id, after_step=done_step)
     else:
         base = resolve_model(args.model) if args.model else row["model"]
-        task = Task.from_dict(json.loads(row["task"]), f"run {run_id}")
+        task = task_of(row)
         pairs = training_pairs(store, run_id, params.seeds_only)
         fmt = chat_format(base, args.trust_remote_code)
         add_bos = fmt.add_bos
@@ -234,18 +274,40 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
         shutil.rmtree(ckdir, ignore_errors=True)
         store.clear_progress(run_id)
         write_data(data_path, texts)
-        meta_path.write_text(json.dumps({"base_model": base, "add_bos": add_bos,
-                                         "params": params.to_dict(), "pairs": len(pairs)}))
-    spec = TrainSpec(base_model=base, texts=texts, params=params,
-                     out_dir=adapter_dir(store, run_id),
-                     checkpoints=ckdir, add_bos=add_bos, resume=ck is not None,
-                     trust_remote_code=args.trust_remote_code, cache_dir=default_cache())
+        meta_path.write_text(
+            json.dumps(
+                {
+                    "base_model": base,
+                    "add_bos": add_bos,
+                    "params": params.to_dict(),
+                    "pairs": len(pairs),
+                }
+            )
+        )
+    spec = TrainSpec(
+        base_model=base,
+        texts=texts,
+        params=params,
+        out_dir=adapter_dir(store, run_id),
+        checkpoints=ckdir,
+        add_bos=add_bos,
+        resume=ck is not None,
+        trust_remote_code=args.trust_remote_code,
+        cache_dir=default_cache(),
+    )
     result = trainer.train(spec, emit)
-    info = {"base_model": base, "backend": trainer.name, "params": params.to_dict(),
-            "examples": result.n_examples, "dropped": result.dropped, "steps": result.steps,
-            "tokens_per_s": result.tokens_per_s}
+    info = {
+        "base_model": base,
+        "backend": trainer.name,
+        "params": params.to_dict(),
+        "examples": result.n_examples,
+        "dropped": result.dropped,
+        "steps": result.steps,
+        "tokens_per_s": result.tokens_per_s,
+    }
     if trainer.uses_cuda:
         import torch
+
         # what the planner is checked against (bench/gpu_check.sh): torch's own peak, without
         # the CUDA context, which the plan's "CUDA context" line holds
         info["gpu_peak_allocated"] = int(torch.cuda.max_memory_allocated())
@@ -253,12 +315,17 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
             info["gpu_planned"] = plan.breakdown.total
             info["gpu_planned_context"] = plan.breakdown.components.get("CUDA context", 0)
     store.add_artifact(run_id, "adapter", str(result.adapter), info)
-    return {"event": "done", "adapter": str(result.adapter), **info,
-            "final_loss": result.losses[-1] if result.losses else None}
+    return {
+        "event": "done",
+        "adapter": str(result.adapter),
+        **info,
+        "final_loss": result.losses[-1] if result.losses else None,
+    }
 
 
-def fit_to_card(trainer, base: str, params: TrainParams, emit,
-                texts: Sequence[tuple[str, str]] = ()) -> tuple[TrainParams, object]:
+def fit_to_card(
+    trainer, base: str, params: TrainParams, emit, texts: Sequence[tuple[str, str]] = ()
+) -> tuple[TrainParams, object]:
     """The VRAM planner's settings for this card (sgtui/vram.py): the batch size and maximum
     length lowered, and gradient checkpointing turned on, where the ones asked for would not
     fit. The card is what is free on it now plus the CUDA context the plan counts itself (a
@@ -266,17 +333,19 @@ def fit_to_card(trainer, base: str, params: TrainParams, emit,
     example bounds how far max_len may be lowered, and the longest answer is where the peft
     loss computes logits; both in tokens estimated at 3 characters each, which overestimates
     English (about 4), so the plan errs towards memory."""
-    from . import vram
     given = os.environ.get("SGTUI_GPU_MEM", "").strip()
     try:
         if given:
             card = int(float(given) * vram.GiB)
         else:
             import torch
+
             card = int(torch.cuda.mem_get_info()[0]) + vram.CUDA_CONTEXT
     except ValueError:
-        raise SgtuiError(f"SGTUI_GPU_MEM must be a number of GB (got {given!r})",
-                         fix="set it to the memory training may use, e.g. 7.5") from None
+        raise SgtuiError(
+            f"SGTUI_GPU_MEM must be a number of GB (got {given!r})",
+            fix="set it to the memory training may use, e.g. 7.5",
+        ) from None
     try:
         dims = vram.model_dims(base)
     except SgtuiError as e:  # the training will say what is wrong with the model itself
@@ -286,10 +355,15 @@ def fit_to_card(trainer, base: str, params: TrainParams, emit,
     answer = max((len(a) for _, a in texts), default=0) // 3 + 2
     peft = trainer.name != "unsloth"
     wanted = vram.TrainSettings.from_params(
-        params, checkpointing=bool(trainer.quantized_4bit), quant_4bit=bool(trainer.quantized_4bit),
-        trainer="peft" if peft else "unsloth", loss_tokens=answer if peft and texts else None)
-    plan = vram.fit_training(dims, card, wanted,
-                             min_len=min(params.max_len, max(vram.MIN_MAX_LEN, longest)))
+        params,
+        checkpointing=bool(trainer.quantized_4bit),
+        quant_4bit=bool(trainer.quantized_4bit),
+        trainer="peft" if peft else "unsloth",
+        loss_tokens=answer if peft and texts else None,
+    )
+    plan = vram.fit_training(
+        dims, card, wanted, min_len=min(params.max_len, max(vram.MIN_MAX_LEN, longest))
+    )
     s = plan.settings
     if s.checkpointing and not wanted.checkpointing:
         trainer.checkpointing = True
@@ -316,7 +390,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent:  # first, so that not even the imports below outlive the parent
         die_with_parent(args.parent, release_lock)
     out = _json_stdout()
-    from .store import Store
 
     # SIGTERM (cancel) ends through Python, so the lock is released; memory goes with the process
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -328,17 +401,24 @@ def main(argv: list[str] | None = None) -> int:
         reporter(train(args, reporter, store))
         return 0
     except SgtuiError as e:
-        Reporter(out, None, args.run).print({"event": "error", "message": e.message,
-                                             "path": e.path, "fix": e.fix})
+        Reporter(out, None, args.run).print(
+            {"event": "error", "message": e.message, "path": e.path, "fix": e.fix}
+        )
         return 2
     except Exception as e:  # noqa: BLE001 - reported to the parent, traceback kept in the log
         if not _is_oom(e):
             raise
         where = "GPU" if "cuda" in str(e).lower() or "gpu" in str(e).lower() else "machine"
-        Reporter(out, None, args.run).print({
-            "event": "error", "kind": "oom",
-            "message": f"training ran out of memory on the {where} (the last epoch checkpoint "
-                       "is kept)", "path": None, "fix": OOM_FIX + ", then resume with --resume"})
+        Reporter(out, None, args.run).print(
+            {
+                "event": "error",
+                "kind": "oom",
+                "message": f"training ran out of memory on the {where} (the last epoch checkpoint "
+                "is kept)",
+                "path": None,
+                "fix": OOM_FIX + ", then resume with --resume",
+            }
+        )
         return 3
     finally:
         release_lock()

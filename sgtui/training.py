@@ -5,6 +5,7 @@ process (sgtui/train_worker.py), so cancelling is a terminate and every byte of 
 returned when the child exits. The parent reads the child's JSON progress lines; the child also
 writes them to the store's train_progress table, which the TUI can poll.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from backends.chat import render_template
+from backends.llama_cpp import check_gguf, quiet_llama
+from backends.training import latest_checkpoint as latest
+
 from .errors import SgtuiError
+from .paths import runs_dir
+from .prompts import meta_messages
+from .store import Store, task_of
 
 PRECISIONS = ("auto", "bf16", "fp32")
 TRAINERS = ("auto", "unsloth", "peft")
@@ -32,17 +40,17 @@ EPOCHS_BY_TYPE = {"classification": 2, "generation": 3}
 class TrainParams:
     """Everything that decides what a training produces. Defaults and reasons: docs/TRAINING.md."""
 
-    epochs: int = 3                # the paper's 3
-    lr: float = 2e-4               # LoRA needs more than the paper's full fine-tuning 5e-5
+    epochs: int = 3  # the paper's 3
+    lr: float = 2e-4  # LoRA needs more than the paper's full fine-tuning 5e-5
     rank: int = 16
     alpha: int = 32
-    dropout: float = 0.0            # measured: 0.05 made a CPU step 2x slower (docs)
+    dropout: float = 0.0  # measured: 0.05 made a CPU step 2x slower (docs)
     batch_size: int = 8
-    max_len: int = 1024            # examples longer than this (tokens) are dropped and counted
-    seed: int = 42                 # the paper's Trainer seed
-    seeds_only: bool = False       # train on the task's own examples: few-shot fine-tuning baseline
-    precision: str = "auto"        # CPU: bf16 autocast where the CPU has it, else fp32
-    trainer: str = "auto"          # unsloth on CUDA when installed, else transformers + peft
+    max_len: int = 1024  # examples longer than this (tokens) are dropped and counted
+    seed: int = 42  # the paper's Trainer seed
+    seeds_only: bool = False  # train on the task's own examples: few-shot fine-tuning baseline
+    precision: str = "auto"  # CPU: bf16 autocast where the CPU has it, else fp32
+    trainer: str = "auto"  # unsloth on CUDA when installed, else transformers + peft
     grad_clip: float = 1.0
     weight_decay: float = 0.0
 
@@ -64,27 +72,37 @@ class TrainParams:
         """Refuse what a training cannot use, naming the flag, the range and the value. Floats
         must be finite: an infinite --lr passes `> 0` and trains to NaN weights."""
         finite = math.isfinite
-        checks = [(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
-                  (finite(self.lr) and self.lr > 0,
-                   f"--lr must be a finite number above 0 (got {self.lr})"),
-                  (self.rank >= 1, f"--rank must be at least 1 (got {self.rank})"),
-                  (self.alpha >= 1, f"--alpha must be at least 1 (got {self.alpha})"),
-                  (finite(self.dropout) and 0 <= self.dropout < 1,
-                   f"--dropout must be at least 0 and below 1 (got {self.dropout})"),
-                  (self.batch_size >= 1,
-                   f"--batch-size must be at least 1 (got {self.batch_size})"),
-                  (self.max_len >= 16, f"--max-len must be at least 16 (got {self.max_len})"),
-                  # torch.manual_seed(seed + epoch) takes at most 64 bits
-                  (0 <= self.seed <= 2**32 - 1,
-                   f"--seed must be between 0 and {2**32 - 1} (got {self.seed})"),
-                  (finite(self.grad_clip) and self.grad_clip >= 0,
-                   f"--grad-clip must be a finite number, at least 0 (0: no clipping) "
-                   f"(got {self.grad_clip})"),
-                  (finite(self.weight_decay) and self.weight_decay >= 0,
-                   f"--weight-decay must be a finite number, at least 0 "
-                   f"(got {self.weight_decay})"),
-                  (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
-                  (self.trainer in TRAINERS, f"--trainer must be one of {TRAINERS}")]
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (
+                finite(self.lr) and self.lr > 0,
+                f"--lr must be a finite number above 0 (got {self.lr})",
+            ),
+            (self.rank >= 1, f"--rank must be at least 1 (got {self.rank})"),
+            (self.alpha >= 1, f"--alpha must be at least 1 (got {self.alpha})"),
+            (
+                finite(self.dropout) and 0 <= self.dropout < 1,
+                f"--dropout must be at least 0 and below 1 (got {self.dropout})",
+            ),
+            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.max_len >= 16, f"--max-len must be at least 16 (got {self.max_len})"),
+            # torch.manual_seed(seed + epoch) takes at most 64 bits
+            (
+                0 <= self.seed <= 2**32 - 1,
+                f"--seed must be between 0 and {2**32 - 1} (got {self.seed})",
+            ),
+            (
+                finite(self.grad_clip) and self.grad_clip >= 0,
+                f"--grad-clip must be a finite number, at least 0 (0: no clipping) "
+                f"(got {self.grad_clip})",
+            ),
+            (
+                finite(self.weight_decay) and self.weight_decay >= 0,
+                f"--weight-decay must be a finite number, at least 0 (got {self.weight_decay})",
+            ),
+            (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
+            (self.trainer in TRAINERS, f"--trainer must be one of {TRAINERS}"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise SgtuiError(message, fix="change the value and run again")
@@ -96,51 +114,14 @@ class TrainParams:
     def from_dict(cls, d: dict) -> "TrainParams":
         return cls().override(**d)
 
-    def to_argv(self) -> list[str]:
-        """Command-line options for the worker, one per field."""
-        argv: list[str] = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
-                argv.append(flag if value else "--no-" + flag[2:])
-            else:
-                argv += [flag, str(value)]
-        return argv
 
-
-def add_param_args(parser, prefixed: Sequence[str] = ()) -> None:
-    """The TrainParams options, shared by the worker, `sgtui train` and `sgtui run`. Names in
-    `prefixed` get a --train- prefix (`sgtui run` already has a generation --seed)."""
-    import argparse
-    defaults = TrainParams()
-    g = parser.add_argument_group("training (defaults: docs/TRAINING.md)")
-    for f in fields(TrainParams):
-        default = getattr(defaults, f.name)
-        name = f"train_{f.name}" if f.name in prefixed else f.name
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                           help=_HELP.get(f.name))
-        else:
-            choices = {"precision": PRECISIONS, "trainer": TRAINERS}.get(f.name)
-            shown = (", ".join(f"{n} for {t}" for t, n in EPOCHS_BY_TYPE.items())
-                     if f.name == "epochs" else default)
-            g.add_argument(flag, dest=name, type=type(default), default=None, choices=choices,
-                           help=(_HELP.get(f.name, "") + f" (default {shown})").strip())
-
-
-_HELP = {"seeds_only": "train on the task's own examples only (the few-shot fine-tuning "
-                       "baseline)",
-         "max_len": "drop examples longer than this many tokens",
-         "precision": "CPU arithmetic: auto picks bf16 autocast only where it is faster",
-         "trainer": "auto: unsloth on CUDA when installed, else transformers + peft"}
-
-
-def params_from_args(args, prefixed: Sequence[str] = (), task_type: str | None = None) -> TrainParams:
-    return TrainParams.for_task(task_type).override(**{
-        f.name: getattr(args, f"train_{f.name}" if f.name in prefixed else f.name, None)
-        for f in fields(TrainParams)})
+# the help of the training options (sgtui/cli_args.py builds them from TrainParams' fields)
+TRAIN_HELP = {
+    "seeds_only": "train on the task's own examples only (the few-shot fine-tuning baseline)",
+    "max_len": "drop examples longer than this many tokens",
+    "precision": "CPU arithmetic: auto picks bf16 autocast only where it is faster",
+    "trainer": "auto: unsloth on CUDA when installed, else transformers + peft",
+}
 
 
 # -- where things go --------------------------------------------------------------------------
@@ -152,7 +133,6 @@ def db_path_of(db) -> Path:
 def run_dir(db, run_id: int) -> Path:
     """Run `run_id`'s folder: it belongs to the database (a Store or its path) that holds the
     run, so run 1 of one database never touches run 1 of another."""
-    from .paths import runs_dir
     return runs_dir(db_path_of(db)) / f"run-{run_id}"
 
 
@@ -179,7 +159,6 @@ class ChatFormat:
     add_bos: bool = False
 
     def render(self, messages) -> str:
-        from backends.chat import render_template
         return render_template(self.template, messages, self.bos, self.eos, True)
 
 
@@ -187,32 +166,42 @@ def chat_format(model_path: str | Path, trust_remote_code: bool = False) -> Chat
     p = Path(model_path)
     if p.is_file():
         # exactly what backends/llama_cpp.py does, from the vocabulary alone (no weights read)
-        from backends.llama_cpp import check_gguf, quiet_llama
         check_gguf(p)
         from llama_cpp import Llama
+
         quiet_llama()
         llm = Llama(model_path=str(p), vocab_only=True, verbose=False)
         try:
             md = llm.metadata or {}
             eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
             bos_id = llm.token_bos()
-            bos = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") \
-                if bos_id >= 0 else ""
-            return ChatFormat(md.get("tokenizer.chat_template"), bos, eos,
-                              bool(llm._model.add_bos_token()) and bos_id >= 0)
+            bos = (
+                llm.detokenize([bos_id], special=True).decode("utf-8", "replace")
+                if bos_id >= 0
+                else ""
+            )
+            return ChatFormat(
+                md.get("tokenizer.chat_template"),
+                bos,
+                eos,
+                bool(llm._model.add_bos_token()) and bos_id >= 0,
+            )
         finally:
             llm.close()
     if not p.is_dir():
-        raise SgtuiError("model not found", path=str(p),
-                         fix="pass --model with a .gguf file or a Hugging Face folder")
+        raise SgtuiError(
+            "model not found",
+            path=str(p),
+            fix="pass --model with a .gguf file or a Hugging Face folder",
+        )
     from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(p), trust_remote_code=trust_remote_code)
     return ChatFormat(tok.chat_template, tok.bos_token or "", tok.eos_token or "")
 
 
 def _task_of(store, run_id: int):
-    from .task import Task
-    return Task.from_dict(json.loads(store.run(run_id)["task"]), f"run {run_id}")
+    return task_of(store.run(run_id))
 
 
 def training_pairs(store, run_id: int, seeds_only: bool = False) -> list[tuple[str, str]]:
@@ -220,26 +209,34 @@ def training_pairs(store, run_id: int, seeds_only: bool = False) -> list[tuple[s
     task = _task_of(store, run_id)
     if seeds_only:
         return [(e.input, e.output) for e in task.examples]
-    pairs = [(r["input"], r["output"]) for r in store.training_pairs(run_id)
-             if (r["output"] or "").strip()]
+    pairs = [
+        (r["input"], r["output"])
+        for r in store.training_pairs(run_id)
+        if (r["output"] or "").strip()
+    ]
     if pairs:
         return pairs
     counts = store.counts(run_id)
-    dropped = ", ".join(f"{name or 'unknown'} {n}" for name, n in
-                        sorted(counts["filtered"].items(), key=lambda kv: -kv[1]))
-    why = (f"{counts['candidates']} candidate inputs; filtered: {dropped or 'none'}; "
-           f"{counts['kept']} annotated samples kept; {counts['marked_discard']} discarded by hand")
-    raise SgtuiError(f"run {run_id} has no training pairs, so training did not start ({why})",
-                     path=str(store.path),
-                     fix=f"generate more data (sgtui generate --resume {run_id}, or a new run with "
-                         "more --rounds), mark filtered samples keep (sgtui mark keep ID), or "
-                         "train on the task's examples with --seeds-only")
+    dropped = ", ".join(
+        f"{name or 'unknown'} {n}"
+        for name, n in sorted(counts["filtered"].items(), key=lambda kv: -kv[1])
+    )
+    why = (
+        f"{counts['candidates']} candidate inputs; filtered: {dropped or 'none'}; "
+        f"{counts['kept']} annotated samples kept; {counts['marked_discard']} discarded by hand"
+    )
+    raise SgtuiError(
+        f"run {run_id} has no training pairs, so training did not start ({why})",
+        path=str(store.path),
+        fix=f"generate more data (sgtui generate --resume {run_id}, or a new run with "
+        "more --rounds), mark filtered samples keep (sgtui mark keep ID), or "
+        "train on the task's examples with --seeds-only",
+    )
 
 
 def render_pairs(task, pairs: Sequence[tuple[str, str]], fmt: ChatFormat) -> list[tuple[str, str]]:
     """(prompt, answer) texts: the meta prompt rendered with the model's template, and the
     stripped answer followed by the EOS text (SELF_GUIDE.md section 5.2)."""
-    from .prompts import meta_messages
     return [(fmt.render(meta_messages(task, x)), y.strip() + fmt.eos) for x, y in pairs]
 
 
@@ -303,9 +300,49 @@ class TrainingJob:
         self._error: dict | None = None
         self._done: dict | None = None
 
-    def start(self, db: str | Path, run_id: int, params: TrainParams, *, resume: bool = False,
-              model: str | None = None, trust_remote_code: bool = False) -> None:
-        from .store import Store
+    def child_command(
+        self,
+        db: str | Path,
+        run_id: int,
+        params: TrainParams,
+        *,
+        resume: bool = False,
+        model: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> list[str]:
+        """The child's command line: the training worker. The one thing a stand-in replaces
+        (tests script the child's JSON lines); start() does the rest the same for any child."""
+        argv = [
+            sys.executable,
+            "-m",
+            "sgtui.train_worker",
+            "--db",
+            str(db),
+            "--run",
+            str(run_id),
+            "--parent",
+            str(os.getpid()),
+            "--params",
+            json.dumps(params.to_dict()),
+        ]
+        if resume:
+            argv.append("--resume")
+        if model:
+            argv += ["--model", str(model)]
+        if trust_remote_code:
+            argv.append("--trust-remote-code")
+        return argv
+
+    def start(
+        self,
+        db: str | Path,
+        run_id: int,
+        params: TrainParams,
+        *,
+        resume: bool = False,
+        model: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
         rdir = run_dir(db, run_id)
         store = Store(db)
         try:
@@ -316,14 +353,9 @@ class TrainingJob:
                 training_pairs(store, run_id, params.seeds_only)  # refuse early, cleanly
         finally:
             store.close()
-        argv = [sys.executable, "-m", "sgtui.train_worker", "--db", str(db), "--run", str(run_id),
-                "--parent", str(os.getpid()), *params.to_argv()]
-        if resume:
-            argv.append("--resume")
-        if model:
-            argv += ["--model", str(model)]
-        if trust_remote_code:
-            argv.append("--trust-remote-code")
+        argv = self.child_command(
+            db, run_id, params, resume=resume, model=model, trust_remote_code=trust_remote_code
+        )
         rdir.mkdir(parents=True, exist_ok=True)
         self.log_path = rdir / "train.log"
         log = self.log_path.open("ab")
@@ -332,8 +364,9 @@ class TrainingJob:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             # stdin: a pipe we never write to; the child exits when it reads end of file
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
-                                         stdin=subprocess.PIPE, env=env)
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE, env=env
+            )
         finally:
             log.close()
 
@@ -376,21 +409,30 @@ class TrainingJob:
         if self.proc.stdin is not None:
             self.proc.stdin.close()  # the child is gone; its lifeline pipe is no longer needed
         if self.cancelled:
-            raise SgtuiError("training cancelled; the last epoch checkpoint is kept",
-                             fix="continue it with --resume")
+            raise SgtuiError(
+                "training cancelled; the last epoch checkpoint is kept",
+                fix="continue it with --resume",
+            )
         if self._error is not None:
             e = self._error
-            raise SgtuiError(e.get("message", "training failed"), path=e.get("path"),
-                             fix=e.get("fix"))
+            raise SgtuiError(
+                e.get("message", "training failed"), path=e.get("path"), fix=e.get("fix")
+            )
         if code != 0 or self._done is None:
             tail = self._log_tail()
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            raise SgtuiError(f"the training process {how}" + (f": {tail}" if tail else ""),
-                             path=str(self.log_path),
-                             fix="read the log named above; resume with --resume")
+            raise SgtuiError(
+                f"the training process {how}" + (f": {tail}" if tail else ""),
+                path=str(self.log_path),
+                fix="read the log named above; resume with --resume",
+            )
         losses = [e["loss"] for e in self.events_seen if e.get("event") == "progress"]
-        return TrainOutcome(self._done["adapter"], int(self._done.get("steps", 0)),
-                            losses[-1] if losses else None, self.events_seen)
+        return TrainOutcome(
+            self._done["adapter"],
+            int(self._done.get("steps", 0)),
+            losses[-1] if losses else None,
+            self.events_seen,
+        )
 
     def _log_tail(self) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -401,13 +443,42 @@ class TrainingJob:
 
 
 def latest_checkpoint(db, run_id: int) -> Path | None:
-    from backends.training import latest_checkpoint as latest
     return latest(checkpoints_dir(db, run_id))
 
 
 def format_progress(event: dict) -> str:
     """One human line for a progress event."""
     eta = int(event.get("eta_s") or 0)
-    return (f"epoch {event['epoch']:.2f}  step {event['step']}/{event['total_steps']}  "
-            f"loss {event['loss']:.4f}  {event['tokens_per_s']:.0f} tok/s  "
-            f"ETA {eta // 60}:{eta % 60:02d}")
+    return (
+        f"epoch {event['epoch']:.2f}  step {event['step']}/{event['total_steps']}  "
+        f"loss {event['loss']:.4f}  {event['tokens_per_s']:.0f} tok/s  "
+        f"ETA {eta // 60}:{eta % 60:02d}"
+    )
+
+
+def train(
+    db,
+    run_id: int,
+    params: TrainParams,
+    *,
+    resume: bool = False,
+    model: str | None = None,
+    trust_remote_code: bool = False,
+    on_event: Callable[[dict], None] | None = None,
+    on_start: Callable[["TrainingJob"], None] | None = None,
+) -> TrainOutcome:
+    """Train run `run_id` in a child process and wait for it; the child's JSON events go to
+    `on_event` (nothing is printed here). Ctrl-C (or SIGTERM made one) stops the child and
+    propagates; the last epoch checkpoint stays. on_start(job) follows the child's start (the
+    CLI uses it to say that --resume keeps the interrupted training's parameters)."""
+    job = TrainingJob()
+    job.start(db, run_id, params, resume=resume, model=model, trust_remote_code=trust_remote_code)
+    if on_start:
+        on_start(job)
+    try:
+        return job.wait(on_event=on_event)
+    except KeyboardInterrupt:
+        job.cancel()
+        if job.proc is not None:
+            job.proc.wait()
+        raise

@@ -1,11 +1,12 @@
 """The self-consistency vote over sampled outputs (SELF_GUIDE.md section 3.3)."""
+
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .filters import first_failure
+from .filters import first_failure, rouge_l
 
 
 @dataclass
@@ -23,8 +24,9 @@ class VoteResult:
         return self.count / self.survivors if self.survivors else 0.0
 
 
-def _survivors(candidates: Sequence[str | None], filters: Sequence
-               ) -> tuple[list[str], dict[str, int]]:
+def _survivors(
+    candidates: Sequence[str | None], filters: Sequence
+) -> tuple[list[str], dict[str, int]]:
     """The stripped, non-empty candidates that pass the filters, and how many each filter
     dropped."""
     survivors: list[str] = []
@@ -47,8 +49,9 @@ def _nothing_left(dropped: dict[str, int]) -> VoteResult:
     return VoteResult(None, 0, 0, {}, dropped, f"no candidate survived the filters (most: {top})")
 
 
-def self_consistency_vote(candidates: Sequence[str | None], filters: Sequence = (),
-                          min_frequency: float = 0.3) -> VoteResult:
+def self_consistency_vote(
+    candidates: Sequence[str | None], filters: Sequence = (), min_frequency: float = 0.3
+) -> VoteResult:
     """Drop empty candidates, strip, run the output filters, then vote.
 
     The winner is the most frequent string; ties go to the shortest, then the first seen. The
@@ -61,14 +64,17 @@ def self_consistency_vote(candidates: Sequence[str | None], filters: Sequence = 
     winner = min(counts, key=lambda s: (-counts[s], len(s), order[s]))
     result = VoteResult(winner, counts[winner], len(survivors), dict(counts.most_common()), dropped)
     if result.share < min_frequency:
-        result.reason = (f"no consensus: the top answer has {counts[winner]} of {len(survivors)} "
-                         f"votes, below {min_frequency:.0%}")
+        result.reason = (
+            f"no consensus: the top answer has {counts[winner]} of {len(survivors)} "
+            f"votes, below {min_frequency:.0%}"
+        )
         result.winner = None
     return result
 
 
-def mbr_vote(candidates: Sequence[str | None], filters: Sequence = (),
-             min_agreement: float = 0.5) -> VoteResult:
+def mbr_vote(
+    candidates: Sequence[str | None], filters: Sequence = (), min_agreement: float = 0.5
+) -> VoteResult:
     """Consensus for free text: minimum-Bayes-risk selection under ROUGE-L.
 
     After the same filtering as the exact vote, the winner is the candidate with the highest
@@ -78,7 +84,6 @@ def mbr_vote(candidates: Sequence[str | None], filters: Sequence = (),
     answers that do repeat. The input is kept only if the winner's agreement is at least
     min_agreement. A lone survivor agrees with itself (agreement 1), as a lone vote is a
     share of 1 in the exact vote."""
-    from .filters import rouge_l
 
     survivors, dropped = _survivors(candidates, filters)
     if not survivors:
@@ -89,20 +94,26 @@ def mbr_vote(candidates: Sequence[str | None], filters: Sequence = (),
     if n == 1:
         agreement = {distinct[0]: 1.0}
     else:
-        sim = {(a, b): rouge_l(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1:]}
+        sim = {(a, b): rouge_l(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1 :]}
         agreement = {}
         for a in distinct:
             # the other copies of a agree with it fully; every other answer by its ROUGE-L
-            total = counts[a] - 1 + sum(counts[b] * sim.get((a, b), sim.get((b, a), 0.0))
-                                        for b in distinct if b != a)
+            total = (
+                counts[a]
+                - 1
+                + sum(counts[b] * sim.get((a, b), sim.get((b, a), 0.0)) for b in distinct if b != a)
+            )
             agreement[a] = total / (n - 1)
     order = {s: i for i, s in enumerate(distinct)}
     winner = min(distinct, key=lambda s: (-round(agreement[s], 9), len(s), order[s]))
-    result = VoteResult(winner, counts[winner], n, dict(counts.most_common()), dropped,
-                        agreement=agreement[winner])
+    result = VoteResult(
+        winner, counts[winner], n, dict(counts.most_common()), dropped, agreement=agreement[winner]
+    )
     if agreement[winner] < min_agreement:
-        result.reason = (f"no consensus: the most agreed-on answer has a mean ROUGE-L of "
-                         f"{agreement[winner]:.2f} to the other {n - 1}, below "
-                         f"{min_agreement:.2f}")
+        result.reason = (
+            f"no consensus: the most agreed-on answer has a mean ROUGE-L of "
+            f"{agreement[winner]:.2f} to the other {n - 1}, below "
+            f"{min_agreement:.2f}"
+        )
         result.winner = None
     return result

@@ -6,6 +6,7 @@ from a GGUF's metadata (the `gguf` package's reader) or a Hugging Face folder's 
 safetensors headers, so no weights are read. torch is imported only inside
 `detect_gpu_memory`, and only in a child process, so the caller never holds a CUDA context.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import SgtuiError
+from .model_meta import gguf_header
+from .prompts import meta_messages
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -65,10 +68,10 @@ class ModelDims:
     n_params: int
     linear_params: int
     embedding_params: int
-    value_dim: int | None = None          # per-head value size, when it differs from head_dim
-    gated_mlp: bool = True                # gate, up, down (Llama); False: up, down (GPT-2)
-    weight_bytes: int | None = None       # the weights as stored (GGUF tensors, safetensors)
-    source: str = ""                      # "gguf", "config.json", "published config"
+    value_dim: int | None = None  # per-head value size, when it differs from head_dim
+    gated_mlp: bool = True  # gate, up, down (Llama); False: up, down (GPT-2)
+    weight_bytes: int | None = None  # the weights as stored (GGUF tensors, safetensors)
+    source: str = ""  # "gguf", "config.json", "published config"
 
     @property
     def q_dim(self) -> int:
@@ -89,15 +92,24 @@ class ModelDims:
     def lora_params(self, rank: int, targets="all linear") -> int:
         """LoRA A (rank x in) and B (out x rank) for each adapted projection of every layer."""
         h, i = self.hidden, self.intermediate
-        shapes = {"q": (h, self.q_dim), "k": (h, self.kv_dim), "v": (h, self.v_dim),
-                  "o": (self.q_dim, h), "gate": (h, i) if self.gated_mlp else (0, 0),
-                  "up": (h, i), "down": (i, h)}
-        return self.n_layers * rank * sum(a + b for n, (a, b) in shapes.items()
-                                          if n in target_names(targets))
+        shapes = {
+            "q": (h, self.q_dim),
+            "k": (h, self.kv_dim),
+            "v": (h, self.v_dim),
+            "o": (self.q_dim, h),
+            "gate": (h, i) if self.gated_mlp else (0, 0),
+            "up": (h, i),
+            "down": (i, h),
+        }
+        return (
+            self.n_layers
+            * rank
+            * sum(a + b for n, (a, b) in shapes.items() if n in target_names(targets))
+        )
 
 
 def target_names(targets) -> tuple[str, ...]:
-    """"all linear" (sgtui's trainers, Unsloth's notebooks), "attention", or names from
+    """ "all linear" (sgtui's trainers, Unsloth's notebooks), "attention", or names from
     q, k, v, o, gate, up, down."""
     if targets in ("all linear", "all-linear", None):
         return LORA_TARGET_NAMES
@@ -106,9 +118,10 @@ def target_names(targets) -> tuple[str, ...]:
     names = tuple(targets.replace(",", " ").split()) if isinstance(targets, str) else tuple(targets)
     bad = [n for n in names if n not in LORA_TARGET_NAMES]
     if bad or not names:
-        raise SgtuiError(f"unknown LoRA target {', '.join(bad) or '(none)'}",
-                         fix="use 'all linear', 'attention' or names from "
-                             + ", ".join(LORA_TARGET_NAMES))
+        raise SgtuiError(
+            f"unknown LoRA target {', '.join(bad) or '(none)'}",
+            fix="use 'all linear', 'attention' or names from " + ", ".join(LORA_TARGET_NAMES),
+        )
     return names
 
 
@@ -116,22 +129,51 @@ def _linear_per_layer(h, i, q_dim, kv_dim, v_dim, gated=True) -> int:
     return h * q_dim + h * kv_dim + h * v_dim + q_dim * h + (3 if gated else 2) * h * i
 
 
-def dims_from_config(name: str, *, hidden: int, intermediate: int, layers: int, heads: int,
-                     kv_heads: int, vocab: int, tied: bool, head_dim: int | None = None,
-                     extra_linear: int = 0, gated_mlp: bool = True,
-                     source: str = "config.json") -> ModelDims:
+def dims_from_config(
+    name: str,
+    *,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    vocab: int,
+    tied: bool,
+    head_dim: int | None = None,
+    extra_linear: int = 0,
+    gated_mlp: bool = True,
+    source: str = "config.json",
+) -> ModelDims:
     """ModelDims from a config's numbers; parameters counted from the shapes (norms included,
     biases left out: under 0.1% for the models here). `extra_linear`: linear weights outside
     the text decoder, such as a vision encoder's (bitsandbytes quantises them too; LoRA and the
     text activations do not touch them)."""
     hd = head_dim or hidden // heads
-    linear = layers * _linear_per_layer(hidden, intermediate, heads * hd, kv_heads * hd,
-                                        kv_heads * hd, gated_mlp) + extra_linear
+    linear = (
+        layers
+        * _linear_per_layer(
+            hidden, intermediate, heads * hd, kv_heads * hd, kv_heads * hd, gated_mlp
+        )
+        + extra_linear
+    )
     emb = vocab * hidden * (1 if tied else 2)
     norms = (2 * layers + 1) * hidden
-    return ModelDims(name, layers, hidden, intermediate, heads, kv_heads, hd, vocab, tied,
-                     linear + emb + norms, linear, emb, gated_mlp=gated_mlp,
-                     source=source)
+    return ModelDims(
+        name,
+        layers,
+        hidden,
+        intermediate,
+        heads,
+        kv_heads,
+        hd,
+        vocab,
+        tied,
+        linear + emb + norms,
+        linear,
+        emb,
+        gated_mlp=gated_mlp,
+        source=source,
+    )
 
 
 # Published config.json values (Hugging Face model repositories), used only to reproduce the
@@ -161,12 +203,23 @@ def model_dims_for(name: str) -> ModelDims:
     """A published model's dimensions from KNOWN_CONFIGS (for the comparison with published
     memory figures only)."""
     if name not in KNOWN_CONFIGS:
-        raise SgtuiError(f"no published config for {name!r}",
-                         fix="known: " + ", ".join(KNOWN_CONFIGS))
+        raise SgtuiError(
+            f"no published config for {name!r}", fix="known: " + ", ".join(KNOWN_CONFIGS)
+        )
     h, i, layers, heads, kv, vocab, tied, hd, extra = KNOWN_CONFIGS[name]
-    return dims_from_config(name, hidden=h, intermediate=i, layers=layers, heads=heads,
-                            kv_heads=kv, vocab=vocab, tied=tied, head_dim=hd,
-                            extra_linear=extra, source="published config")
+    return dims_from_config(
+        name,
+        hidden=h,
+        intermediate=i,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv,
+        vocab=vocab,
+        tied=tied,
+        head_dim=hd,
+        extra_linear=extra,
+        source="published config",
+    )
 
 
 _CACHE: dict[tuple, ModelDims] = {}
@@ -177,23 +230,30 @@ def model_dims(model: str | Path) -> ModelDims:
     (path, size, mtime): the TUI asks again each time the Train page is shown."""
     p = Path(model).expanduser()
     if not p.exists():
-        raise SgtuiError("model not found", path=str(model),
-                         fix="pass --model with a .gguf file or a Hugging Face folder")
+        raise SgtuiError(
+            "model not found",
+            path=str(model),
+            fix="pass --model with a .gguf file or a Hugging Face folder",
+        )
     probe = p / "config.json" if p.is_dir() else p
     try:
         st = probe.stat()
     except OSError:
-        raise SgtuiError("this folder has no config.json, so it is not a Hugging Face model "
-                         "folder", path=str(p), fix="pass a .gguf file or a folder with "
-                                                    "config.json") from None
+        raise SgtuiError(
+            "this folder has no config.json, so it is not a Hugging Face model folder",
+            path=str(p),
+            fix="pass a .gguf file or a folder with config.json",
+        ) from None
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
         _CACHE[key] = _hf_dims(p) if p.is_dir() else _gguf_dims(p)
     return _CACHE[key]
 
 
-_LINEAR_GGUF = re.compile(r"^blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down|gate_up))"
-                          r"\.weight$")
+_LINEAR_GGUF = re.compile(
+    r"^blk\.\d+\.(attn_(q|k|v|qkv|output)|ffn_(gate|up|down|gate_up))"
+    r"\.weight$"
+)
 
 
 def _gguf_dims(p: Path) -> ModelDims:
@@ -202,16 +262,21 @@ def _gguf_dims(p: Path) -> ModelDims:
     import numpy as np
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    from .model_meta import gguf_header
     try:
         header = gguf_header(p)
-        sizes = {name: (int(np.prod(shape)) if shape else 1,
-                        GGML_QUANT_SIZES[GGMLQuantizationType(ttype)])
-                 for name, shape, ttype in header.tensors}
+        sizes = {
+            name: (
+                int(np.prod(shape)) if shape else 1,
+                GGML_QUANT_SIZES[GGMLQuantizationType(ttype)],
+            )
+            for name, shape, ttype in header.tensors
+        }
     except (OSError, ValueError, KeyError) as e:  # not a GGUF, truncated, an unknown type
-        raise SgtuiError(f"cannot read the GGUF metadata ({type(e).__name__}: {e})",
-                         path=str(p), fix="pass a complete .gguf file (re-download it?) or a "
-                                          "Hugging Face folder") from None
+        raise SgtuiError(
+            f"cannot read the GGUF metadata ({type(e).__name__}: {e})",
+            path=str(p),
+            fix="pass a complete .gguf file (re-download it?) or a Hugging Face folder",
+        ) from None
 
     def get(key, default=None):
         value = header.kv.get(key, header.numbers.get(key))
@@ -221,8 +286,11 @@ def _gguf_dims(p: Path) -> ModelDims:
     layers, hidden = get(f"{arch}.block_count"), get(f"{arch}.embedding_length")
     heads = get(f"{arch}.attention.head_count")
     if not (arch and layers and hidden and heads):
-        raise SgtuiError("the GGUF does not say its layers, width and heads", path=str(p),
-                         fix="pass a model GGUF converted by llama.cpp (not a LoRA adapter)")
+        raise SgtuiError(
+            "the GGUF does not say its layers, width and heads",
+            path=str(p),
+            fix="pass a model GGUF converted by llama.cpp (not a LoRA adapter)",
+        )
     if isinstance(heads, list):  # per-layer counts (some architectures): take the largest
         heads = max(heads)
     kv = get(f"{arch}.attention.head_count_kv", heads)
@@ -240,13 +308,25 @@ def _gguf_dims(p: Path) -> ModelDims:
     linear = sum(n for name, n in count.items() if _LINEAR_GGUF.match(name))
     emb = sum(count[n] for n in ("token_embd.weight", "output.weight") if n in count)
     n_bytes = sum(n // block * type_size for n, (block, type_size) in sizes.values())
-    return ModelDims(get("general.name") or p.stem, int(layers), int(hidden), int(ff),
-                     int(heads), int(kv), int(hd), int(vocab or 0),
-                     "output.weight" not in shapes, n_params, linear, emb,
-                     value_dim=int(vd) if vd and vd != hd else None,
-                     gated_mlp=any(n.endswith("ffn_gate.weight") for n in shapes) or not any(
-                         n.endswith("ffn_up.weight") for n in shapes),
-                     weight_bytes=n_bytes, source="gguf")
+    return ModelDims(
+        get("general.name") or p.stem,
+        int(layers),
+        int(hidden),
+        int(ff),
+        int(heads),
+        int(kv),
+        int(hd),
+        int(vocab or 0),
+        "output.weight" not in shapes,
+        n_params,
+        linear,
+        emb,
+        value_dim=int(vd) if vd and vd != hd else None,
+        gated_mlp=any(n.endswith("ffn_gate.weight") for n in shapes)
+        or not any(n.endswith("ffn_up.weight") for n in shapes),
+        weight_bytes=n_bytes,
+        source="gguf",
+    )
 
 
 def _first(cfg: dict, *keys, default=None):
@@ -260,8 +340,11 @@ def _hf_dims(folder: Path) -> ModelDims:
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise SgtuiError(f"cannot read config.json ({e})", path=str(folder / "config.json"),
-                         fix="pass a Hugging Face model folder with a valid config.json") from None
+        raise SgtuiError(
+            f"cannot read config.json ({e})",
+            path=str(folder / "config.json"),
+            fix="pass a Hugging Face model folder with a valid config.json",
+        ) from None
     tied = bool(cfg.get("tie_word_embeddings", True))
     text = cfg.get("text_config") or cfg  # multimodal configs nest the decoder's numbers
     hidden = _first(text, "hidden_size", "n_embd", "d_model")
@@ -269,37 +352,54 @@ def _hf_dims(folder: Path) -> ModelDims:
     heads = _first(text, "num_attention_heads", "n_head")
     vocab = _first(text, "vocab_size", default=cfg.get("vocab_size"))
     if not (hidden and layers and heads and vocab):
-        raise SgtuiError("config.json does not give the hidden size, layers, heads and "
-                         "vocabulary", path=str(folder / "config.json"),
-                         fix="pass a decoder-only language model (a .gguf or HF folder)")
+        raise SgtuiError(
+            "config.json does not give the hidden size, layers, heads and vocabulary",
+            path=str(folder / "config.json"),
+            fix="pass a decoder-only language model (a .gguf or HF folder)",
+        )
     mtype = str(text.get("model_type", cfg.get("model_type", "")))
     gated = mtype not in ("gpt2", "gpt_neox", "gptj", "phi", "falcon", "bloom", "opt")
     dims = dims_from_config(
-        cfg.get("_name_or_path") or folder.name, hidden=hidden, layers=layers, heads=heads,
+        cfg.get("_name_or_path") or folder.name,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
         intermediate=_first(text, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden,
-        kv_heads=_first(text, "num_key_value_heads", default=heads), vocab=vocab,
-        tied=bool(text.get("tie_word_embeddings", tied)), head_dim=text.get("head_dim"),
-        gated_mlp=gated, source="config.json")
+        kv_heads=_first(text, "num_key_value_heads", default=heads),
+        vocab=vocab,
+        tied=bool(text.get("tie_word_embeddings", tied)),
+        head_dim=text.get("head_dim"),
+        gated_mlp=gated,
+        source="config.json",
+    )
     shards = sorted(folder.glob("*.safetensors"))
     if shards and "quantization_config" not in cfg:  # packed 4-bit shapes are not parameters
         counted = _safetensors_counts(shards)
         if counted is not None:
             n, linear, emb, nbytes = counted
-            dims = replace(dims, n_params=n, linear_params=linear or dims.linear_params,
-                           embedding_params=emb or dims.embedding_params, weight_bytes=nbytes,
-                           source="config.json + safetensors")
+            dims = replace(
+                dims,
+                n_params=n,
+                linear_params=linear or dims.linear_params,
+                embedding_params=emb or dims.embedding_params,
+                weight_bytes=nbytes,
+                source="config.json + safetensors",
+            )
     return dims
 
 
 _EMB_HF = re.compile(r"(embed_tokens|wte|word_embeddings|lm_head|embed_out)\.weight$")
-_LINEAR_HF = re.compile(r"\.(layers|h|blocks)\.\d+\..*(proj|fc\d?|dense\w*|c_attn|c_proj|c_fc|"
-                        r"query_key_value)\.weight$")
+_LINEAR_HF = re.compile(
+    r"\.(layers|h|blocks)\.\d+\..*(proj|fc\d?|dense\w*|c_attn|c_proj|c_fc|"
+    r"query_key_value)\.weight$"
+)
 
 
 def _safetensors_counts(shards) -> tuple[int, int, int, int] | None:
     """(parameters, linear-layer parameters, embedding parameters, data bytes) from the
     safetensors headers; None if one cannot be read."""
     from safetensors import safe_open
+
     n = linear = emb = nbytes = 0
     try:
         for shard in shards:
@@ -351,8 +451,14 @@ def gib(n: float) -> str:
     return f"{n / GiB:.2f} GiB"
 
 
-def predict_generation(dims: ModelDims, n_ctx: int, n_seq: int = 1, weight_bytes: int | None = None,
-                       kv_bytes_per_elem: float = 2, n_ubatch: int = 512) -> Breakdown:
+def predict_generation(
+    dims: ModelDims,
+    n_ctx: int,
+    n_seq: int = 1,
+    weight_bytes: int | None = None,
+    kv_bytes_per_elem: float = 2,
+    n_ubatch: int = 512,
+) -> Breakdown:
     """llama.cpp (or any engine) with every layer on the GPU: the weights as stored, the KV
     cache of n_seq sequences of n_ctx tokens each (f16 by default), the compute buffer of one
     micro-batch, the CUDA context."""
@@ -362,14 +468,20 @@ def predict_generation(dims: ModelDims, n_ctx: int, n_seq: int = 1, weight_bytes
     # tokens, whose fp32 logits (n_ubatch x vocab), attention scores without flash attention
     # (n_ubatch x cache cells x heads) and MLP activations dominate
     cells = n_ctx * n_seq
-    compute = 4 * min(n_ubatch, cells) * (dims.vocab + cells * dims.n_heads
-                                          + 2 * dims.intermediate)
+    compute = 4 * min(n_ubatch, cells) * (dims.vocab + cells * dims.n_heads + 2 * dims.intermediate)
     return Breakdown(
         f"generation: {n_seq} sequence(s) x {n_ctx} tokens",
-        {"weights (as stored)": int(weights), "KV cache": kv, "compute buffer": int(compute),
-         "CUDA context": CUDA_CONTEXT},
-        [f"KV cache = layers x tokens x sequences x (K + V width {dims.kv_dim + dims.v_dim}) x "
-         f"{kv_bytes_per_elem:g} bytes"])
+        {
+            "weights (as stored)": int(weights),
+            "KV cache": kv,
+            "compute buffer": int(compute),
+            "CUDA context": CUDA_CONTEXT,
+        },
+        [
+            f"KV cache = layers x tokens x sequences x (K + V width {dims.kv_dim + dims.v_dim}) x "
+            f"{kv_bytes_per_elem:g} bytes"
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -378,10 +490,10 @@ class TrainerTraits:
     each was read). Not per-figure corrections: one set per framework."""
 
     name: str
-    frozen_bytes: int          # bytes per non-quantised frozen weight (embeddings, head, norms)
-    lora_bytes: int            # LoRA weight + gradient + AdamW's two moments, per parameter
+    frozen_bytes: int  # bytes per non-quantised frozen weight (embeddings, head, norms)
+    lora_bytes: int  # LoRA weight + gradient + AdamW's two moments, per parameter
     offload_checkpoints: bool  # checkpointed layer inputs go to CPU RAM
-    logit_bytes: float         # bytes per (token x vocabulary) entry at the loss
+    logit_bytes: float  # bytes per (token x vocabulary) entry at the loss
 
 
 TRAINERS = {
@@ -415,10 +527,18 @@ def layer_activation_bytes(dims: ModelDims, rank: int = 16, n_lora: int = 7) -> 
     return 2 * per
 
 
-def predict_training(dims: ModelDims, *, quant_4bit: bool = True, batch_size: int = 8,
-                     max_len: int = 1024, checkpointing: bool = True, rank: int = 16,
-                     lora_targets: str = "all linear", trainer: str = "peft",
-                     loss_tokens: int | None = None) -> Breakdown:
+def predict_training(
+    dims: ModelDims,
+    *,
+    quant_4bit: bool = True,
+    batch_size: int = 8,
+    max_len: int = 1024,
+    checkpointing: bool = True,
+    rank: int = 16,
+    lora_targets: str = "all linear",
+    trainer: str = "peft",
+    loss_tokens: int | None = None,
+) -> Breakdown:
     """Peak GPU memory of one LoRA training step (every sequence padded to max_len, the worst
     case: sgtui pads each batch only to its longest example). `loss_tokens`: the positions per
     example whose logits the loss computes (sgtui's peft loss: the answer tokens only, at most
@@ -429,8 +549,9 @@ def predict_training(dims: ModelDims, *, quant_4bit: bool = True, batch_size: in
     and one layer's backward (recomputed activations plus two gradient tensors of the MLP's
     width); both happen while the other layers' saved activations are still held."""
     if trainer not in TRAINERS:
-        raise SgtuiError(f"no memory model for trainer {trainer!r}",
-                         fix="use one of " + ", ".join(TRAINERS))
+        raise SgtuiError(
+            f"no memory model for trainer {trainer!r}", fix="use one of " + ", ".join(TRAINERS)
+        )
     t = TRAINERS[trainer]
     names = target_names(lora_targets)
     tokens = batch_size * max_len
@@ -457,8 +578,10 @@ def predict_training(dims: ModelDims, *, quant_4bit: bool = True, batch_size: in
     dequant = 2 * dims.hidden * dims.intermediate if quant_4bit else 0
     if checkpointing:
         saved = 0 if t.offload_checkpoints else dims.n_layers * tokens * 2 * dims.hidden
-        parts["saved activations: each layer's input" + (
-            " (offloaded to CPU RAM)" if t.offload_checkpoints else "")] = saved
+        parts[
+            "saved activations: each layer's input"
+            + (" (offloaded to CPU RAM)" if t.offload_checkpoints else "")
+        ] = saved
         layer = tokens * (per_layer + grads) + dequant
     else:
         parts["saved activations: every layer's tensors"] = dims.n_layers * tokens * per_layer
@@ -477,11 +600,17 @@ def predict_training(dims: ModelDims, *, quant_4bit: bool = True, batch_size: in
         f"training: {how}, {trainer}, batch {batch_size} x {max_len} tokens, rank {rank}, "
         f"checkpointing {'on' if checkpointing else 'off'}",
         parts,
-        [f"the working set's other candidate: {other}"
-         + (f"; logits at {min(max_len, loss_tokens)} answer positions per example"
-            if loss_tokens and t.logit_bytes else ""),
-         f"{lora / 1e6:.1f}M LoRA parameters on {', '.join(names)}; activations "
-         f"{per_layer / 1024:.0f} KiB per token per layer"])
+        [
+            f"the working set's other candidate: {other}"
+            + (
+                f"; logits at {min(max_len, loss_tokens)} answer positions per example"
+                if loss_tokens and t.logit_bytes
+                else ""
+            ),
+            f"{lora / 1e6:.1f}M LoRA parameters on {', '.join(names)}; activations "
+            f"{per_layer / 1024:.0f} KiB per token per layer",
+        ],
+    )
 
 
 # -- choosing settings that fit ---------------------------------------------------------------
@@ -504,10 +633,17 @@ class TrainSettings:
         return cls(batch_size=params.batch_size, max_len=params.max_len, rank=params.rank, **kw)
 
     def predict(self, dims: ModelDims) -> Breakdown:
-        return predict_training(dims, quant_4bit=self.quant_4bit, batch_size=self.batch_size,
-                                max_len=self.max_len, checkpointing=self.checkpointing,
-                                rank=self.rank, lora_targets=self.lora_targets,
-                                trainer=self.trainer, loss_tokens=self.loss_tokens)
+        return predict_training(
+            dims,
+            quant_4bit=self.quant_4bit,
+            batch_size=self.batch_size,
+            max_len=self.max_len,
+            checkpointing=self.checkpointing,
+            rank=self.rank,
+            lora_targets=self.lora_targets,
+            trainer=self.trainer,
+            loss_tokens=self.loss_tokens,
+        )
 
 
 @dataclass
@@ -524,11 +660,16 @@ class Plan:
 
     def text(self) -> str:
         s = self.settings
-        head = (f"fits in {gib(self.gpu_bytes)}: " if self.fits
-                else f"does not fit in {gib(self.gpu_bytes)}: ")
-        lines = [head + f"batch size {s.batch_size}, max length {s.max_len}, gradient "
-                        f"checkpointing {'on' if s.checkpointing else 'off'} "
-                        f"(predicted {gib(self.breakdown.total)})"]
+        head = (
+            f"fits in {gib(self.gpu_bytes)}: "
+            if self.fits
+            else f"does not fit in {gib(self.gpu_bytes)}: "
+        )
+        lines = [
+            head + f"batch size {s.batch_size}, max length {s.max_len}, gradient "
+            f"checkpointing {'on' if s.checkpointing else 'off'} "
+            f"(predicted {gib(self.breakdown.total)})"
+        ]
         lines += [f"  changed: {c}" for c in self.changes]
         if not self.changes and self.fits:
             lines.append("  nothing changed: the settings asked for fit")
@@ -537,8 +678,9 @@ class Plan:
         return "\n".join(lines)
 
 
-def fit_training(dims: ModelDims, gpu_bytes: int, params: TrainSettings,
-                 min_len: int = MIN_MAX_LEN) -> Plan:
+def fit_training(
+    dims: ModelDims, gpu_bytes: int, params: TrainSettings, min_len: int = MIN_MAX_LEN
+) -> Plan:
     """The settings closest to `params` whose predicted peak fits in the card, leaving
     HEADROOM free. Lowered in the order that costs the least: gradient checkpointing on
     (slower steps, same results), then the batch size halved down to 1 (the same examples in
@@ -551,22 +693,32 @@ def fit_training(dims: ModelDims, gpu_bytes: int, params: TrainSettings,
         return s.predict(dims).total
 
     def fixed_part(b: Breakdown) -> int:  # what no setting here changes
-        return sum(v for k, v in b.components.items()
-                   if k.startswith(("weights", "LoRA", "AdamW", "CUDA")))
+        return sum(
+            v for k, v in b.components.items() if k.startswith(("weights", "LoRA", "AdamW", "CUDA"))
+        )
 
     first = params.predict(dims)
     if fixed_part(first) > budget:
-        return Plan(params, params, first, gpu_bytes, False, [],
-                    f"the weights, LoRA state and CUDA context alone need "
-                    f"{gib(fixed_part(first))}, {limit}: use a smaller model or a card with "
-                    f"more memory")
+        return Plan(
+            params,
+            params,
+            first,
+            gpu_bytes,
+            False,
+            [],
+            f"the weights, LoRA state and CUDA context alone need "
+            f"{gib(fixed_part(first))}, {limit}: use a smaller model or a card with "
+            f"more memory",
+        )
     s, changes = params, []
     if need(s) > budget and not s.checkpointing:
         before = need(s)
         s = replace(s, checkpointing=True)
         changes.append(f"gradient checkpointing off -> on: off needs {gib(before)}, {limit}")
-    for attr, floor, what in (("batch_size", 1, "batch size"),
-                              ("max_len", min(min_len, params.max_len), "max length")):
+    for attr, floor, what in (
+        ("batch_size", 1, "batch size"),
+        ("max_len", min(min_len, params.max_len), "max length"),
+    ):
         start = getattr(s, attr)
         tried = []
         while need(s) > budget and getattr(s, attr) > floor:
@@ -574,14 +726,20 @@ def fit_training(dims: ModelDims, gpu_bytes: int, params: TrainSettings,
             s = replace(s, **{attr: max(floor, getattr(s, attr) // 2)})
         if getattr(s, attr) != start:
             shown = tried if len(tried) <= 2 else [tried[0], tried[-1]]
-            changes.append(f"{what} {start} -> {getattr(s, attr)}: {' and '.join(shown)}, "
-                           f"{limit}")
+            changes.append(f"{what} {start} -> {getattr(s, attr)}: {' and '.join(shown)}, {limit}")
     b = s.predict(dims)
     if b.total <= budget:
         return Plan(params, s, b, gpu_bytes, True, changes)
-    return Plan(params, s, b, gpu_bytes, False, changes,
-                f"even batch size {s.batch_size} x {s.max_len} tokens with checkpointing needs "
-                f"{gib(b.total)}, {limit}: use a smaller model, a lower --rank or a larger card")
+    return Plan(
+        params,
+        s,
+        b,
+        gpu_bytes,
+        False,
+        changes,
+        f"even batch size {s.batch_size} x {s.max_len} tokens with checkpointing needs "
+        f"{gib(b.total)}, {limit}: use a smaller model, a lower --rank or a larger card",
+    )
 
 
 # -- the card -----------------------------------------------------------------------------------
@@ -601,9 +759,12 @@ def detect_gpu_memory() -> int | None:
         smi = shutil.which("nvidia-smi")
         if smi and first.isdigit():
             try:
-                out = subprocess.run([smi, "--query-gpu=memory.total", "--format=csv,noheader,"
-                                      "nounits", "-i", first], capture_output=True, text=True,
-                                     timeout=10)
+                out = subprocess.run(
+                    [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", first],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
                 if out.returncode == 0 and out.stdout.strip().isdigit():
                     found = int(out.stdout.strip()) * MiB
             except (OSError, subprocess.SubprocessError):
@@ -616,14 +777,18 @@ def detect_gpu_memory() -> int | None:
 
 def _torch_gpu_memory() -> int | None:
     import importlib.util
+
     if importlib.util.find_spec("torch") is None:
         return None
-    code = ("import torch\n"
-            "print(torch.cuda.get_device_properties(0).total_memory "
-            "if torch.cuda.is_available() else '')")
+    code = (
+        "import torch\n"
+        "print(torch.cuda.get_device_properties(0).total_memory "
+        "if torch.cuda.is_available() else '')"
+    )
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     text = out.stdout.strip()
@@ -631,12 +796,17 @@ def _torch_gpu_memory() -> int | None:
 
 
 # -- published measurements (docs/VRAM.md; tests/test_vram.py) --------------------------------
-UNSLOTH_REQUIREMENTS = ("https://unsloth.ai/docs/get-started/fine-tuning-for-beginners/"
-                        "unsloth-requirements")
-UNSLOTH_CONTEXT = ("https://github.com/unslothai/unsloth/blob/"
-                   "e3162dc5bf88bf4c2b598c74cbcaba0706c4067b/README.md#context-length-benchmarks")
-TORCHTUNE_README = ("https://github.com/pytorch/torchtune/blob/"
-                    "30b8519e86d2094879576e16ab1f8d21a6f6f9f7/README.md#memory-and-training-speed")
+UNSLOTH_REQUIREMENTS = (
+    "https://unsloth.ai/docs/get-started/fine-tuning-for-beginners/unsloth-requirements"
+)
+UNSLOTH_CONTEXT = (
+    "https://github.com/unslothai/unsloth/blob/"
+    "e3162dc5bf88bf4c2b598c74cbcaba0706c4067b/README.md#context-length-benchmarks"
+)
+TORCHTUNE_README = (
+    "https://github.com/pytorch/torchtune/blob/"
+    "30b8519e86d2094879576e16ab1f8d21a6f6f9f7/README.md#memory-and-training-speed"
+)
 
 
 @dataclass(frozen=True)
@@ -649,9 +819,9 @@ class Published:
 
     source: str
     url: str
-    label: str          # the row as the source prints it
-    figure: str         # the figure as printed
-    gib: float          # the figure in GiB ("GB" read as GiB, as both sources print 2**30)
+    label: str  # the row as the source prints it
+    figure: str  # the figure as printed
+    gib: float  # the figure in GiB ("GB" read as GiB, as both sources print 2**30)
     models: tuple[str, ...]
     settings: TrainSettings
     compare: str = "card"
@@ -663,40 +833,78 @@ class Published:
 # checkpointing and loss. The table names sizes, not models: every model of that size with a
 # config above is listed.
 _UNSLOTH_MIN = TrainSettings(batch_size=1, max_len=512, rank=16, trainer="unsloth")
-_UNSLOTH_ROWS = [("3B", "3.5 GB", 3.5, ("Llama-3.2-3B", "Qwen2.5-3B"), ()),
-                 ("7B", "5 GB", 5, ("Llama-2-7B", "Mistral-7B-v0.3"), ()),
-                 ("8B", "6 GB", 6, ("Llama-3.1-8B",), ()),
-                 ("9B", "6.5 GB", 6.5, ("Gemma-2-9B",), ()),
-                 ("11B", "7.5 GB", 7.5, ("Llama-3.2-11B-Vision",), ()),
-                 ("14B", "8.5 GB", 8.5, ("Phi-4", "Qwen2.5-14B"), ("Phi-4", "Qwen2.5-14B")),
-                 ("27B", "22GB", 22, ("Gemma-2-27B",), ("Gemma-2-27B",)),
-                 ("32B", "26 GB", 26, ("Qwen2.5-32B",), ("Qwen2.5-32B",)),
-                 ("40B", "30GB", 30, (), ()),
-                 ("70B", "41 GB", 41, ("Llama-3.3-70B",), ())]
+_UNSLOTH_ROWS = [
+    ("3B", "3.5 GB", 3.5, ("Llama-3.2-3B", "Qwen2.5-3B"), ()),
+    ("7B", "5 GB", 5, ("Llama-2-7B", "Mistral-7B-v0.3"), ()),
+    ("8B", "6 GB", 6, ("Llama-3.1-8B",), ()),
+    ("9B", "6.5 GB", 6.5, ("Gemma-2-9B",), ()),
+    ("11B", "7.5 GB", 7.5, ("Llama-3.2-11B-Vision",), ()),
+    ("14B", "8.5 GB", 8.5, ("Phi-4", "Qwen2.5-14B"), ("Phi-4", "Qwen2.5-14B")),
+    ("27B", "22GB", 22, ("Gemma-2-27B",), ("Gemma-2-27B",)),
+    ("32B", "26 GB", 26, ("Qwen2.5-32B",), ("Qwen2.5-32B",)),
+    ("40B", "30GB", 30, (), ()),
+    ("70B", "41 GB", 41, ("Llama-3.3-70B",), ()),
+]
 # Unsloth's context-length benchmark: Llama 3.1 8B and Llama 3.3 70B Instruct, 4-bit QLoRA on
 # all linear layers, rank 32, batch 1, sequences padded to the length: the longest length that
 # fit each card, so the prediction at that length should be the card's memory
-_UNSLOTH_CONTEXT_ROWS = [*((("Llama-3.1-8B", "Llama 3.1 (8B)") + row) for row in (
-    ("8 GB", 8, 2972), ("12 GB", 12, 21848), ("16 GB", 16, 40724), ("24 GB", 24, 78475),
-    ("40 GB", 40, 153977), ("48 GB", 48, 191728), ("80 GB", 80, 342733))),
+_UNSLOTH_CONTEXT_ROWS = [
+    *(
+        (("Llama-3.1-8B", "Llama 3.1 (8B)") + row)
+        for row in (
+            ("8 GB", 8, 2972),
+            ("12 GB", 12, 21848),
+            ("16 GB", 16, 40724),
+            ("24 GB", 24, 78475),
+            ("40 GB", 40, 153977),
+            ("48 GB", 48, 191728),
+            ("80 GB", 80, 342733),
+        )
+    ),
     ("Llama-3.3-70B", "Llama 3.3 (70B)", "48 GB", 48, 12106),
-    ("Llama-3.3-70B", "Llama 3.3 (70B)", "80 GB", 80, 89389)]
+    ("Llama-3.3-70B", "Llama 3.3 (70B)", "80 GB", 80, 89389),
+]
 
 PUBLISHED: list[Published] = [
-    *(Published("Unsloth requirements", UNSLOTH_REQUIREMENTS, f"{size} QLoRA (4-bit)", text,
-                value, models, _UNSLOTH_MIN, "card", misses)
-      for size, text, value, models, misses in _UNSLOTH_ROWS),
-    *(Published("Unsloth context-length benchmark", UNSLOTH_CONTEXT,
-                f"{label}: {length:,} tokens fit", text, value, (model,),
-                TrainSettings(batch_size=1, max_len=length, rank=32, trainer="unsloth"))
-      for model, label, text, value, length in _UNSLOTH_CONTEXT_ROWS),
+    *(
+        Published(
+            "Unsloth requirements",
+            UNSLOTH_REQUIREMENTS,
+            f"{size} QLoRA (4-bit)",
+            text,
+            value,
+            models,
+            _UNSLOTH_MIN,
+            "card",
+            misses,
+        )
+        for size, text, value, models, misses in _UNSLOTH_ROWS
+    ),
+    *(
+        Published(
+            "Unsloth context-length benchmark",
+            UNSLOTH_CONTEXT,
+            f"{label}: {length:,} tokens fit",
+            text,
+            value,
+            (model,),
+            TrainSettings(batch_size=1, max_len=length, rank=32, trainer="unsloth"),
+        )
+        for model, label, text, value, length in _UNSLOTH_CONTEXT_ROWS
+    ),
     # torchtune's recipe as it stood when the figure was published: rank 8 on q, k, v, o and
     # the MLP, activation checkpointing on the GPU, chunked cross-entropy, torch.compile, a
     # dataset packed to 2048 tokens, batch 2; peak from torchtune's allocator statistics
-    Published("torchtune README", TORCHTUNE_README, "Llama 3.1 8B QLoRA, 1x 4090", "7.4 GiB",
-              7.4, ("Llama-3.1-8B",),
-              TrainSettings(batch_size=2, max_len=2048, rank=8, trainer="torchtune"),
-              "allocator"),
+    Published(
+        "torchtune README",
+        TORCHTUNE_README,
+        "Llama 3.1 8B QLoRA, 1x 4090",
+        "7.4 GiB",
+        7.4,
+        ("Llama-3.1-8B",),
+        TrainSettings(batch_size=2, max_len=2048, rank=8, trainer="torchtune"),
+        "allocator",
+    ),
 ]
 
 
@@ -723,8 +931,10 @@ def published_table() -> list[str]:
             out.append(f"| {pub.source} | {pub.label} | {pub.figure} | (no model named) | - | - |")
             continue
         flag = " (miss)" if r["model"] in pub.misses else ""
-        out.append(f"| {pub.source} | {pub.label} | {pub.figure} | {r['model']} | "
-                   f"{r['predicted']:.2f} GiB | {r['error'] * 100:+.1f}%{flag} |")
+        out.append(
+            f"| {pub.source} | {pub.label} | {pub.figure} | {r['model']} | "
+            f"{r['predicted']:.2f} GiB | {r['error'] * 100:+.1f}%{flag} |"
+        )
     return out
 
 
@@ -734,7 +944,6 @@ def prompt_tokens(task) -> int:
     token (English runs about 4, so this errs long) plus 8 tokens a message for the template's
     markers. fit_training lowers max_len no further than this plus the answer budget, since a
     shorter max_len would drop every example."""
-    from .prompts import meta_messages
     longest = max((e.input for e in task.examples), key=len, default="")
     messages = meta_messages(task, longest)
     return sum(len(m.content) for m in messages) // 3 + 8 * len(messages)
@@ -748,8 +957,9 @@ def card_memory() -> tuple[int | None, str]:
         try:
             return int(float(given) * GiB), "SGTUI_GPU_MEM"
         except ValueError:
-            raise SgtuiError(f"SGTUI_GPU_MEM must be a number of GB (got {given!r})",
-                             fix="set it to the memory training may use, e.g. 7.5") from None
+            raise SgtuiError(
+                f"SGTUI_GPU_MEM must be a number of GB (got {given!r})",
+                fix="set it to the memory training may use, e.g. 7.5",
+            ) from None
     found = detect_gpu_memory()
     return (found, "detected") if found else (None, "no GPU seen")
-

@@ -234,23 +234,18 @@ print(json.dumps({"event": "done", "adapter": "fake-adapter", "steps": steps}), 
 
 
 def fake_training_job(steps: int = 5, delay: float = 0.05):
-    """A TrainingJob whose child process is a small script printing the worker's JSON lines:
-    the Train page's process handling (progress, cancel = terminate) runs for real, the
-    training does not."""
-    import subprocess
+    """A TrainingJob whose child process is a small script printing the worker's JSON lines.
+    Only the child's command is replaced: TrainingJob.start (the early refusal, the run folder
+    and its train.log, the lifeline pipe) and the Train page's process handling (progress,
+    cancel = terminate) run for real; the training does not."""
     import sys
 
     from sgtui.training import TrainingJob
 
     class FakeTrainingJob(TrainingJob):
-        def start(self, db, run_id, params, **kwargs) -> None:
+        def child_command(self, db, run_id, params, **kwargs) -> list[str]:
             self.started_with = (str(db), run_id, params)
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", FAKE_TRAINER, str(steps), str(delay)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-            )
+            return [sys.executable, "-c", FAKE_TRAINER, str(steps), str(delay)]
 
     jobs: list = []
 

@@ -1,6 +1,7 @@
 """A real OpenAI-compatible server for the server backend's tests: llama-cpp-python's own
 (`python -m llama_cpp.server`, its `server` extra) on a free loopback port, and the tiny stubs
 that stand in for a server only where a real one cannot be made to misbehave on demand."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,14 @@ from importlib.util import find_spec
 from pathlib import Path
 
 # llama-cpp-python's `server` extra, by import name
-SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings",
-                  "yaml")
+SERVER_MODULES = (
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+    "yaml",
+)
 
 
 def missing_server_packages() -> list[str]:
@@ -62,30 +69,53 @@ def _ready(port: int, api_key: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(model: str | Path, log_dir: Path, n_ctx: int = 2048, threads: int = 1,
-                     api_key: str | None = None, wait_s: float = 180.0):
+def llama_cpp_server(
+    model: str | Path,
+    log_dir: Path,
+    n_ctx: int = 2048,
+    threads: int = 1,
+    api_key: str | None = None,
+    wait_s: float = 180.0,
+):
     """Start `python -m llama_cpp.server` on `model` and a free loopback port; yield a Server
     once /v1/models answers; kill it at the end."""
     port = free_port()
     log = Path(log_dir) / f"llama-server-{port}.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
-           "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-           "--n_threads_batch", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+    ]
     if api_key:
         cmd += ["--api_key", api_key]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(proc, port, log)
     try:
         deadline = time.monotonic() + wait_s
         while not _ready(port, api_key):
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n"
-                                   + log.read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"llama_cpp.server exited with {proc.returncode}:\n"
+                    + log.read_text(errors="replace")[-3000:]
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not answer within {wait_s:g} s:\n"
-                                   + log.read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"llama_cpp.server did not answer within {wait_s:g} s:\n"
+                    + log.read_text(errors="replace")[-3000:]
+                )
             time.sleep(0.2)
         yield server
     finally:
@@ -96,6 +126,7 @@ def with_bos(model: str | Path, dest: Path) -> Path:
     """A copy of `model` whose tokenizer adds a BOS token (tokenizer.ggml.add_bos_token = true),
     written in place with the gguf package's reader, as gguf_set_metadata does."""
     from gguf import GGUFReader
+
     out = Path(dest) / (Path(model).stem + "-bos.gguf")
     shutil.copyfile(model, out)
     reader = GGUFReader(out, "r+")

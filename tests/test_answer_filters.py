@@ -1,12 +1,17 @@
 """Answer-side filters: what the README's first command trained on (half of its kept answers
 were apologies), and the rule that a filter stays off where the seed answers would fail it."""
+
 from __future__ import annotations
 
 import pytest
 
 from sgtui.annotation import OutputAnnotator
-from sgtui.answer_filters import (AnswerRelationFilter, AssistantTalkFilter,
-                                  DegenerateAnswerFilter, answer_filters)
+from sgtui.answer_filters import (
+    AnswerRelationFilter,
+    AssistantTalkFilter,
+    DegenerateAnswerFilter,
+    answer_filters,
+)
 from sgtui.config import RunParams
 from sgtui.paths import REPO_DATA
 from sgtui.task import load_task, parse_task
@@ -15,15 +20,19 @@ FORMAL = load_task(REPO_DATA / "tasks" / "formal-rewrite.toml")
 PAIRS = [(e.input, e.output) for e in FORMAL.examples]
 
 # kept answers of a real run of formal-rewrite before these filters (issue text)
-APOLOGIES = ["I'm sorry, but I'm unable to assist with that.",
-             "I'm sorry for your loss. I'm sorry for your loss. I'm sorry for your loss.",
-             "I cannot help with that request.",
-             "As an AI language model, I do not have feelings.",
-             "I apologize, but I can't rewrite this message.",
-             "I'm so sorry to hear that. Please make sure to remember that."]
-GOOD = [("can u send me the file", "Could you please send me the file?"),
-        ("hey whats up w the report", "Hello, may I ask about the status of the report?"),
-        ("cant make it today sry", "I am sorry, but I will not be able to attend today.")]
+APOLOGIES = [
+    "I'm sorry, but I'm unable to assist with that.",
+    "I'm sorry for your loss. I'm sorry for your loss. I'm sorry for your loss.",
+    "I cannot help with that request.",
+    "As an AI language model, I do not have feelings.",
+    "I apologize, but I can't rewrite this message.",
+    "I'm so sorry to hear that. Please make sure to remember that.",
+]
+GOOD = [
+    ("can u send me the file", "Could you please send me the file?"),
+    ("hey whats up w the report", "Hello, may I ask about the status of the report?"),
+    ("cant make it today sry", "I am sorry, but I will not be able to attend today."),
+]
 
 
 @pytest.mark.parametrize("answer", APOLOGIES)
@@ -48,11 +57,18 @@ def test_formal_rewrites_pass_every_filter(text, answer):
 
 
 def test_a_filter_stays_off_where_the_seed_answers_talk_that_way():
-    task = parse_task({"name": "apologise", "type": "generation",
-                       "instruction": "Write a polite apology for the situation.",
-                       "examples": [{"input": "late for dinner", "output": "I'm sorry I was late."},
-                                    {"input": "broke a cup", "output": "I apologize for the cup."},
-                                    {"input": "forgot a call", "output": "Sorry, but I forgot."}]})
+    task = parse_task(
+        {
+            "name": "apologise",
+            "type": "generation",
+            "instruction": "Write a polite apology for the situation.",
+            "examples": [
+                {"input": "late for dinner", "output": "I'm sorry I was late."},
+                {"input": "broke a cup", "output": "I apologize for the cup."},
+                {"input": "forgot a call", "output": "Sorry, but I forgot."},
+            ],
+        }
+    )
     names = [f.name for f in answer_filters([(e.input, e.output) for e in task.examples])]
     assert "assistant_talk" not in names and "degenerate_answer" in names
     assert AssistantTalkFilter()("I'm sorry I was late.")  # it would have dropped them
@@ -117,7 +133,8 @@ def test_input_dependence_drops_answers_that_do_not_depend_on_their_input(tmp_pa
 
     def run(share: float):
         params = RunParams.defaults_for("generation", "small").override(
-            rounds=1, per_round=6, n=3, input_dependence=True, min_dependence=share)
+            rounds=1, per_round=6, n=3, input_dependence=True, min_dependence=share
+        )
         store = Store(tmp_path / f"d{share}.db")
         rid = create_run(store, FORMAL, params, llama.model_path, "llama-cpp")
         synthesis = SynthesisRun(store, rid, llama)

@@ -4,6 +4,7 @@ terminal.
 
 The model is the bundled GGUF with its chat template removed by the gguf package's own
 gguf-new-metadata, so it renders prompts as a base model does here."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def no_template(tmp_path_factory, bundled_model) -> str:
     out = tmp_path_factory.mktemp("base") / "no-template.gguf"
-    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata",
-                    "--force", "--remove-metadata", "tokenizer.chat_template", bundled_model,
-                    str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--force",
+            "--remove-metadata",
+            "tokenizer.chat_template",
+            bundled_model,
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(out)
 
 
@@ -47,8 +59,10 @@ def test_an_answer_stops_where_the_next_turn_starts(no_template, backend):
     try:
         assert gen.chat_template is None
         turns = []
-        for q, a in [("Say the colour of the sky.", "Blue."), ("Say the colour of grass.",
-                                                             "Green.")] * 3:
+        for q, a in [
+            ("Say the colour of the sky.", "Blue."),
+            ("Say the colour of grass.", "Green."),
+        ] * 3:
             turns += [ChatMessage("user", q), ChatMessage("assistant", a)]
         prompt = gen.render_chat(turns, add_generation_prompt=False)
         assert prompt.endswith("USER: Say the colour of grass.\nASSISTANT: Green.")
@@ -65,10 +79,25 @@ def test_an_answer_stops_where_the_next_turn_starts(no_template, backend):
 @pytest.mark.slow
 def test_a_run_on_it_keeps_samples_and_prints_no_llama_log(no_template, tmp_path):
     env = {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "sgtui", "generate",
-                          str(ROOT / "data" / "tasks" / "formal-rewrite.toml"), "--model",
-                          no_template, "--rounds", "1", "--per-round", "3"],
-                         env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sgtui",
+            "generate",
+            str(ROOT / "data" / "tasks" / "formal-rewrite.toml"),
+            "--model",
+            no_template,
+            "--rounds",
+            "1",
+            "--per-round",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     printed = out.stdout + out.stderr
     assert "llama_" not in printed and "ggml_" not in printed, printed[-2000:]
@@ -77,6 +106,7 @@ def test_a_run_on_it_keeps_samples_and_prints_no_llama_log(no_template, tmp_path
     assert "llama_" in load_log.read_text()  # the model load's lines, in the data folder
     assert run_log.is_file()
     from sgtui.store import Store
+
     rows = Store(tmp_path / "home" / "sgtui.db").training_pairs(1)
     assert rows, printed[-2000:]
     assert not any("USER:" in r["output"] for r in rows)

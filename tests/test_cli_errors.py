@@ -1,5 +1,6 @@
 """Bad input: a short message naming the file and the fix, exit 2, no traceback, the database
 untouched."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,9 @@ TASK = str(REPO_DATA / "tasks" / "city-fact.toml")
 
 def run(*args, tmp_path):
     env = {**os.environ, "SGTUI_HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "sgtui", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sgtui", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _digest(p):
@@ -27,6 +29,7 @@ def _digest(p):
 @pytest.fixture
 def db(tmp_path):
     from sgtui.store import Store
+
     p = tmp_path / "keep.db"
     s = Store(p)
     s.db.execute("pragma wal_checkpoint(TRUNCATE)")
@@ -37,14 +40,19 @@ def db(tmp_path):
 def _bad_cases(tmp_path):
     trunc = tmp_path / "trunc.gguf"
     from sgtui.paths import bundled_model
+
     trunc.write_bytes(bundled_model().read_bytes()[:200_000])
     notgguf = tmp_path / "model.gguf"
     notgguf.write_text("hello")
     few = tmp_path / "few.toml"
-    few.write_text('name="x"\ntype="generation"\ninstruction="do"\n[[examples]]\ninput="a"\noutput="b"\n')
+    few.write_text(
+        'name="x"\ntype="generation"\ninstruction="do"\n[[examples]]\ninput="a"\noutput="b"\n'
+    )
     badlabel = tmp_path / "lab.toml"
-    badlabel.write_text('name="x"\ntype="classification"\ninstruction="do"\nlabels=["a","b"]\n'
-                        '[[examples]]\ninput="q"\noutput="a"\n[[examples]]\ninput="r"\noutput="c"\n')
+    badlabel.write_text(
+        'name="x"\ntype="classification"\ninstruction="do"\nlabels=["a","b"]\n'
+        '[[examples]]\ninput="q"\noutput="a"\n[[examples]]\ninput="r"\noutput="c"\n'
+    )
     missing = tmp_path / "missing.toml"
     missing.write_text('name="x"\ntype="generation"\n')
     return [

@@ -1,5 +1,6 @@
 """Bad paths and odd terminals: a message naming the file and the fix, exit 2, never a
 traceback (issue: tracebacks found by an independent probe)."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from word_task import make_run
 
 from sgtui.cli import main
 from sgtui.store import Store
-from test_training import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "data" / "tasks" / "formal-rewrite.toml"
@@ -21,8 +22,14 @@ TASK = ROOT / "data" / "tasks" / "formal-rewrite.toml"
 
 def sgtui(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sgtui", *args], env=full, capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "sgtui", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def refused(r: subprocess.CompletedProcess, *words: str) -> None:
@@ -45,9 +52,11 @@ def db_with_samples(tmp_path) -> Path:
 @pytest.mark.parametrize("where", ["folder", "missing-folder", "under-a-file"])
 def test_samples_export_to_a_bad_path_is_a_message(db_with_samples, tmp_path, where):
     (tmp_path / "afile").write_text("keep me")
-    target = {"folder": tmp_path,
-              "missing-folder": tmp_path / "nope" / "out.jsonl",
-              "under-a-file": tmp_path / "afile" / "out.jsonl"}[where]
+    target = {
+        "folder": tmp_path,
+        "missing-folder": tmp_path / "nope" / "out.jsonl",
+        "under-a-file": tmp_path / "afile" / "out.jsonl",
+    }[where]
     r = sgtui("samples", "1", "--db", str(db_with_samples), "--export", str(target))
     refused(r, str(target))
     assert (tmp_path / "afile").read_text() == "keep me"
@@ -59,8 +68,12 @@ def test_samples_export_writes_through_a_temporary_file(db_with_samples, tmp_pat
     assert main(["samples", "1", "--db", str(db_with_samples), "--export", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["input"] for r in rows] == ["a", "c"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "s.db", "s.db-shm",
-                                                          "s.db-wal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.jsonl",
+        "s.db",
+        "s.db-shm",
+        "s.db-wal",
+    ]
 
 
 def test_samples_export_to_a_read_only_folder_is_a_message(tmp_path):
@@ -122,6 +135,7 @@ def _as_nobody(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     """Run sgtui so that permission bits apply: root (as tests and CI run) ignores them, so
     drop its power to override them; an ordinary user already obeys them."""
     import shutil
+
     prefix: list[str] = []
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
@@ -129,8 +143,13 @@ def _as_nobody(*args: str, env: dict | None = None) -> subprocess.CompletedProce
         caps = "-dac_override,-dac_read_search"
         prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
     full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([*prefix, sys.executable, "-m", "sgtui", *args], env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "sgtui", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_task_name_that_is_a_number_says_so(tmp_path):
@@ -165,17 +184,28 @@ def test_broken_pipe_exits_quietly(tmp_path):
         make_run(store, [])
     store.close()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run(f'"{sys.executable}" -m sgtui runs --db "{db}" | head -1', shell=True,
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        f'"{sys.executable}" -m sgtui runs --db "{db}" | head -1',
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.stdout.count("\n") == 1, r.stdout[:200]
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("command", [["samples", "99999999999999999999"],
-                                     ["generate", "--resume", "99999999999999999999"],
-                                     ["train", "99999999999999999999"],
-                                     ["export", "99999999999999999999"],
-                                     ["samples", "0"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["samples", "99999999999999999999"],
+        ["generate", "--resume", "99999999999999999999"],
+        ["train", "99999999999999999999"],
+        ["export", "99999999999999999999"],
+        ["samples", "0"],
+    ],
+)
 def test_run_ids_past_sqlites_range_are_refused(tmp_path, command):
     """They reached SQLite and ended in an OverflowError traceback."""
     r = sgtui(*command, "--db", str(tmp_path / "x.db"))
@@ -191,13 +221,16 @@ def test_a_device_or_special_file_as_database(db):
     assert "move the file away" not in r.stderr
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--grid", "epochs=0"], ["--epochs must be at least 1"]),
-    (["--grid", "rounds=-1"], ["--rounds must be at least 1"]),
-    (["--grid", "gen_temperature=nan"], ["--temperature"]),
-    (["--grid", "mode=bogus"], ["mode"]),
-    (["--eval-limit", "-3"], ["--eval-limit must be at least 1"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--grid", "epochs=0"], ["--epochs must be at least 1"]),
+        (["--grid", "rounds=-1"], ["--rounds must be at least 1"]),
+        (["--grid", "gen_temperature=nan"], ["--temperature"]),
+        (["--grid", "mode=bogus"], ["mode"]),
+        (["--eval-limit", "-3"], ["--eval-limit must be at least 1"]),
+    ],
+)
 def test_search_refuses_bad_values_before_it_starts(tmp_path, args, words):
     """These started a search (or named --limit, a flag search does not have)."""
     r = sgtui("search", "--tasks", str(TASK), *args, "--db", str(tmp_path / "s.db"))

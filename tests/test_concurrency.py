@@ -3,6 +3,7 @@
 
 No "database is locked", no lost mark, one run worked on by one process at a time, and the
 database sound afterwards. And several processes creating one new database at once."""
+
 from __future__ import annotations
 
 import os
@@ -22,34 +23,37 @@ from sgtui.synthesis import create_run
 from sgtui.task import load_task
 
 TASK = str(REPO_DATA / "tasks" / "formal-rewrite.toml")
-# llama.cpp threads in the children (see SHIM); 0 keeps the backend's default
-THREADS = os.environ.get("SGTUI_TEST_LLAMA_THREADS", "1")
-SMALL = ["--rounds", "2", "--per-round", "4", "--gen-max-tokens", "32", "--n", "2",
-         "--best-of", "2", "--ann-max-tokens", "16"]
-# one llama.cpp thread in the child: see bench/crash_soak.py (THREADS_SHIM) for why
-SHIM = """\
-import os
-if os.environ.get("SGTUI_TEST_LLAMA_THREADS"):
-    import backends.llama_cpp as _m
-    _d = list(_m.LlamaCppGenerator.__init__.__defaults__)
-    _d[1] = int(os.environ["SGTUI_TEST_LLAMA_THREADS"])
-    _m.LlamaCppGenerator.__init__.__defaults__ = tuple(_d)
-"""
+# llama.cpp threads in the children (SGTUI_THREADS; 0 keeps sgtui's default of one per core):
+# on a busy 2-core machine two threads spin against each other and run several times slower
+THREADS = os.environ.get("SGTUI_THREADS", "1")
+SMALL = [
+    "--rounds",
+    "2",
+    "--per-round",
+    "4",
+    "--gen-max-tokens",
+    "32",
+    "--n",
+    "2",
+    "--best-of",
+    "2",
+    "--ann-max-tokens",
+    "16",
+]
 
 
 def _env(tmp_path: Path) -> dict:
-    shim = tmp_path / "shim"
-    shim.mkdir(exist_ok=True)
-    (shim / "sitecustomize.py").write_text(SHIM)
-    return {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "SGTUI_TEST_LLAMA_THREADS": THREADS,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH"))
-                                          if p)}
+    return {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "SGTUI_THREADS": THREADS}
 
 
 def _start(tmp_path: Path, *args: str, log: str) -> subprocess.Popen:
     with (tmp_path / log).open("wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "sgtui", *args], env=_env(tmp_path),
-                                stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "sgtui", *args],
+            env=_env(tmp_path),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _wait_for_samples(db: Path, proc: subprocess.Popen, n: int, timeout: float = 600) -> None:
@@ -94,8 +98,9 @@ def test_ten_thousand_marks_while_generating(tmp_path):
         ids: list[int] = []
 
         def commits() -> int:  # samples stored plus annotations stored, by the generator
-            return store.db.execute("select count(*) + sum(stage = 'annotated') from "
-                                    "samples").fetchone()[0]
+            return store.db.execute(
+                "select count(*) + sum(stage = 'annotated') from samples"
+            ).fetchone()[0]
 
         n_at_start = commits()
         alive_at_start = proc.poll() is None
@@ -127,18 +132,23 @@ def test_ten_thousand_marks_while_generating(tmp_path):
     rows = _sound(db)
     got = {r["id"]: r["mark"] for r in rows if r["mark"] is not None}
     assert got == last  # every sample holds the last mark written to it, no other has one
-    assert sorted((r["round"], r["slot"]) for r in rows) == [(i, j) for i in range(2)
-                                                             for j in range(4)]
-    print(f"\n10000 marks in {elapsed:.1f} s ({10000 / elapsed:.0f}/s), slowest "
-          f"{slowest * 1000:.0f} ms; {n_at_end - n_at_start} generator commits meanwhile")
+    assert sorted((r["round"], r["slot"]) for r in rows) == [
+        (i, j) for i in range(2) for j in range(4)
+    ]
+    print(
+        f"\n10000 marks in {elapsed:.1f} s ({10000 / elapsed:.0f}/s), slowest "
+        f"{slowest * 1000:.0f} ms; {n_at_end - n_at_start} generator commits meanwhile"
+    )
 
 
 def _created_run(db: Path) -> int:
     store = Store(db)
     task = load_task(TASK)
     params = RunParams.defaults_for(task.type, "small").override(
-        rounds=2, per_round=4, gen_max_tokens=32, n=2, best_of=2, ann_max_tokens=16)
+        rounds=2, per_round=4, gen_max_tokens=32, n=2, best_of=2, ann_max_tokens=16
+    )
     from sgtui.paths import bundled_model
+
     rid = create_run(store, task, params, str(bundled_model()), "llama-cpp")
     store.close()
     return rid
@@ -153,13 +163,28 @@ def _stop(proc: subprocess.Popen) -> int:
 def test_second_resume_is_told_busy(tmp_path):
     db = tmp_path / "b.db"
     rid = _created_run(db)
-    first = _start(tmp_path, "generate", "--resume", str(rid), "--db", str(db), "--quiet",
-                   log="first.log")
+    first = _start(
+        tmp_path, "generate", "--resume", str(rid), "--db", str(db), "--quiet", log="first.log"
+    )
     try:
         _wait_for_samples(db, first, 1)
-        second = subprocess.run([sys.executable, "-m", "sgtui", "generate", "--resume", str(rid),
-                                 "--db", str(db), "--quiet"], env=_env(tmp_path),
-                                capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sgtui",
+                "generate",
+                "--resume",
+                str(rid),
+                "--db",
+                str(db),
+                "--quiet",
+            ],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert second.returncode == 2, second.stderr
         assert "busy" in second.stderr and str(first.pid) in second.stderr, second.stderr
         assert "Traceback" not in second.stderr
@@ -183,8 +208,12 @@ def test_two_resumes_started_together(tmp_path):
     whichever way their start-ups interleave."""
     db = tmp_path / "t.db"
     rid = _created_run(db)
-    procs = [_start(tmp_path, "generate", "--resume", str(rid), "--db", str(db), "--quiet",
-                    log=f"p{i}.log") for i in range(2)]
+    procs = [
+        _start(
+            tmp_path, "generate", "--resume", str(rid), "--db", str(db), "--quiet", log=f"p{i}.log"
+        )
+        for i in range(2)
+    ]
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and all(p.poll() is None for p in procs):
@@ -222,11 +251,16 @@ def test_processes_creating_one_database_at_once(tmp_path, attempt):
     moment: both create or upgrade it without "database is locked"."""
     db = tmp_path / "new.db"
     start = time.time() + 1.5  # after every interpreter has started
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(db), str(start)],
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN, str(db), str(start)], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     s = Store(db)
-    assert [r["name"] for r in s.db["_migrations"].rows_where(order_by="applied")] == \
-        [n for n, _ in MIGRATIONS]
+    assert [r["name"] for r in s.db["_migrations"].rows_where(order_by="applied")] == [
+        n for n, _ in MIGRATIONS
+    ]
     s.close()

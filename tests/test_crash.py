@@ -5,6 +5,7 @@ uninterrupted one. Then SIGKILL inside a multi-row write and inside a schema mig
 The harness is bench/crash_soak.py (its docstring lists every check); this test runs it with 5
 kills, the benchmark with 20 (figures in bench/results/crash_soak.md). tests/test_resume_kill.py
 covers the single-kill case."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,8 +36,13 @@ def _soak_module():
 def test_five_kills_then_finish(tmp_path):
     mod = _soak_module()
     # 18 slots and short delays: a fast machine must not finish the run before the kills do
-    soak = mod.Soak(tmp_path / "soak", kills=5, seed=11, max_delay=0.5,
-                    gen_args=mod.gen_args(rounds=3, per_round=6))
+    soak = mod.Soak(
+        tmp_path / "soak",
+        kills=5,
+        seed=11,
+        max_delay=0.5,
+        gen_args=mod.gen_args(rounds=3, per_round=6),
+    )
     result = soak.run()
     assert result.violations == []
     assert len(result.kills) >= 3, result  # the run outlived most of the kills
@@ -48,9 +54,11 @@ def test_five_kills_then_finish(tmp_path):
     assert result.final["status"] == "done"
     # the summary the CLI printed agrees with the rows
     assert result.final["summary"]["candidates"] == 18
-    print(f"\n{len(result.kills)} kills at stages {[k.stage for k in result.kills]}, "
-          f"{result.committed_seen} samples seen committed, {result.samples_lost} lost, "
-          f"{result.marks_made} marks made, {result.marks_lost} lost, {result.wall_s:.0f} s")
+    print(
+        f"\n{len(result.kills)} kills at stages {[k.stage for k in result.kills]}, "
+        f"{result.committed_seen} samples seen committed, {result.samples_lost} lost, "
+        f"{result.marks_made} marks made, {result.marks_lost} lost, {result.wall_s:.0f} s"
+    )
 
 
 # -- a kill inside a transaction ----------------------------------------------------------------
@@ -58,8 +66,12 @@ def test_five_kills_then_finish(tmp_path):
 
 
 def _child(code: str, *args: str) -> int:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return out.returncode
 
 
@@ -106,8 +118,16 @@ def test_kill_inside_a_migration(tmp_path):
     d["_migrations"].create({"name": str, "applied": float}, pk="name")
     first(d)
     d["_migrations"].insert({"name": name, "applied": 1.0})
-    d["tasks"].insert({"id": 1, "name": "t", "type": "generation", "definition": "{}",
-                       "source": "t", "created": 1.0})
+    d["tasks"].insert(
+        {
+            "id": 1,
+            "name": "t",
+            "type": "generation",
+            "definition": "{}",
+            "source": "t",
+            "created": 1.0,
+        }
+    )
     d.conn.close()
     code = """
         import os, signal, sys
@@ -126,7 +146,8 @@ def test_kill_inside_a_migration(tmp_path):
     assert not d["train_progress"].exists()  # the half-applied migration was rolled back
     d.conn.close()
     s = Store(db)
-    assert [r["name"] for r in s.db["_migrations"].rows_where(order_by="applied")] == \
-        [n for n, _ in MIGRATIONS]
+    assert [r["name"] for r in s.db["_migrations"].rows_where(order_by="applied")] == [
+        n for n, _ in MIGRATIONS
+    ]
     assert s.db["train_progress"].exists() and s.db["artifacts"].exists()
     assert json.loads(s.db["tasks"].get(1)["definition"]) == {}

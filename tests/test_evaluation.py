@@ -1,5 +1,6 @@
 """Evaluation: reading splits, the trivial and Self-ICL baselines, storing results, and a real
 evaluation of the bundled model through llama.cpp."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,21 @@ from sgtui.errors import SgtuiError
 from sgtui.store import Store
 from sgtui.task import Example, Task
 
-CLS = Task("yn", "classification", "Answer yes or no.",
-           [Example("Is water wet?", "yes"), Example("Is fire cold?", "no")], labels=["yes", "no"],
-           metric="exact_match")
-GEN = Task("echo", "generation", "Repeat the words.",
-           [Example("a b", "a b"), Example("c d e", "c d e")], metric="rouge")
+CLS = Task(
+    "yn",
+    "classification",
+    "Answer yes or no.",
+    [Example("Is water wet?", "yes"), Example("Is fire cold?", "no")],
+    labels=["yes", "no"],
+    metric="exact_match",
+)
+GEN = Task(
+    "echo",
+    "generation",
+    "Repeat the words.",
+    [Example("a b", "a b"), Example("c d e", "c d e")],
+    metric="rouge",
+)
 
 
 def write_jsonl(path, rows):
@@ -30,8 +41,10 @@ def write_jsonl(path, rows):
 
 # -- load_rows ------------------------------------------------------------------------------
 def test_load_rows_reads_jsonl_and_strips_gold(tmp_path):
-    p = write_jsonl(tmp_path / "s.jsonl", [{"input": " q ", "output": " yes\n"}, "",
-                                           {"input": "r", "output": "no", "extra": 1}])
+    p = write_jsonl(
+        tmp_path / "s.jsonl",
+        [{"input": " q ", "output": " yes\n"}, "", {"input": "r", "output": "no", "extra": 1}],
+    )
     rows, name = ev.load_rows(str(p))
     assert rows == [{"input": " q ", "output": "yes"}, {"input": "r", "output": "no"}]
     assert name == "s.jsonl"
@@ -43,12 +56,15 @@ def test_load_rows_keeps_unicode_line_separators_inside_strings(tmp_path):
     assert ev.load_rows(str(p))[0] == [{"input": "a\u2028b\u0085c", "output": "x"}]
 
 
-@pytest.mark.parametrize("lines, words", [
-    (['{"input": "a", "output": "b"}', "{not json"], ["line 2", "not valid JSON"]),
-    (['{"input": "a"}'], ["line 1", "input", "output"]),
-    (['["a", "b"]'], ["line 1"]),
-    ([], ["no rows"]),
-])
+@pytest.mark.parametrize(
+    "lines, words",
+    [
+        (['{"input": "a", "output": "b"}', "{not json"], ["line 2", "not valid JSON"]),
+        (['{"input": "a"}'], ["line 1", "input", "output"]),
+        (['["a", "b"]'], ["line 1"]),
+        ([], ["no rows"]),
+    ],
+)
 def test_load_rows_bad_files_name_the_line_and_the_fix(tmp_path, lines, words):
     p = write_jsonl(tmp_path / "bad.jsonl", lines)
     with pytest.raises(SgtuiError) as e:
@@ -96,8 +112,12 @@ def test_load_rows_ni_splits(ni_dir):
 
 # -- trivial baseline, Self-ICL pairs, table ------------------------------------------------
 def test_trivial_classification_answers_the_majority_label():
-    rows = [{"input": "q1", "output": "yes"}, {"input": "q2", "output": "no"},
-            {"input": "q3", "output": "yes"}, {"input": "q4", "output": "yes"}]
+    rows = [
+        {"input": "q1", "output": "yes"},
+        {"input": "q2", "output": "no"},
+        {"input": "q3", "output": "yes"},
+        {"input": "q4", "output": "yes"},
+    ]
     r = ev.trivial_baseline(CLS, rows)
     assert r.metric == "exact_match" and r.score == 75.0 and r.scores == {"exact_match": 75.0}
     assert [it["prediction"] for it in r.items] == ["yes"] * 4
@@ -108,8 +128,11 @@ def test_trivial_classification_answers_the_majority_label():
 
 
 def test_trivial_generation_copies_the_input():
-    rows = [{"input": "a b c", "output": "a b c"}, {"input": "x y", "output": "z"},
-            {"input": "abc", "output": "abd"}]
+    rows = [
+        {"input": "a b c", "output": "a b c"},
+        {"input": "x y", "output": "z"},
+        {"input": "abc", "output": "abd"},
+    ]
     r = ev.trivial_baseline(GEN, rows)
     assert r.metric == "rouge"
     assert [it["prediction"] for it in r.items] == ["a b c", "x y", "abc"]
@@ -132,8 +155,9 @@ def test_self_icl_pairs_take_a_third_at_most_eight():
 
 
 def test_comparison_table_shows_delta_against_base():
-    base = ev.EvalResult("rouge", 40.0, {"rougeL_word": 40.0, "rougeL_char": 55.5},
-                         [{}] * 3, dropped=1)
+    base = ev.EvalResult(
+        "rouge", 40.0, {"rougeL_word": 40.0, "rougeL_char": 55.5}, [{}] * 3, dropped=1
+    )
     tuned = ev.EvalResult("rouge", 52.25, {"rougeL_word": 52.25, "rougeL_char": 60.0}, [{}] * 3)
     lines = ev.comparison_table([("base", base), ("self-guide", tuned)]).splitlines()
     assert lines[0].split() == ["system", "metric", "score", "vs", "base", "n", "other"]
@@ -169,8 +193,12 @@ class ScriptedGenerator:
 
 def test_evaluate_collects_by_index_and_drops_long_prompts():
     gen = ScriptedGenerator({"q1": "yes", "q2": "I say no", "q3": "maybe"})
-    rows = [{"input": "q1", "output": "yes"}, {"input": "q2", "output": "no"},
-            {"input": "q3", "output": "yes"}, {"input": "long " * 300, "output": "no"}]
+    rows = [
+        {"input": "q1", "output": "yes"},
+        {"input": "q2", "output": "no"},
+        {"input": "q3", "output": "yes"},
+        {"input": "long " * 300, "output": "no"},
+    ]
     seen = []
     r = ev.evaluate(gen, CLS, rows, on_item=lambda d, t: seen.append((d, t)))
     assert r.dropped == 1 and r.n == 3
@@ -179,7 +207,7 @@ def test_evaluate_collects_by_index_and_drops_long_prompts():
     assert [it["score"] for it in r.items] == [100.0, 100.0, 0.0]
     assert r.score == pytest.approx(200 / 3)
     assert seen == [(1, 3), (2, 3), (3, 3)]
-    (prompts, params), = gen.calls  # one call for all rows
+    ((prompts, params),) = gen.calls  # one call for all rows
     assert params.temperature == 0.0 and params.n == 1
     # default budget: 2 x the longest seed/gold answer (1 token) + 16
     assert params.max_tokens == r.max_tokens == 18
@@ -189,14 +217,14 @@ def test_evaluate_collects_by_index_and_drops_long_prompts():
 def test_evaluate_with_self_icl_pairs_and_fit():
     gen = ScriptedGenerator({"new": "a b"}, n_ctx=80)  # prompt 53 words, 8 per pair
     pairs = [("p1 " * 5, "o1"), ("p2 " * 5, "o2"), ("p3 " * 5, "o3")]
-    r = ev.evaluate(gen, GEN, [{"input": "new", "output": "a b"}], extra_pairs=pairs[:1],
-                    max_tokens=4)
+    r = ev.evaluate(
+        gen, GEN, [{"input": "new", "output": "a b"}], extra_pairs=pairs[:1], max_tokens=4
+    )
     assert "p1" in gen.calls[0][0][0] and r.score == 100.0
     fitted = ev.fit_pairs(gen, GEN, pairs, [{"input": "new", "output": "a b"}], max_tokens=4)
-    assert 0 < len(fitted) < 3 and fitted == pairs[:len(fitted)]
+    assert 0 < len(fitted) < 3 and fitted == pairs[: len(fitted)]
     with pytest.raises(SgtuiError, match="none of the 1 rows fits"):
-        ev.evaluate(gen, GEN, [{"input": "new", "output": "a b"}], extra_pairs=pairs,
-                    max_tokens=40)
+        ev.evaluate(gen, GEN, [{"input": "new", "output": "a b"}], extra_pairs=pairs, max_tokens=40)
 
 
 def test_save_stores_the_eval_and_items(tmp_path):
@@ -208,21 +236,31 @@ def test_save_stores_the_eval_and_items(tmp_path):
     assert row["id"] == eid and row["system"] == "trivial" and row["n"] == 2
     assert row["score"] == 50.0 and row["scores"]["exact_match"] == 50.0
     assert row["scores"]["dropped"] == 0
-    assert [(i["input"], i["gold"], i["score"]) for i in store.eval_items(eid)] == \
-        [("q1", "yes", 100.0), ("q2", "no", 0.0)]
+    assert [(i["input"], i["gold"], i["score"]) for i in store.eval_items(eid)] == [
+        ("q1", "yes", 100.0),
+        ("q2", "no", 0.0),
+    ]
 
 
 # -- the command line ----------------------------------------------------------------------
 def sgtui(*args, tmp_path, timeout=600):
     env = {**os.environ, "SGTUI_HOME": str(tmp_path / "home")}
-    return subprocess.run([sys.executable, "-m", "sgtui", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sgtui", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_cli_eval_errors_are_short(tmp_path):
     task = tmp_path / "t.toml"
-    task.write_text('name="t"\ntype="generation"\ninstruction="do"\n[[examples]]\ninput="a"\n'
-                    'output="b"\n[[examples]]\ninput="c"\noutput="d"\n')
+    task.write_text(
+        'name="t"\ntype="generation"\ninstruction="do"\n[[examples]]\ninput="a"\n'
+        'output="b"\n[[examples]]\ninput="c"\noutput="d"\n'
+    )
     for args, words in [
         ([str(task), "--split", str(tmp_path / "nope.jsonl")], ["nope.jsonl", "not found"]),
         ([str(task), "--split", "x.jsonl", "--systems", "base,self-icl"], ["--run"]),
@@ -240,39 +278,49 @@ def test_cli_eval_errors_are_short(tmp_path):
 @pytest.mark.slow
 def test_real_evaluation_is_stored(tmp_path, llama, ni_dir):
     from sgtui.task import load_task
+
     task = load_task(ni_dir / "task738")  # the shortest prompts among the NI tasks
     rows, split = ev.load_rows("task738:validation", limit=8)
     result = ev.evaluate(llama, task, rows)
     assert result.metric == "exact_match" and result.n + result.dropped == 8
     assert 0.0 <= result.score <= 100.0 and result.scores == {"exact_match": result.score}
     kept = [r for r in rows if r["input"] in {it["input"] for it in result.items}]
-    assert [(it["input"], it["gold"]) for it in result.items] == \
-        [(r["input"], r["output"]) for r in kept]
+    assert [(it["input"], it["gold"]) for it in result.items] == [
+        (r["input"], r["output"]) for r in kept
+    ]
     assert all(it["score"] in (0.0, 100.0) for it in result.items)
 
     store = Store(tmp_path / "e.db")
     rid = store.create_run(task, store.add_task(task), {}, llama.model_path, "llama-cpp")
     eid = ev.save(store, rid, "base", split, result, llama.model_path)
     (row,) = store.evals(rid)
-    assert (row["id"], row["system"], row["split"], row["metric"]) == \
-        (eid, "base", "task738:validation[8 of 640, seed 0]", "exact_match")
+    assert (row["id"], row["system"], row["split"], row["metric"]) == (
+        eid,
+        "base",
+        "task738:validation[8 of 640, seed 0]",
+        "exact_match",
+    )
     assert row["n"] == result.n and row["score"] == pytest.approx(result.score)
     items = store.eval_items(eid)
-    assert [(i["input"], i["gold"], i["prediction"]) for i in items] == \
-        [(it["input"], it["gold"], it["prediction"]) for it in result.items]
+    assert [(i["input"], i["gold"], i["prediction"]) for i in items] == [
+        (it["input"], it["gold"], it["prediction"]) for it in result.items
+    ]
 
 
 def test_cli_eval_trivial_uses_the_eval_file_beside_the_task(tmp_path):
     task = tmp_path / "t.toml"
-    task.write_text('name="t"\ntype="classification"\ninstruction="do"\nlabels=["x","y"]\n'
-                    '[[examples]]\ninput="a"\noutput="x"\n[[examples]]\ninput="c"\noutput="y"\n')
+    task.write_text(
+        'name="t"\ntype="classification"\ninstruction="do"\nlabels=["x","y"]\n'
+        '[[examples]]\ninput="a"\noutput="x"\n[[examples]]\ninput="c"\noutput="y"\n'
+    )
     write_jsonl(tmp_path / "t.eval.jsonl", [{"input": "q", "output": o} for o in "xxy"])
     db = tmp_path / "t.db"
-    p = sgtui("eval", str(task), "--systems", "trivial", "--db", str(db), tmp_path=tmp_path,
-              timeout=120)
+    p = sgtui(
+        "eval", str(task), "--systems", "trivial", "--db", str(db), tmp_path=tmp_path, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[2].split()[:4] == ["trivial", "exact_match", "66.7", "3"]
-    (split, run_id), = Store(db).db.execute("select split, run_id from evals").fetchall()
+    ((split, run_id),) = Store(db).db.execute("select split, run_id from evals").fetchall()
     assert split == "t.eval.jsonl" and run_id is None
 
 
@@ -287,27 +335,63 @@ def _run_with_pairs(db, task, model, pairs) -> int:
 
 def test_cli_eval_refuses_missing_pairs_and_adapter(tmp_path, ni_dir):
     from sgtui.task import load_task
+
     db = tmp_path / "e.db"
     rid = _run_with_pairs(db, load_task(ni_dir / "task738"), "m.gguf", [])
-    p = sgtui("eval", "--run", str(rid), "--db", str(db), "--split", "task738:validation",
-              tmp_path=tmp_path, timeout=120)
+    p = sgtui(
+        "eval",
+        "--run",
+        str(rid),
+        "--db",
+        str(db),
+        "--split",
+        "task738:validation",
+        tmp_path=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 2 and "no synthetic pairs" in p.stderr and "Traceback" not in p.stderr
-    p = sgtui("eval", "task738", "--adapter", str(tmp_path / "lora.gguf"), "--db", str(db),
-              tmp_path=tmp_path, timeout=120)
+    p = sgtui(
+        "eval",
+        "task738",
+        "--adapter",
+        str(tmp_path / "lora.gguf"),
+        "--db",
+        str(db),
+        tmp_path=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 2 and "adapter file not found" in p.stderr, p.stderr
 
 
 @pytest.mark.slow
 def test_cli_eval_prints_and_stores_the_table(tmp_path, ni_dir, bundled_model):
     from sgtui.task import load_task
+
     db = tmp_path / "cli.db"
     synthetic, _ = ev.load_rows("task738:test", limit=3)
-    rid = _run_with_pairs(db, load_task(ni_dir / "task738"), bundled_model,
-                          [(r["input"], r["output"]) for r in synthetic])
+    rid = _run_with_pairs(
+        db,
+        load_task(ni_dir / "task738"),
+        bundled_model,
+        [(r["input"], r["output"]) for r in synthetic],
+    )
     # the base system is covered by test_real_evaluation_is_stored; leaving it out here keeps
     # the model's work to 5 prompts
-    p = sgtui("eval", "task738", "--split", "task738:validation", "--limit", "5", "--db", str(db),
-              "--run", str(rid), "--systems", "trivial,self-icl", tmp_path=tmp_path)
+    p = sgtui(
+        "eval",
+        "task738",
+        "--split",
+        "task738:validation",
+        "--limit",
+        "5",
+        "--db",
+        str(db),
+        "--run",
+        str(rid),
+        "--systems",
+        "trivial,self-icl",
+        tmp_path=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].split()[:3] == ["system", "metric", "score"]

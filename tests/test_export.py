@@ -4,61 +4,43 @@ The GGUF adapter is checked two ways: a random adapter must give llama.cpp the s
 transformers + peft (which only holds with the q/k row permutation, checked too), and a trained
 adapter must make llama.cpp say the word it was trained to say.
 """
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import WORD, WORD_TASK, greedy, make_run
+from word_task import WORD, WORD_TASK, greedy, make_run
 
 from sgtui.errors import SgtuiError
 from sgtui.store import Store
 from sgtui.task import parse_task
 
-
 pytestmark = pytest.mark.usefixtures("shared_cache")
-
-
 
 
 def _llama_logits(base: str, lora: str | None, ids: list[int]) -> np.ndarray:
     from llama_cpp import Llama
+
     llm = Llama(model_path=base, lora_path=lora, logits_all=True, verbose=False, n_ctx=256)
     try:
         llm.eval(ids)
-        return np.array(llm.scores[:len(ids)])
+        return np.array(llm.scores[: len(ids)])
     finally:
         llm.close()
 
 
-def _random_adapter(hf_base: Path, out: Path, targets: list[str], scale: float):
-    """A LoRA with random B matrices (peft starts B at zero), saved as peft saves it."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(str(hf_base))
-    torch.manual_seed(0)  # lora_A's initialisation: a fixed adapter, not a new one each run
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets,
-                                                  task_type="CAUSAL_LM"))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    peft_model.save_pretrained(str(out))
-    return peft_model.eval()
-
-
 @pytest.mark.slow
-def test_gguf_adapter_gives_llama_cpp_the_peft_logits(tmp_path, bundled_model, hf_base,
-                                                       monkeypatch):
+def test_gguf_adapter_gives_llama_cpp_the_peft_logits(
+    tmp_path, bundled_model, hf_base, random_lora, monkeypatch
+):
     import torch
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
     from sgtui import export
+
     tok = AutoTokenizer.from_pretrained(str(hf_base))
     text = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -71,7 +53,7 @@ def test_gguf_adapter_gives_llama_cpp_the_peft_logits(tmp_path, bundled_model, h
 
     # every linear module adapted, enough to change the logits a lot (more makes the network
     # chaotic, and then llama.cpp's quantised activations alone move its logits)
-    full = _random_adapter(hf_base, tmp_path / "full", "all-linear", 0.2)
+    full = random_lora(tmp_path / "full", 0.2)
     with torch.no_grad(), full.disable_adapter():
         plain = full(torch.tensor([ids])).logits[0].numpy()
     with torch.no_grad():
@@ -89,13 +71,13 @@ def test_gguf_adapter_gives_llama_cpp_the_peft_logits(tmp_path, bundled_model, h
     assert fields["adapter.type"] == "lora" and fields["adapter.lora.alpha"] == 16.0
     shapes = {t.name: [int(x) for x in t.shape] for t in reader.tensors}
     assert len(shapes) == 30 * 7 * 2
-    assert shapes["blk.0.attn_q.weight.lora_a"] == [576, 8]    # ne: [in, r]
-    assert shapes["blk.0.attn_q.weight.lora_b"] == [8, 576]    # ne: [r, out]
+    assert shapes["blk.0.attn_q.weight.lora_a"] == [576, 8]  # ne: [in, r]
+    assert shapes["blk.0.attn_q.weight.lora_b"] == [8, 576]  # ne: [r, out]
     assert shapes["blk.29.ffn_down.weight.lora_a"] == [1536, 8]
     assert shapes["blk.7.attn_k.weight.lora_b"] == [8, 192]
 
     # q/k alone: right only with the converter's row permutation applied to lora_B
-    qk = _random_adapter(hf_base, tmp_path / "qk", ["q_proj", "k_proj"], 0.5)
+    qk = random_lora(tmp_path / "qk", 0.5, ["q_proj", "k_proj"])
     good = corr(qk, export.export_gguf(tmp_path / "qk", bundled_model, tmp_path / "qk.gguf"))
     monkeypatch.setattr(export, "_PERMUTED_QK", set())
     bad = corr(qk, export.export_gguf(tmp_path / "qk", bundled_model, tmp_path / "qk-raw.gguf"))
@@ -104,21 +86,24 @@ def test_gguf_adapter_gives_llama_cpp_the_peft_logits(tmp_path, bundled_model, h
 
 @pytest.mark.slow
 def test_export_round_trip_after_training(trained, tmp_path, bundled_model, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     import backends
     from backends.base import SamplingParams
     from backends.chat import render_template
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sgtui.cli import main
     from sgtui.export import export_run
     from sgtui.prompts import meta_messages
+
     db, run_id, adapter = trained.db, trained.run_id, trained.adapter
     store = Store(db)
 
     # gguf, through the CLI: llama.cpp with the adapter now says the word, the base does not
     gguf_path = tmp_path / "adapter.gguf"
-    assert main(["export", str(run_id), "--format", "gguf", "--db", str(db), "--out",
-                 str(gguf_path)]) == 0
+    assert (
+        main(["export", str(run_id), "--format", "gguf", "--db", str(db), "--out", str(gguf_path)])
+        == 0
+    )
     assert store.artifacts(run_id, "export-gguf")[-1]["path"] == str(gguf_path)
     assert gguf_path.is_file() and str(gguf_path) in capsys.readouterr().out
     task = parse_task(WORD_TASK)
@@ -144,8 +129,9 @@ def test_export_round_trip_after_training(trained, tmp_path, bundled_model, caps
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())
     tok = AutoTokenizer.from_pretrained(str(merged))
     model = AutoModelForCausalLM.from_pretrained(str(merged))
-    prompt = render_template(tok.chat_template, meta_messages(task, "grey"),
-                             tok.bos_token or "", tok.eos_token)
+    prompt = render_template(
+        tok.chat_template, meta_messages(task, "grey"), tok.bos_token or "", tok.eos_token
+    )
     assert greedy(model, tok, prompt).strip().startswith(WORD)
     kinds = [a["kind"] for a in store.artifacts(run_id)]
     assert {"adapter", "export-gguf", "export-adapter", "export-merged"} <= set(kinds)
@@ -153,6 +139,7 @@ def test_export_round_trip_after_training(trained, tmp_path, bundled_model, caps
 
 def test_export_without_an_adapter_is_refused(tmp_path):
     from sgtui.export import export_run
+
     store = Store(tmp_path / "n.db")
     run_id = make_run(store, [("green", WORD)])
     with pytest.raises(SgtuiError, match="no trained adapter") as err:
@@ -166,13 +153,19 @@ def test_gguf_export_checks_the_base_model(tmp_path, bundled_model):
     from safetensors.numpy import save_file
 
     from sgtui.export import export_gguf
+
     folder = tmp_path / "odd"
     folder.mkdir()
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2,
-                                                            "lora_alpha": 4}))
-    save_file({"base_model.model.lm_head.lora_A.weight": np.zeros((2, 576), np.float32),
-               "base_model.model.lm_head.lora_B.weight": np.zeros((49152, 2), np.float32)},
-              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4})
+    )
+    save_file(
+        {
+            "base_model.model.lm_head.lora_A.weight": np.zeros((2, 576), np.float32),
+            "base_model.model.lm_head.lora_B.weight": np.zeros((49152, 2), np.float32),
+        },
+        str(folder / "adapter_model.safetensors"),
+    )
     with pytest.raises(SgtuiError, match="no tensor 'output.weight'"):
         export_gguf(folder, bundled_model, tmp_path / "odd.gguf")
     assert not (tmp_path / "odd.gguf").exists()

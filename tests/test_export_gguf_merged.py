@@ -23,6 +23,7 @@ q4_0 from a Q4_1 base quantises twice and loses more than the LoRA adds on this 
 (logit correlation with the adapter path 0.93, the base alone 0.95): it is only checked to load
 and to stay close (correlation > 0.8).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,58 +37,52 @@ from sgtui.errors import SgtuiError
 from sgtui.gguf_merge import MERGED_QUANTS, export_gguf_merged
 from sgtui.metrics import rouge_l_word
 
-PROMPTS = ["What is the capital of France?", "Name three colours.", "Write a haiku about rain.",
-           "What is 2 + 2?", "Give me a synonym for happy.",
-           "Translate 'good morning' to Spanish.", "Who wrote Hamlet?",
-           "What is the boiling point of water?", "List two fruits.",
-           "Describe a cat in one sentence."]
+PROMPTS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "Write a haiku about rain.",
+    "What is 2 + 2?",
+    "Give me a synonym for happy.",
+    "Translate 'good morning' to Spanish.",
+    "Who wrote Hamlet?",
+    "What is the boiling point of water?",
+    "List two fruits.",
+    "Describe a cat in one sentence.",
+]
 CHAT = [f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n" for q in PROMPTS]
 LOGIT_TEXTS = [CHAT[0], "The quick brown fox jumps over", "def fibonacci(n):\n    ", CHAT[1]]
-TIGHT = 0.5       # merged f16 vs f16 base + adapter GGUF
-LOOSE = 4.0       # merged f16 / q8_0 vs Q4_1 base + adapter GGUF
+TIGHT = 0.5  # merged f16 vs f16 base + adapter GGUF
+LOOSE = 4.0  # merged f16 / q8_0 vs Q4_1 base + adapter GGUF
 LORA_EFFECT = 8.0  # the adapter moves the logits by more than this
-
-
-def _random_adapter(hf_base: Path, out: Path, scale: float) -> Path:
-    """A LoRA on every linear module with random B matrices, saved as peft saves it (the idea of
-    test_export's helper, kept here so the two tests stay independent)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(str(hf_base))
-    torch.manual_seed(0)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                  task_type="CAUSAL_LM"))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    peft_model.save_pretrained(str(out))
-    return out
 
 
 def _zero_b(adapter: Path, out: Path) -> Path:
     """The same adapter with lora_B zero: merging it gives the base itself in the new type."""
     from safetensors.numpy import load_file, save_file
+
     out.mkdir()
     shutil.copy(adapter / "adapter_config.json", out)
     tensors = load_file(str(adapter / "adapter_model.safetensors"))
-    save_file({k: np.zeros_like(v) if ".lora_B." in k else v for k, v in tensors.items()},
-              str(out / "adapter_model.safetensors"))
+    save_file(
+        {k: np.zeros_like(v) if ".lora_B." in k else v for k, v in tensors.items()},
+        str(out / "adapter_model.safetensors"),
+    )
     return out
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, bundled_model, hf_base) -> dict[str, str]:
+def files(tmp_path_factory, bundled_model, random_lora) -> dict[str, str]:
     from sgtui.export import export_gguf
+
     d = tmp_path_factory.mktemp("merged")
-    adapter = _random_adapter(hf_base, d / "adapter", 0.1)
+    adapter = d / "adapter"
+    random_lora(adapter, 0.1)  # every linear module (conftest.py)
     out = {"base": bundled_model, "lora": str(export_gguf(adapter, bundled_model, d / "a.gguf"))}
     for quant in MERGED_QUANTS:
         out[quant] = str(export_gguf_merged(adapter, bundled_model, d / f"{quant}.gguf", quant))
-    out["f16-base"] = str(export_gguf_merged(_zero_b(adapter, d / "zero"), bundled_model,
-                                             d / "f16-base.gguf", "f16"))
+    out["f16-base"] = str(
+        export_gguf_merged(_zero_b(adapter, d / "zero"), bundled_model, d / "f16-base.gguf", "f16")
+    )
     return out
 
 
@@ -97,13 +92,22 @@ def run():
     One thread: on a shared machine two threads spin-waiting on each other take up to 20x as
     long, and each row's dot product is one thread's either way."""
     from llama_cpp import Llama
+
     cache: dict[tuple, object] = {}
 
     def get(what: str, model: str, lora: str | None = None):
         key = (what, model, lora)
         if key not in cache:
-            llm = Llama(model_path=model, lora_path=lora, logits_all=what == "logits",
-                        verbose=False, n_ctx=256, seed=0, n_threads=1, n_threads_batch=1)
+            llm = Llama(
+                model_path=model,
+                lora_path=lora,
+                logits_all=what == "logits",
+                verbose=False,
+                n_ctx=256,
+                seed=0,
+                n_threads=1,
+                n_threads_batch=1,
+            )
             try:
                 if what == "logits":
                     out = []
@@ -111,14 +115,19 @@ def run():
                         ids = llm.tokenize(text.encode(), add_bos=False, special=True)
                         llm.reset()
                         llm.eval(ids)
-                        out.append(np.array(llm.scores[:len(ids)]))
+                        out.append(np.array(llm.scores[: len(ids)]))
                 else:
-                    out = [llm.create_completion(p, max_tokens=16, temperature=0.0)
-                           ["choices"][0]["text"] for p in CHAT]
+                    out = [
+                        llm.create_completion(p, max_tokens=16, temperature=0.0)["choices"][0][
+                            "text"
+                        ]
+                        for p in CHAT
+                    ]
             finally:
                 llm.close()
             cache[key] = out
         return cache[key]
+
     return get
 
 
@@ -133,6 +142,7 @@ def _corr(a, b) -> float:
 @pytest.fixture(scope="module")
 def base_reader(bundled_model):
     from gguf import GGUFReader
+
     return GGUFReader(bundled_model)
 
 
@@ -143,10 +153,14 @@ def test_merged_gguf_is_the_base_file_in_the_new_type(quant, files, base_reader,
     output layer at least Q8_0), norms in F32; llama.cpp loads it alone."""
     from gguf import GGMLQuantizationType as Q
     from gguf import GGUFReader
+
     reader = GGUFReader(files[quant])
     changed = {"general.file_type", "general.name", "general.description"}
-    base_fields = {k: (f.types, f.contents()) for k, f in base_reader.fields.items()
-                   if not k.startswith("GGUF.") and k not in changed}
+    base_fields = {
+        k: (f.types, f.contents())
+        for k, f in base_reader.fields.items()
+        if not k.startswith("GGUF.") and k not in changed
+    }
     fields = {k: (f.types, f.contents()) for k, f in reader.fields.items()}
     for key, value in base_fields.items():
         assert fields[key] == value, key
@@ -225,8 +239,9 @@ def test_a_foreign_file_is_not_replaced_without_force(tmp_path, bundled_model):
     dest = tmp_path / "notes.gguf"
     dest.write_text("my notes")
     with pytest.raises(SgtuiError, match="already exists") as err:
-        export_gguf_merged(tmp_path / "adapter", bundled_model, dest, force=False,
-                           in_run_folder=False)
+        export_gguf_merged(
+            tmp_path / "adapter", bundled_model, dest, force=False, in_run_folder=False
+        )
     assert "--force" in err.value.render()
     # in the run's own folder a file that is not a GGUF is not sgtui's either
     with pytest.raises(SgtuiError, match="already exists"):
@@ -239,6 +254,7 @@ def test_a_foreign_file_is_not_replaced_without_force(tmp_path, bundled_model):
 def test_the_cli_writes_and_records_it(trained, tmp_path, capsys):
     from sgtui.cli import main
     from sgtui.store import Store
+
     out = tmp_path / "merged.gguf"
     args = ["export", str(trained.run_id), "--db", str(trained.db), "--out", str(out)]
     assert main([*args, "--format", "gguf-merged", "--quant", "f16"]) == 0
@@ -246,4 +262,3 @@ def test_the_cli_writes_and_records_it(trained, tmp_path, capsys):
     assert Store(trained.db).artifacts(trained.run_id, "export-gguf-merged")[-1]["path"] == str(out)
     assert main([*args, "--format", "gguf", "--quant", "q8_0", "--force"]) == 2
     assert "--quant is for --format gguf-merged" in capsys.readouterr().err
-

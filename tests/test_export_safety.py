@@ -6,6 +6,7 @@ folder that sgtui exported (its sgtui-export.json) is replaced; links, FIFOs, de
 folders and a file where a folder goes are left alone; places that cannot be written give a
 message naming the path and the fix, exit 2, no traceback and no temporary files left behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_security import _tiny_hf_model
-from test_training import WORD, make_run
+from word_task import WORD, make_run
 
 from sgtui.cli import main
 from sgtui.export import MANIFEST
@@ -30,12 +31,15 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+
     root = tmp_path_factory.mktemp("tiny")
     base, adapter = root / "base", root / "adapter"
     _tiny_hf_model(base)
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(base)),
+        LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]),
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -63,8 +67,10 @@ def export(run, fmt: str, out: Path | str | None = None, *extra: str) -> int:
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
     """Every entry under `folder` (itself included): file contents, None for folders."""
-    return {str(p.relative_to(folder.parent)): (p.read_bytes() if p.is_file() else None)
-            for p in [folder, *sorted(folder.rglob("*"))]}
+    return {
+        str(p.relative_to(folder.parent)): (p.read_bytes() if p.is_file() else None)
+        for p in [folder, *sorted(folder.rglob("*"))]
+    }
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -259,11 +265,13 @@ def test_a_failed_merge_leaves_no_temporary_folder(run, tmp_path, capsys):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-def test_an_export_from_before_the_manifest_is_replaced_only_in_the_run_folder(run, tmp_path,
-                                                                                 capsys):
+def test_an_export_from_before_the_manifest_is_replaced_only_in_the_run_folder(
+    run, tmp_path, capsys
+):
     """Older sgtui wrote no manifest: its export in the run's own folder (peft's files) is still
     replaced by a re-export; the same folder elsewhere is the person's and is refused."""
     from sgtui.export import default_out
+
     db, rid = run
     old = default_out(Store(db), int(rid), "adapter")
     old.mkdir(parents=True)
@@ -283,6 +291,7 @@ def test_internal_epoch_gguf_is_rewritten_in_place(tiny, tmp_path):
     """The search loop writes each epoch's GGUF with export_gguf's defaults, into a folder that
     may not exist yet, and again on a later scoring: that keeps working."""
     from sgtui.export import export_gguf
+
     base, adapter = tiny
     dest = tmp_path / "runs" / "run-1" / "export" / "epoch-1.gguf"
     assert export_gguf(adapter, base, dest) == dest

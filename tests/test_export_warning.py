@@ -6,6 +6,7 @@ split. The export goes ahead all the same, with the same exit code. The CLI test
 `--format adapter`, which copies the run's adapter folder: a folder holding the two files an
 adapter has stands in for a trained one, since what is checked is the warning, not the weights.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,15 @@ from sgtui.store import Store
 from sgtui.task import parse_task
 
 SPLIT = "formal-rewrite.eval.jsonl"
-TASK = {"name": "formal-rewrite", "type": "generation", "instruction": "Rewrite it formally.",
-        "examples": [{"input": "hey", "output": "Good afternoon."},
-                     {"input": "thx", "output": "Thank you very much."}]}
+TASK = {
+    "name": "formal-rewrite",
+    "type": "generation",
+    "instruction": "Rewrite it formally.",
+    "examples": [
+        {"input": "hey", "output": "Good afternoon."},
+        {"input": "thx", "output": "Thank you very much."},
+    ],
+}
 
 
 def make_run(store: Store, model: str = "base.gguf") -> int:
@@ -28,8 +35,15 @@ def make_run(store: Store, model: str = "base.gguf") -> int:
     return store.create_run(task, store.add_task(task), {}, model, "llama-cpp")
 
 
-def add_eval(store: Store, run_id: int | None, system: str, score: float, split: str = SPLIT,
-             metric: str = "rouge", model: str = "base.gguf") -> None:
+def add_eval(
+    store: Store,
+    run_id: int | None,
+    system: str,
+    score: float,
+    split: str = SPLIT,
+    metric: str = "rouge",
+    model: str = "base.gguf",
+) -> None:
     store.add_eval(run_id, system, split, metric, score, {}, model, [])
 
 
@@ -48,8 +62,18 @@ def db(tmp_path) -> Path:
 
 
 def export(db: Path, run_id: int, tmp_path: Path) -> int:
-    return main(["export", str(run_id), "--format", "adapter", "--db", str(db),
-                 "--out", str(tmp_path / "out")])
+    return main(
+        [
+            "export",
+            str(run_id),
+            "--format",
+            "adapter",
+            "--db",
+            str(db),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
 
 
 def test_a_worse_fine_tune_is_named_before_the_export(db, tmp_path, capsys):
@@ -61,8 +85,10 @@ def test_a_worse_fine_tune_is_named_before_the_export(db, tmp_path, capsys):
     give_adapter(store, rid, tmp_path)
     assert export(db, rid, tmp_path) == 0
     out = capsys.readouterr()
-    assert (f"warning: run {rid}'s fine-tune scored 24.6 ROUGE-L against the base model's 29.9 "
-            f"on {SPLIT}: it is worse than the base model") in out.err
+    assert (
+        f"warning: run {rid}'s fine-tune scored 24.6 ROUGE-L against the base model's 29.9 "
+        f"on {SPLIT}: it is worse than the base model"
+    ) in out.err
     assert "exported adapter" in out.out  # exported all the same
     assert (tmp_path / "out" / "adapter_config.json").is_file()
 
@@ -113,8 +139,10 @@ def test_an_epoch_is_compared_on_its_own_split(db, tmp_path, capsys):
     add_eval(store, rid, "epoch-3", 41.0, split="val.jsonl")
     give_adapter(store, rid, tmp_path)
     assert export(db, rid, tmp_path) == 0
-    assert (f"run {rid}'s fine-tune (epoch-3) scored 41.0 ROUGE-L against the base model's "
-            "45.0 on val.jsonl") in capsys.readouterr().err
+    assert (
+        f"run {rid}'s fine-tune (epoch-3) scored 41.0 ROUGE-L against the base model's "
+        "45.0 on val.jsonl"
+    ) in capsys.readouterr().err
 
 
 def test_nothing_to_compare_means_no_warning(db, tmp_path, capsys):
@@ -142,9 +170,13 @@ def test_a_base_evaluated_without_a_run_counts_for_the_same_model(db):
 
 
 def test_which_model_in_plain_words():
-    assert which_model(29.9, 24.6) == ("the fine-tune is worse than the base model (24.6 against "
-                                       "29.9): keep using the base model")
-    assert which_model(29.9, 29.9) == ("the fine-tune is no better than the base model (29.9 "
-                                       "against 29.9): keep using the base model")
-    assert which_model(29.9, 31.0, "a.gguf") == ("use the fine-tune: it scored 31.0, +1.1 over "
-                                                 "the base model's 29.9 (adapter: a.gguf)")
+    assert which_model(29.9, 24.6) == (
+        "the fine-tune is worse than the base model (24.6 against 29.9): keep using the base model"
+    )
+    assert which_model(29.9, 29.9) == (
+        "the fine-tune is no better than the base model (29.9 "
+        "against 29.9): keep using the base model"
+    )
+    assert which_model(29.9, 31.0, "a.gguf") == (
+        "use the fine-tune: it scored 31.0, +1.1 over the base model's 29.9 (adapter: a.gguf)"
+    )

@@ -1,5 +1,12 @@
-from sgtui.filters import (DuplicateFilter, EmptyFilter, LengthFilter, NoiseFilter,
-                           canned_noise_terms, first_failure, length_window)
+from sgtui.filters import (
+    DuplicateFilter,
+    EmptyFilter,
+    LengthFilter,
+    NoiseFilter,
+    canned_noise_terms,
+    first_failure,
+    length_window,
+)
 
 
 def test_length_window_matches_paper_rule():

@@ -6,6 +6,7 @@ however many sequences run in parallel (what makes a resumed annotation equal an
 uninterrupted one). The generators use one thread: the machine running the tests may be
 shared.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -61,14 +62,16 @@ def test_shared_draws_follow_the_model(bundled_model, batched, prompts):
 
     batched._completion = record
     try:
-        got = by_prompt(batched.generate(prompts, SamplingParams(temperature=0.0, max_tokens=16,
-                                                                 n=2)))
+        got = by_prompt(
+            batched.generate(prompts, SamplingParams(temperature=0.0, max_tokens=16, n=2))
+        )
     finally:
         del batched._completion
     assert [(c.index, c.sample) for c in got] == [(i, j) for i in range(3) for j in range(2)]
     assert all(got[2 * i].text == got[2 * i + 1].text for i in range(3))
-    ref = Llama(bundled_model, n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True,
-                verbose=False)
+    ref = Llama(
+        bundled_model, n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False
+    )
     try:
         for i, prompt in enumerate(prompts):
             toks = batched._tokenize(prompt)
@@ -81,9 +84,14 @@ def test_shared_draws_follow_the_model(bundled_model, batched, prompts):
         ref.close()
 
 
-ANSWER = ["The cat sat on the mat.", "Rain fell on the old town all night.",
-          "She opened the door and smiled.", "Prices rose again this spring.",
-          "We will meet at noon.", "The river was high after the storm."]
+ANSWER = [
+    "The cat sat on the mat.",
+    "Rain fell on the old town all night.",
+    "She opened the door and smiled.",
+    "Prices rose again this spring.",
+    "We will meet at noon.",
+    "The river was high after the storm.",
+]
 
 
 def _draws(gen, prompts, sp, order):
@@ -95,19 +103,22 @@ def _draws(gen, prompts, sp, order):
     return got
 
 
-@pytest.mark.parametrize("sp", [
-    SamplingParams(temperature=0.2, top_k=10, max_tokens=16, n=6),  # annotation
-    SamplingParams(temperature=0.9, top_k=40, max_tokens=8, n=2, best_of=4),
-    SamplingParams(temperature=1.0, top_k=40, max_tokens=16, stop=(".", "\n")),
-], ids=["n6", "best_of", "one_draw"])
+@pytest.mark.parametrize(
+    "sp",
+    [
+        SamplingParams(temperature=0.2, top_k=10, max_tokens=16, n=6),  # annotation
+        SamplingParams(temperature=0.9, top_k=40, max_tokens=8, n=2, best_of=4),
+        SamplingParams(temperature=1.0, top_k=40, max_tokens=16, stop=(".", "\n")),
+    ],
+    ids=["n6", "best_of", "one_draw"],
+)
 def test_draws_do_not_depend_on_the_batch(bundled_model, batched, sp):
     """A resumed run annotates only the inputs left: each prompt's draws must be what they
     are beside all the others. Checked bit for bit (texts, token counts, log-probabilities)
     against the prompt alone, in subsets in another order, and with fewer parallel sequences
     (draws then start late, after their prompt's logits are gone). With a shared KV cell
     pool, as before, 11 of 12 annotations differed alone."""
-    prompts = [batched.render_chat([ChatMessage("user", f"Rewrite formally: {a}")])
-               for a in ANSWER]
+    prompts = [batched.render_chat([ChatMessage("user", f"Rewrite formally: {a}")]) for a in ANSWER]
     everything = _draws(batched, prompts, sp, list(range(len(prompts))))
     assert len(everything) == len(prompts) * sp.n
     views = [_draws(batched, prompts, sp, [i]) for i in (0, 3)]
@@ -120,8 +131,9 @@ def test_draws_do_not_depend_on_the_batch(bundled_model, batched, sp):
     for view in views:
         assert view == {k: everything[k] for k in view}
     if sp.n > 1:  # some draws of a prompt parted, so the branches were split and copied
-        assert any(len({everything[(i, j)][0] for j in range(sp.n)}) > 1
-                   for i in range(len(prompts)))
+        assert any(
+            len({everything[(i, j)][0] for j in range(sp.n)}) > 1 for i in range(len(prompts))
+        )
 
 
 def test_seeded_sampling_is_reproducible(batched, prompts):
@@ -143,8 +155,9 @@ def test_n_and_best_of_give_exactly_n_per_prompt(batched, prompts):
         lps = [c.logprob for c in got if c.index == i]
         assert all(lp < 0 for lp in lps)
         assert lps == sorted(lps, reverse=True)  # best first
-    plain = by_prompt(batched.generate(prompts[:2], SamplingParams(
-        temperature=1.0, max_tokens=6, n=4, seed=1)))
+    plain = by_prompt(
+        batched.generate(prompts[:2], SamplingParams(temperature=1.0, max_tokens=6, n=4, seed=1))
+    )
     assert [(c.index, c.sample) for c in plain] == [(i, j) for i in range(2) for j in range(4)]
     assert all(c.finish_reason in ("stop", "length") and c.n_tokens <= 6 for c in plain)
 
@@ -155,7 +168,7 @@ def test_stop_strings_truncate(batched, prompts):
     stop = full.text[4:8]
     sp = SamplingParams(temperature=0.0, max_tokens=16, stop=("never here", stop))
     cut = next(iter(batched.generate(prompts[2:3], sp)))
-    assert cut.text == full.text[:full.text.index(stop)]
+    assert cut.text == full.text[: full.text.index(stop)]
     assert cut.finish_reason == "stop" and cut.n_tokens < full.n_tokens
 
 
@@ -188,3 +201,37 @@ def test_batch_plan_rule():
     assert plan_batch([1000] * 10, 1, 500, 200, None, cell, 1).n_parallel == 1
     assert plan_batch([10], 1, 5, 0, 3, 1, 1) == BatchPlan(3, 6 * 512, 6)
     assert common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+
+
+def test_sgtui_threads_sets_the_thread_count_of_every_context(bundled_model, monkeypatch):
+    """SGTUI_THREADS reaches the batched backend's own decoding context as well as the loading
+    one, and wins over the count the caller asked for."""
+    import llama_cpp as L
+
+    monkeypatch.setenv("SGTUI_THREADS", "1")
+    gen = BatchedLlamaCppGenerator(bundled_model, n_threads=2)
+    try:
+        assert gen.llm.context_params.n_threads == gen.llm.context_params.n_threads_batch == 1
+        prompt = gen.render_chat([ChatMessage("user", QUESTIONS[0])])
+        assert len(list(gen.generate([prompt], SamplingParams(temperature=0.0, max_tokens=2))))
+        assert L.llama_n_threads(gen._ctx) == L.llama_n_threads_batch(gen._ctx) == 1
+    finally:
+        gen.close()
+
+
+def test_sgtui_threads_is_read_as_a_count(monkeypatch):
+    from backends.base import cpu_threads
+    from backends.llama_cpp import llama_threads
+
+    monkeypatch.delenv("SGTUI_THREADS", raising=False)
+    assert llama_threads() == cpu_threads() and llama_threads(3) == 3
+    for unset in ("", " ", "0"):  # sgtui's own choice
+        monkeypatch.setenv("SGTUI_THREADS", unset)
+        assert llama_threads(3) == 3
+    monkeypatch.setenv("SGTUI_THREADS", " 5 ")
+    assert llama_threads() == llama_threads(3) == 5
+    for bad in ("two", "-1", "1.5"):
+        monkeypatch.setenv("SGTUI_THREADS", bad)
+        with pytest.raises(SgtuiError, match="SGTUI_THREADS must be a whole number") as e:
+            llama_threads()
+        assert "0 (or unset it)" in e.value.fix

@@ -1,4 +1,5 @@
 """The evaluation metrics against values worked out by hand."""
+
 from __future__ import annotations
 
 import pytest
@@ -66,15 +67,18 @@ def test_exact_match_uses_extraction_and_normalisation():
     assert exact_match("B", "B", ["A", "B"]) == 1.0
 
 
-@pytest.mark.parametrize("a, b, n", [
-    ("ABCBDAB", "BDCABA", 4),  # the textbook example: BCBA
-    ("abc", "abc", 3),
-    ("abc", "cba", 1),
-    ("abc", "", 0),
-    ("", "abc", 0),
-    ("abc", "xyz", 0),
-    ("aaaa", "aa", 2),
-])
+@pytest.mark.parametrize(
+    "a, b, n",
+    [
+        ("ABCBDAB", "BDCABA", 4),  # the textbook example: BCBA
+        ("abc", "abc", 3),
+        ("abc", "cba", 1),
+        ("abc", "", 0),
+        ("", "abc", 0),
+        ("abc", "xyz", 0),
+        ("aaaa", "aa", 2),
+    ],
+)
 def test_lcs_length_by_hand(a, b, n):
     assert lcs_length(a, b) == n
     assert lcs_length(b, a) == n

@@ -21,7 +21,7 @@ from sgtui import model_meta, models
 from sgtui.errors import SgtuiError
 
 ROOT = Path(__file__).resolve().parent.parent
-from sgtui.models import resolve_model
+resolve_model = models.resolve_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TEMPLATE = "{{ .System }} {{ .Prompt }}"
@@ -58,30 +58,45 @@ def put_blob(root: Path, data: bytes) -> str:
 
 def ollama_manifest(root: Path, host: str, ns: str, model: str, tag: str, layers: list) -> Path:
     """A manifest as Ollama writes it (manifest.WriteManifest): schema 2, a config layer."""
-    config = put_blob(root, json.dumps({"model_format": "gguf", "model_family": "llama",
-                                        "file_type": "Q4_1"}).encode())
+    config = put_blob(
+        root,
+        json.dumps({"model_format": "gguf", "model_family": "llama", "file_type": "Q4_1"}).encode(),
+    )
     m = root / "manifests" / host / ns / model / tag
     m.parent.mkdir(parents=True, exist_ok=True)
-    m.write_text(json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                   "digest": config, "size": 80},
-        "layers": layers,
-    }))
+    m.write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "digest": config,
+                    "size": 80,
+                },
+                "layers": layers,
+            }
+        )
+    )
     return m
 
 
 def model_layer(digest: str, size: int) -> dict:
-    return {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
-            "size": size}
+    return {
+        "mediaType": "application/vnd.ollama.image.model",
+        "digest": f"sha256:{digest}",
+        "size": size,
+    }
 
 
 def build_ollama(root: Path, gguf: Path, digest: str) -> Path:
     link(gguf, root / "blobs" / f"sha256-{digest}")
     size = gguf.stat().st_size
-    template = {"mediaType": "application/vnd.ollama.image.template",
-                "digest": put_blob(root, TEMPLATE.encode()), "size": len(TEMPLATE)}
+    template = {
+        "mediaType": "application/vnd.ollama.image.template",
+        "digest": put_blob(root, TEMPLATE.encode()),
+        "size": len(TEMPLATE),
+    }
     layers = [model_layer(digest, size), template]
     ollama_manifest(root, "registry.ollama.ai", "library", "smollm2", "135m", layers)
     ollama_manifest(root, "registry.ollama.ai", "someone", "tiny", "latest", layers)
@@ -109,8 +124,11 @@ def tiny_hf_folder(folder: Path) -> int:
         "model.norm.weight": np.zeros((16,), dtype=np.float32),
     }
     save_file(tensors, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(
-        {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "torch_dtype": "float32"}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "torch_dtype": "float32"}
+        )
+    )
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ x }}"}))
     return sum(t.size for t in tensors.values())
 
@@ -178,11 +196,14 @@ def test_a_path_is_used_as_it_is(stores, bundled_model):
 
 def test_ollama_names_resolve_to_the_gguf_blob(stores):
     blob = str(stores["blob"])
-    for name in ("ollama:smollm2:135m", "ollama:library/smollm2:135m",
-                 "ollama:registry.ollama.ai/library/smollm2:135m",
-                 "ollama:SmolLM2:135M",  # Ollama compares names case-insensitively
-                 "ollama:someone/tiny",  # the tag defaults to latest
-                 "ollama:hf.co/bartowski/SmolLM2-GGUF:Q4_1"):
+    for name in (
+        "ollama:smollm2:135m",
+        "ollama:library/smollm2:135m",
+        "ollama:registry.ollama.ai/library/smollm2:135m",
+        "ollama:SmolLM2:135M",  # Ollama compares names case-insensitively
+        "ollama:someone/tiny",  # the tag defaults to latest
+        "ollama:hf.co/bartowski/SmolLM2-GGUF:Q4_1",
+    ):
         assert resolve_model(name) == blob, name
     assert Path(blob).read_bytes()[:4] == b"GGUF"
 
@@ -202,8 +223,14 @@ def test_ollama_errors_say_what_to_do(stores, digest):
     assert "ollama pull smollm2:360m" in e.fix
 
     blob = stores["ollama"] / "blobs" / f"sha256-{'f' * 64}"
-    ollama_manifest(stores["ollama"], "registry.ollama.ai", "library", "gone", "latest",
-                    [model_layer("f" * 64, 10)])
+    ollama_manifest(
+        stores["ollama"],
+        "registry.ollama.ai",
+        "library",
+        "gone",
+        "latest",
+        [model_layer("f" * 64, 10)],
+    )
     e = fails("ollama:gone")
     assert "missing" in e.message and e.path == str(blob)
     assert "`ollama pull gone:latest` again" in e.fix
@@ -212,8 +239,9 @@ def test_ollama_errors_say_what_to_do(stores, digest):
     assert "no GGUF model layer" in fails("ollama:nolayer").message
 
     bad = put_blob(stores["ollama"], b"not a gguf at all").split(":")[1]
-    ollama_manifest(stores["ollama"], "registry.ollama.ai", "library", "bad", "latest",
-                    [model_layer(bad, 17)])
+    ollama_manifest(
+        stores["ollama"], "registry.ollama.ai", "library", "bad", "latest", [model_layer(bad, 17)]
+    )
     assert "not a GGUF file" in fails("ollama:bad").message
 
     assert "not an Ollama model name" in fails("ollama:../../etc:x").message
@@ -228,7 +256,8 @@ def test_lmstudio_names(stores):
     assert "2 GGUF models: multi.Q4_1.gguf, multi.Q8_0.gguf" in e.message
     assert "lmstudio:pub/multi/multi.Q4_1.gguf" in e.fix
     assert resolve_model("lmstudio:pub/multi/multi.Q8_0.gguf") == str(
-        root / "pub" / "multi" / "multi.Q8_0.gguf")
+        root / "pub" / "multi" / "multi.Q8_0.gguf"
+    )
     e = fails("lmstudio:pub/absent")
     assert "LM Studio has no model 'pub/absent'" in e.message and "LMSTUDIO_MODELS" in e.fix
 
@@ -236,8 +265,10 @@ def test_lmstudio_names(stores):
 def test_lmstudio_default_folders(stores, monkeypatch, bundled_model):
     monkeypatch.delenv("LMSTUDIO_MODELS")
     home = stores["home"]
-    assert models.lmstudio_models_dirs() == [home / ".lmstudio" / "models",
-                                             home / ".cache" / "lm-studio" / "models"]
+    assert models.lmstudio_models_dirs() == [
+        home / ".lmstudio" / "models",
+        home / ".cache" / "lm-studio" / "models",
+    ]
     link(Path(bundled_model), home / ".cache" / "lm-studio" / "models" / "a" / "b" / "b.gguf")
     assert resolve_model("lmstudio:a/b").endswith("lm-studio/models/a/b/b.gguf")
     # a models folder chosen in LM Studio's settings comes first
@@ -250,12 +281,15 @@ def test_lmstudio_default_folders(stores, monkeypatch, bundled_model):
 def test_hugging_face_repo_ids_from_the_local_cache(stores):
     snap = stores["hub"] / "models--tiny-org--tiny-llama" / "snapshots" / COMMIT
     assert resolve_model("tiny-org/tiny-llama") == str(snap)
-    gsnap = (stores["hub"] / "models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF" / "snapshots"
-             / COMMIT)
+    gsnap = (
+        stores["hub"] / "models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF" / "snapshots" / COMMIT
+    )
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF") == str(
-        gsnap / "smollm2-135m-q4_1.gguf")
+        gsnap / "smollm2-135m-q4_1.gguf"
+    )
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-q4_1.gguf") == str(
-        gsnap / "smollm2-135m-q4_1.gguf")
+        gsnap / "smollm2-135m-q4_1.gguf"
+    )
     e = fails("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/other.gguf")
     assert "has no file 'other.gguf' (it has: smollm2-135m-q4_1.gguf)" in e.message
 
@@ -332,18 +366,30 @@ def test_list_models_finds_every_store_with_its_metadata(stores, bundled_model):
     assert ollama.path == str(stores["blob"]) and ollama.source == "ollama"
     hf = by_name["tiny-org/tiny-llama"]
     assert (hf.format, hf.architecture, hf.n_params, hf.quantization, hf.chat_template) == (
-        "hf", "llama", stores["hf_params"], "F32", True)
+        "hf",
+        "llama",
+        stores["hf_params"],
+        "F32",
+        True,
+    )
     assert hf.backend == "transformers" and resolve_model(hf.name) == hf.path
     assert hf.size_bytes == sum(f.stat().st_size for f in Path(hf.path).iterdir())
     assert models.list_models() == scan.models
 
 
 def test_a_broken_entry_is_skipped_with_why(stores, bundled_model, digest):
-    ollama_manifest(stores["ollama"], "registry.ollama.ai", "library", "gone", "latest",
-                    [model_layer("e" * 64, 10)])
+    ollama_manifest(
+        stores["ollama"],
+        "registry.ollama.ai",
+        "library",
+        "gone",
+        "latest",
+        [model_layer("e" * 64, 10)],
+    )
     (stores["ollama"] / "manifests" / "registry.ollama.ai" / "library" / "junk").mkdir()
     (stores["ollama"] / "manifests" / "registry.ollama.ai" / "library" / "junk" / "x").write_text(
-        "{not json")
+        "{not json"
+    )
     cut = stores["lmstudio"] / "pub" / "cut" / "cut.gguf"
     cut.parent.mkdir(parents=True)
     cut.write_bytes(Path(bundled_model).read_bytes()[:4096])  # a download stopped early
@@ -381,8 +427,9 @@ def reader_view(path):
             lengths[key] = len(f.data)
         else:
             kv[key] = f.contents()
-    tensors = [(t.name, tuple(int(x) for x in t.field.parts[3]), int(t.tensor_type))
-               for t in r.tensors]
+    tensors = [
+        (t.name, tuple(int(x) for x in t.field.parts[3]), int(t.tensor_type)) for t in r.tensors
+    ]
     return kv, lengths, tensors
 
 
@@ -429,7 +476,11 @@ def test_gguf_header_on_a_file_the_gguf_writer_wrote(tmp_path):
     assert h.tensors == tensors
     meta = model_meta.model_metadata(path)
     assert (meta.architecture, meta.n_params, meta.quantization, meta.chat_template) == (
-        "qwen2", 37, "Q8_0", True)
+        "qwen2",
+        37,
+        "Q8_0",
+        True,
+    )
 
 
 def test_metadata_is_cached_per_path_size_and_mtime(bundled_model, tmp_path, monkeypatch):
@@ -458,28 +509,56 @@ def test_no_network_is_touched(stores, monkeypatch):
 
 
 def test_the_core_imports_no_ui_and_no_cli(bundled_model, tmp_path):
-    code = ("import sys, sgtui.models as m; m.resolve_model(sys.argv[1]); m.list_models(); "
-            "bad = [x for x in ('textual', 'sgtui.cli', 'sgtui.tui') if x in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    env = {**os.environ, "HOME": str(tmp_path), "OLLAMA_MODELS": str(tmp_path / "o"),
-           "LMSTUDIO_MODELS": str(tmp_path / "l"), "HF_HUB_CACHE": str(tmp_path / "h")}
-    r = subprocess.run([sys.executable, "-c", code, bundled_model], capture_output=True,
-                       text=True, timeout=120, env=env)
+    code = (
+        "import sys, sgtui.models as m; m.resolve_model(sys.argv[1]); m.list_models(); "
+        "bad = [x for x in ('textual', 'sgtui.cli', 'sgtui.tui') if x in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "OLLAMA_MODELS": str(tmp_path / "o"),
+        "LMSTUDIO_MODELS": str(tmp_path / "l"),
+        "HF_HUB_CACHE": str(tmp_path / "h"),
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", code, bundled_model],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 # -- everywhere a model is named ------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ollama:smollm2:135m",
-                                  "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"])
+@pytest.mark.parametrize(
+    "name", ["ollama:smollm2:135m", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"]
+)
 def test_generate_takes_a_model_by_name(stores, name, tmp_path, capsys):
     """`sgtui generate --model NAME` (as `run` and `eval`, through cli.resolve_model): the run
     records the file the name resolved to, so training, export and resume find it."""
     from sgtui.cli import main
     from sgtui.store import Store
+
     db = tmp_path / "n.db"
-    code = main(["generate", str(ROOT / "data" / "tasks" / "formal-rewrite.toml"), "--model",
-                 name, "--rounds", "1", "--per-round", "1", "--n", "1", "--db", str(db)])
+    code = main(
+        [
+            "generate",
+            str(ROOT / "data" / "tasks" / "formal-rewrite.toml"),
+            "--model",
+            name,
+            "--rounds",
+            "1",
+            "--per-round",
+            "1",
+            "--n",
+            "1",
+            "--db",
+            str(db),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     run = Store(db).run(1)
     assert run["model"] == resolve_model(name) and Path(run["model"]).is_file()

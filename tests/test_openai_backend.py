@@ -2,6 +2,7 @@
 llama-cpp-python's own (`python -m llama_cpp.server`) on the bundled model and a free loopback
 port, started by these tests. Stubs stand in only for what a real server will not do on demand
 (answer 429 and 503, drop a connection before answering); they are marked where used."""
+
 from __future__ import annotations
 
 import socket
@@ -9,8 +10,13 @@ import threading
 import time
 
 import pytest
-from server_fixture import (free_port, llama_cpp_server, missing_server_packages, stub_server,
-                            with_bos)
+from server_fixture import (
+    free_port,
+    llama_cpp_server,
+    missing_server_packages,
+    stub_server,
+    with_bos,
+)
 
 from backends.base import ChatMessage, SamplingParams
 from sgtui.errors import SgtuiError
@@ -18,15 +24,17 @@ from sgtui.errors import SgtuiError
 MISSING = missing_server_packages()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(bool(MISSING), reason="llama-cpp-python's server extra is not installed "
-                       f"(missing: {', '.join(MISSING)}); pip install fastapi uvicorn "
-                       "sse-starlette 'starlette-context<0.4' pydantic-settings pyyaml"),
+    pytest.mark.skipif(
+        bool(MISSING),
+        reason="llama-cpp-python's server extra is not installed "
+        f"(missing: {', '.join(MISSING)}); pip install fastapi uvicorn "
+        "sse-starlette 'starlette-context<0.4' pydantic-settings pyyaml",
+    ),
 ]
 
 KEY = "sgtui-test-key-5c1e"
 KEY_ENV = "SGTUI_TEST_SERVER_KEY"
-INPUTS = ["hey can u call me back later", "the printer is broken again lol",
-          "dont forget the milk"]
+INPUTS = ["hey can u call me back later", "the printer is broken again lol", "dont forget the milk"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +47,7 @@ def server(bundled_model, tmp_path_factory):
 @pytest.fixture
 def gen(server, bundled_model, monkeypatch):
     from backends.openai_server import OpenAIServerGenerator
+
     monkeypatch.setenv(KEY_ENV, KEY)
     g = OpenAIServerGenerator(server.url, api_key_env=KEY_ENV, template_from=bundled_model)
     yield g
@@ -49,6 +58,7 @@ def _prompts(g, inputs=INPUTS):
     from sgtui.paths import REPO_DATA
     from sgtui.prompts import meta_messages
     from sgtui.task import load_task
+
     task = load_task(REPO_DATA / "tasks" / "formal-rewrite.toml")
     return [g.render_chat(meta_messages(task, x)) for x in inputs]
 
@@ -56,19 +66,20 @@ def _prompts(g, inputs=INPUTS):
 def test_what_the_server_offers(gen, server, llama, monkeypatch):
     """Rendering, token counts and the context as the in-process backend has them."""
     from backends.openai_server import OpenAIServerGenerator
+
     assert gen.flavour == "llama-cpp-python" and gen.exact_tokens
     assert gen.model_path == f"{server.url}#{gen.served_model}"
     msgs = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hi there")]
     assert gen.render_chat(msgs) == llama.render_chat(msgs)
     assert gen.eos_text() == llama.eos_text() == "<|im_end|>"
-    for text in ["", "hello", "<|im_start|>user\nCafé, naïve — 東京<|im_end|>\n",
-                 *_prompts(gen)]:
+    for text in ["", "hello", "<|im_start|>user\nCafé, naïve — 東京<|im_end|>\n", *_prompts(gen)]:
         assert gen.count_tokens(text) == llama.count_tokens(text), text
     # llama-cpp-python's server does not say its context: its own default is assumed
     assert gen.n_ctx == 2048 and "assumed" in gen.n_ctx_source
     # without template_from nothing gives a chat template: the paper's Vicuna layout
-    bare = OpenAIServerGenerator(f"{server.url}#{gen.served_model}", api_key_env=KEY_ENV,
-                                 n_ctx=1024)
+    bare = OpenAIServerGenerator(
+        f"{server.url}#{gen.served_model}", api_key_env=KEY_ENV, n_ctx=1024
+    )
     try:
         assert bare.chat_template is None and bare.template_source.startswith("vicuna")
         assert bare.render_chat([ChatMessage("user", "Hi")]) == "\nUSER: Hi\nASSISTANT:\n"
@@ -107,8 +118,11 @@ def test_n_answers_are_draws_with_their_own_seeds(gen):
     assert [(c.index, c.sample) for c in draws] == [(0, 0), (0, 1), (0, 2)]
     assert gen._n_ok is False  # the server gave one choice for n = 3
     for j, c in enumerate(draws):
-        alone = list(gen.generate(prompt, SamplingParams(temperature=0.9, top_k=40,
-                                                         max_tokens=24), seeds=[1234 + j]))
+        alone = list(
+            gen.generate(
+                prompt, SamplingParams(temperature=0.9, top_k=40, max_tokens=24), seeds=[1234 + j]
+            )
+        )
         assert [a.text for a in alone] == [c.text]
     assert len({c.text for c in draws}) > 1
 
@@ -120,13 +134,14 @@ def test_stop_strings_cut_as_in_process(gen, llama):
     assert len(words) >= 3, full
     stop = " " + words[2]
     cut = next(iter(gen.generate(prompt, SamplingParams(max_tokens=40, stop=(stop, "\n\n\n")))))
-    assert cut.text == full[:full.find(stop)] and cut.finish_reason == "stop"
+    assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
     local = next(iter(llama.generate(prompt, SamplingParams(max_tokens=40, stop=(stop,)))))
     assert local.text == cut.text
 
 
 def test_refused_connection_is_a_clear_error():
     from backends.openai_server import OpenAIServerGenerator
+
     port = free_port()  # nothing listens there
     with pytest.raises(SgtuiError) as e:
         OpenAIServerGenerator(f"http://127.0.0.1:{port}/v1", served_model="m")
@@ -137,6 +152,7 @@ def test_refused_connection_is_a_clear_error():
 
 def test_api_key_comes_from_the_named_variable(server, monkeypatch):
     from backends.openai_server import OpenAIServerGenerator
+
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(SgtuiError) as e:
         OpenAIServerGenerator(server.url, api_key_env=KEY_ENV)
@@ -153,12 +169,14 @@ def test_api_key_comes_from_the_named_variable(server, monkeypatch):
 
 def _stub_routes(completions):
     """A stub OpenAI server: one model, no extras, /v1/completions answered by `completions`."""
+
     def handle(method, path, body):
         if path == "/v1/models":
             return 200, {}, {"object": "list", "data": [{"id": "stub", "object": "model"}]}
         if path == "/v1/completions":
             return completions(body)
         return 404, {}, {"detail": "Not Found"}
+
     return handle
 
 
@@ -166,10 +184,19 @@ def test_429_and_503_are_retried_after_retry_after():
     """A stub, because a real server does not answer 429 on demand: the backend waits as long
     as Retry-After says, then tries again."""
     from backends.openai_server import OpenAIServerGenerator
-    answers = [(429, {"Retry-After": "1"}, {"error": {"message": "slow down"}}),
-               (503, {"Retry-After": "0"}, {"error": {"message": "loading model"}}),
-               (200, {}, {"choices": [{"text": "Fine.", "index": 0, "finish_reason": "stop"}],
-                          "usage": {"completion_tokens": 2}})]
+
+    answers = [
+        (429, {"Retry-After": "1"}, {"error": {"message": "slow down"}}),
+        (503, {"Retry-After": "0"}, {"error": {"message": "loading model"}}),
+        (
+            200,
+            {},
+            {
+                "choices": [{"text": "Fine.", "index": 0, "finish_reason": "stop"}],
+                "usage": {"completion_tokens": 2},
+            },
+        ),
+    ]
     with stub_server(_stub_routes(lambda body: answers.pop(0))) as (url, seen):
         g = OpenAIServerGenerator(url)
         assert g.served_model == "stub" and not g.exact_tokens
@@ -188,6 +215,7 @@ def test_429_and_503_are_retried_after_retry_after():
 def test_a_server_that_stays_busy_is_a_clear_error():
     """A stub (see above) that answers 429 to every try."""
     from backends.openai_server import MAX_TRIES, OpenAIServerGenerator
+
     busy = (429, {"Retry-After": "0"}, {"error": {"message": "rate limited"}})
     with stub_server(_stub_routes(lambda body: busy)) as (url, seen):
         g = OpenAIServerGenerator(url)
@@ -210,27 +238,52 @@ def test_ollama_gets_the_prompt_raw():
         if path == "/api/version":
             return 200, {}, {"version": "0.12.0"}
         if path == "/v1/models":
-            return 200, {}, {"object": "list", "data": [{"id": "smol:latest", "object": "model",
-                                                         "owned_by": "library"}]}
+            return (
+                200,
+                {},
+                {
+                    "object": "list",
+                    "data": [{"id": "smol:latest", "object": "model", "owned_by": "library"}],
+                },
+            )
         if path == "/api/show":
-            return 200, {}, {"parameters": 'num_ctx 8192\nstop "<|im_end|>"',
-                             "template": "{{ .Prompt }}", "model_info": {}}
+            return (
+                200,
+                {},
+                {
+                    "parameters": 'num_ctx 8192\nstop "<|im_end|>"',
+                    "template": "{{ .Prompt }}",
+                    "model_info": {},
+                },
+            )
         if path == "/api/generate":
-            return 200, {}, {"response": "Bonjour.\nUSER: and again", "done": True,
-                             "done_reason": "stop", "eval_count": 7}
+            return (
+                200,
+                {},
+                {
+                    "response": "Bonjour.\nUSER: and again",
+                    "done": True,
+                    "done_reason": "stop",
+                    "eval_count": 7,
+                },
+            )
         return 404, {}, {"error": "not found"}
 
     with stub_server(handle) as (url, seen):
         g = OpenAIServerGenerator(url, served_model="smol")
-        out = sorted(g.generate(["USER: hi\nASSISTANT:\n"],
-                                SamplingParams(temperature=0.5, max_tokens=9, n=2),
-                                seeds=[40]), key=lambda c: c.sample)
+        out = sorted(
+            g.generate(
+                ["USER: hi\nASSISTANT:\n"],
+                SamplingParams(temperature=0.5, max_tokens=9, n=2),
+                seeds=[40],
+            ),
+            key=lambda c: c.sample,
+        )
         assert g.flavour == "ollama" and g.n_ctx == 8192 and "api/show" in g.n_ctx_source
         assert g.supports_score is False and "Ollama" in g.score_unsupported
         g.close()
     # no chat template: the Vicuna layout's next turn is a stop, as in-process
-    assert [(c.sample, c.text, c.n_tokens) for c in out] == [(0, "Bonjour.", 7),
-                                                             (1, "Bonjour.", 7)]
+    assert [(c.sample, c.text, c.n_tokens) for c in out] == [(0, "Bonjour.", 7), (1, "Bonjour.", 7)]
     calls = [s for s in seen if s[1] == "/api/generate"]
     assert not [s for s in seen if s[1] == "/v1/completions"] and len(calls) == 2
     for call in calls:
@@ -247,6 +300,7 @@ def test_a_dropped_connection_is_a_clear_error():
     """A stub socket that accepts and closes without answering (a server that dies mid-request;
     the real server killed mid-run is in the resume test below)."""
     from backends.openai_server import OpenAIServerGenerator
+
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(8)
@@ -279,14 +333,17 @@ def test_score_where_the_server_gives_right_logprobs(gen, bundled_model, tmp_pat
     backend's numbers."""
     from backends.llama_cpp import LlamaCppGenerator
     from backends.openai_server import OpenAIServerGenerator
+
     assert gen.supports_score is False and "shifts" in gen.score_unsupported
     with pytest.raises(SgtuiError, match="cannot score"):
         gen.score(["a"], ["b"])
 
     bos_model = with_bos(bundled_model, tmp_path)
     prompt = "<|im_start|>user\nRewrite formally: gonna be late<|im_end|>\n<|im_start|>assistant\n"
-    pairs = ([prompt, prompt, "The capital of France is"],
-             ["I will be late.", "The weather is nice.", " Paris"])
+    pairs = (
+        [prompt, prompt, "The capital of France is"],
+        ["I will be late.", "The weather is nice.", " Paris"],
+    )
     local = LlamaCppGenerator(str(bos_model))
     try:
         expected = local.score(*pairs)
@@ -310,9 +367,11 @@ def _small_run(store, task_file="formal-rewrite.toml", **over):
     from sgtui.paths import REPO_DATA
     from sgtui.synthesis import create_run
     from sgtui.task import load_task
+
     task = load_task(REPO_DATA / "tasks" / task_file)
     params = RunParams.defaults_for(task.type, "small").override(
-        rounds=1, per_round=2, n=3, gen_max_tokens=32, ann_max_tokens=24, **over)
+        rounds=1, per_round=2, n=3, gen_max_tokens=32, ann_max_tokens=24, **over
+    )
     return task, params, lambda model: create_run(store, task, params, model, "openai")
 
 
@@ -322,6 +381,7 @@ def test_a_synthesis_run_against_the_server(gen, tmp_path):
     from sgtui.events import SampleEvent
     from sgtui.pipeline import SynthesisRun
     from sgtui.store import Store
+
     store = Store(tmp_path / "s.db")
     _, _, make = _small_run(store, input_dependence=True)
     rid = make(gen.model_path)
@@ -349,9 +409,11 @@ def test_a_server_killed_mid_run_fails_it_and_a_new_one_finishes_it(bundled_mode
     from sgtui.events import SampleEvent
     from sgtui.pipeline import SynthesisRun
     from sgtui.store import Store
+
     store = Store(tmp_path / "k.db")
-    _, _, make = _small_run(store, input_length_filter=False, small_filters=False,
-                            noise_filter=False)
+    _, _, make = _small_run(
+        store, input_length_filter=False, small_filters=False, noise_filter=False
+    )
     with llama_cpp_server(bundled_model, tmp_path) as first:
         g = OpenAIServerGenerator(first.url, template_from=bundled_model)
         rid = make(g.model_path)
@@ -396,20 +458,35 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
     import sys
     import time
     from pathlib import Path
+
     root = Path(__file__).resolve().parent.parent
     db = tmp_path / "s.db"
     env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(root), "SGTUI_HOME": str(tmp_path)}
     common = ["--db", str(db), "--base-url", server.url, "--api-key-env", KEY_ENV]
-    cmd = [sys.executable, "-m", "sgtui", "generate", str(root / "data" / "tasks" /
-           "formal-rewrite.toml"), "--backend", "openai", "--rounds", "1", "--per-round", "3",
-           "--n", "2", *common]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sgtui",
+        "generate",
+        str(root / "data" / "tasks" / "formal-rewrite.toml"),
+        "--backend",
+        "openai",
+        "--rounds",
+        "1",
+        "--per-round",
+        "3",
+        "--n",
+        "2",
+        *common,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def annotated() -> list[tuple]:
         try:
             with sqlite3.connect(db) as c:
-                return c.execute("select slot, output from samples where stage = 'annotated' "
-                                 "order by slot").fetchall()
+                return c.execute(
+                    "select slot, output from samples where stage = 'annotated' order by slot"
+                ).fetchall()
         except sqlite3.Error:
             return []
 
@@ -420,13 +497,22 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
     before = annotated()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    again = subprocess.run([sys.executable, "-m", "sgtui", "generate", "--resume", "1", *common],
-                           env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [sys.executable, "-m", "sgtui", "generate", "--resume", "1", *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     with sqlite3.connect(db) as c:
         model, backend = c.execute("select model, backend from runs where id = 1").fetchone()
-        slots = [r[0] for r in c.execute("select slot from samples where stage = 'input' or "
-                                          "stage = 'annotated'")]
+        slots = [
+            r[0]
+            for r in c.execute(
+                "select slot from samples where stage = 'input' or stage = 'annotated'"
+            )
+        ]
     assert backend == "openai" and model.startswith(server.url)
     assert sorted(slots) == sorted(set(slots)) and len(slots) == 3  # each input once
     after = dict(annotated())

@@ -2,6 +2,7 @@
 TrainParams.validate), before a model is loaded or a run is created: the CLI refuses a bad
 value with exit 2 and a message naming the flag and its range, the TUI form with the same
 message. `mark` names the ids it did not find."""
+
 from __future__ import annotations
 
 import math
@@ -62,10 +63,10 @@ GENERATE_REFUSED = [
 
 
 @pytest.mark.parametrize("command", ["generate", "run"])
-@pytest.mark.parametrize("flags,flag", GENERATE_REFUSED, ids=lambda v: " ".join(v)
-                         if isinstance(v, list) else None)
-def test_bad_run_parameters_are_refused_before_a_run_exists(tmp_path, capsys, command, flags,
-                                                            flag):
+@pytest.mark.parametrize(
+    "flags,flag", GENERATE_REFUSED, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_bad_run_parameters_are_refused_before_a_run_exists(tmp_path, capsys, command, flags, flag):
     db = tmp_path / "v.db"
     # the bundled model: a value that got through would load it and create a run
     rc, out, err = cli([command, TASK, "--db", str(db), *flags], capsys)
@@ -87,8 +88,9 @@ RUN_REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("flags,message", RUN_REFUSED, ids=lambda v: " ".join(v)
-                         if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    "flags,message", RUN_REFUSED, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
 def test_bad_run_and_training_values_name_their_own_flag(tmp_path, capsys, flags, message):
     db = tmp_path / "r.db"
     rc, out, err = cli(["run", TASK, "--db", str(db), *flags], capsys)
@@ -98,9 +100,15 @@ def test_bad_run_and_training_values_name_their_own_flag(tmp_path, capsys, flags
     assert runs_in(db) == 0
 
 
-@pytest.mark.parametrize("flags,flag", [(["--lr", "inf"], "--lr"), (["--lr", "nan"], "--lr"),
-                                        (["--dropout", "nan"], "--dropout"),
-                                        (["--weight-decay", "inf"], "--weight-decay")])
+@pytest.mark.parametrize(
+    "flags,flag",
+    [
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--dropout", "nan"], "--dropout"),
+        (["--weight-decay", "inf"], "--weight-decay"),
+    ],
+)
 def test_train_refuses_non_finite_values_before_starting(tmp_path, capsys, flags, flag):
     db = tmp_path / "t.db"
     rid = make_reviewed_run(db)
@@ -115,8 +123,12 @@ def test_n_zero_is_refused_by_the_real_command(tmp_path):
     """The whole process: exit 2, one message, no traceback, no run (it used to finish 'done'
     with every kept input unannotated)."""
     db = tmp_path / "n.db"
-    p = subprocess.run([sys.executable, "-m", "sgtui", "generate", TASK, "--db", str(db),
-                        "--n", "0"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "sgtui", "generate", TASK, "--db", str(db), "--n", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("sgtui: --n must be between 1 and 1000 (got 0)")
     assert "Traceback" not in p.stderr
@@ -131,6 +143,7 @@ SEED_MAX = 2**32 - 1
 def finite_at_least(low: float, high: float = math.inf, *, above: bool = False):
     def accepts(v: float) -> bool:
         return math.isfinite(v) and (v > low if above else v >= low) and v <= high
+
     return accepts
 
 
@@ -162,12 +175,37 @@ TRAIN_FLAGS = {  # through `sgtui run`, whose training seed is --train-seed
     "--weight-decay": (float, finite_at_least(0)),
 }
 
-edge_ints = st.sampled_from([0, -1, 1, 2, 9, 10, 15, 16, 1000, 1001, 10_000, 10_001, INT_MAX,
-                             INT_MAX + 1, SEED_MAX, SEED_MAX + 1, 2**63, 10**20, -(10**20)])
+edge_ints = st.sampled_from(
+    [
+        0,
+        -1,
+        1,
+        2,
+        9,
+        10,
+        15,
+        16,
+        1000,
+        1001,
+        10_000,
+        10_001,
+        INT_MAX,
+        INT_MAX + 1,
+        SEED_MAX,
+        SEED_MAX + 1,
+        2**63,
+        10**20,
+        -(10**20),
+    ]
+)
 ints = st.one_of(edge_ints, st.integers(-100, 2000), st.integers())
-floats = st.one_of(st.sampled_from([0.0, -0.0, 1.0, 0.999, 1.5, -1.0, 1e-300, 1e300,
-                                    math.nan, math.inf, -math.inf]),
-                   st.floats(allow_nan=True, allow_infinity=True), ints)
+floats = st.one_of(
+    st.sampled_from(
+        [0.0, -0.0, 1.0, 0.999, 1.5, -1.0, 1e-300, 1e300, math.nan, math.inf, -math.inf]
+    ),
+    st.floats(allow_nan=True, allow_infinity=True),
+    ints,
+)
 
 
 def value_for(kind) -> st.SearchStrategy:
@@ -176,7 +214,8 @@ def value_for(kind) -> st.SearchStrategy:
 
 def flag_and_value(table: dict) -> st.SearchStrategy:
     return st.sampled_from(sorted(table)).flatmap(
-        lambda flag: st.tuples(st.just(flag), value_for(table[flag][0])))
+        lambda flag: st.tuples(st.just(flag), value_for(table[flag][0]))
+    )
 
 
 def check_outcome(table, flag, value, rc, err) -> None:
@@ -190,8 +229,9 @@ def check_outcome(table, flag, value, rc, err) -> None:
         assert err.startswith(f"sgtui: {flag} must be"), (flag, value, err)
 
 
-PROPERTY = settings(max_examples=100, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @PROPERTY
@@ -203,8 +243,9 @@ PROPERTY = settings(max_examples=100, deadline=None,
 def test_generate_numeric_flags_run_or_are_refused(tmp_path, capsys, case):
     flag, value = case
     db = tmp_path / "h.db"
-    rc, out, err = cli(["generate", TASK, "--db", str(db), "--backend", NO_BACKEND,
-                        f"{flag}={value!r}"], capsys)
+    rc, out, err = cli(
+        ["generate", TASK, "--db", str(db), "--backend", NO_BACKEND, f"{flag}={value!r}"], capsys
+    )
     check_outcome(GENERATE_FLAGS, flag, value, rc, err)
     assert runs_in(db) == 0
 
@@ -217,8 +258,9 @@ def test_generate_numeric_flags_run_or_are_refused(tmp_path, capsys, case):
 def test_training_numeric_flags_run_or_are_refused(tmp_path, capsys, case):
     flag, value = case
     db = tmp_path / "h.db"
-    rc, out, err = cli(["run", TASK, "--db", str(db), "--backend", NO_BACKEND,
-                        f"{flag}={value!r}"], capsys)
+    rc, out, err = cli(
+        ["run", TASK, "--db", str(db), "--backend", NO_BACKEND, f"{flag}={value!r}"], capsys
+    )
     check_outcome(TRAIN_FLAGS, flag, value, rc, err)
     assert runs_in(db) == 0
 
@@ -226,12 +268,41 @@ def test_training_numeric_flags_run_or_are_refused(tmp_path, capsys, case):
 def test_values_at_the_edges_really_run(tmp_path, bundled_model):
     """The smallest accepted values are not only accepted: a run with them finishes."""
     db = tmp_path / "edge.db"
-    p = subprocess.run([sys.executable, "-m", "sgtui", "generate", TASK, "--db", str(db),
-                        "--model", bundled_model, "--rounds", "1", "--per-round", "1",
-                        "--n", "1", "--best-of", "0", "--gen-max-tokens", "1",
-                        "--ann-max-tokens", "1", "--temperature", "0", "--min-frequency", "1",
-                        "--seed", str(SEED_MAX), "--quiet"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sgtui",
+            "generate",
+            TASK,
+            "--db",
+            str(db),
+            "--model",
+            bundled_model,
+            "--rounds",
+            "1",
+            "--per-round",
+            "1",
+            "--n",
+            "1",
+            "--best-of",
+            "0",
+            "--gen-max-tokens",
+            "1",
+            "--ann-max-tokens",
+            "1",
+            "--temperature",
+            "0",
+            "--min-frequency",
+            "1",
+            "--seed",
+            str(SEED_MAX),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert Store(db).run(1)["status"] == "done"
 
@@ -248,15 +319,18 @@ def test_every_field_is_declared_and_its_defaults_pass():
             RunParams.defaults_for(typ, mode).validate()
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"gen_top_p": 0.0}, "gen_top_p must be above 0 and at most 1 (got 0)"),
-    ({"gen_top_k": -1}, "gen_top_k must be at least 0 (got -1)"),
-    ({"max_low_quality": 0}, "max_low_quality must be at least 1 (got 0)"),
-    ({"near_copy_threshold": math.nan}, "near_copy_threshold must be a finite number"),
-    ({"ann_temperature": -0.5}, "ann_temperature must be at least 0 (got -0.5)"),
-    ({"context_cutoff": 0}, "context_cutoff must be at least 1 (got 0)"),
-    ({"rounds": 2.5}, "--rounds must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"gen_top_p": 0.0}, "gen_top_p must be above 0 and at most 1 (got 0)"),
+        ({"gen_top_k": -1}, "gen_top_k must be at least 0 (got -1)"),
+        ({"max_low_quality": 0}, "max_low_quality must be at least 1 (got 0)"),
+        ({"near_copy_threshold": math.nan}, "near_copy_threshold must be a finite number"),
+        ({"ann_temperature": -0.5}, "ann_temperature must be at least 0 (got -0.5)"),
+        ({"context_cutoff": 0}, "context_cutoff must be at least 1 (got 0)"),
+        ({"rounds": 2.5}, "--rounds must be a whole number"),
+    ],
+)
 def test_fields_without_a_flag_are_named_by_their_field(change, message):
     with pytest.raises(SgtuiError) as e:
         RunParams().override(**change)
@@ -265,16 +339,21 @@ def test_fields_without_a_flag_are_named_by_their_field(change, message):
 
 
 # -- the TUI form refuses the same values with the same message -------------------------------
-@pytest.mark.parametrize("flags,form", [
-    (["--rounds", "-3"], {"rounds": "-3"}),
-    (["--n", "10", "--best-of", "2"], {"n": "10", "best_of": "2"}),
-    (["--temperature", "nan"], {"gen_temperature": "nan"}),
-    (["--min-frequency", "1.5"], {"min_frequency": "1.5"}),
-])
+@pytest.mark.parametrize(
+    "flags,form",
+    [
+        (["--rounds", "-3"], {"rounds": "-3"}),
+        (["--n", "10", "--best-of", "2"], {"n": "10", "best_of": "2"}),
+        (["--temperature", "nan"], {"gen_temperature": "nan"}),
+        (["--min-frequency", "1.5"], {"min_frequency": "1.5"}),
+    ],
+)
 def test_tui_form_and_cli_give_the_same_message(tmp_path, capsys, flags, form):
     from sgtui.tui.params import parse_params
-    rc, out, err = cli(["generate", TASK, "--db", str(tmp_path / "s.db"), "--backend",
-                        NO_BACKEND, *flags], capsys)
+
+    rc, out, err = cli(
+        ["generate", TASK, "--db", str(tmp_path / "s.db"), "--backend", NO_BACKEND, *flags], capsys
+    )
     assert rc == 2
     cli_message = err.removeprefix("sgtui: ").split("\n  fix:")[0]
     with pytest.raises(ValueError) as e:
@@ -284,6 +363,7 @@ def test_tui_form_and_cli_give_the_same_message(tmp_path, capsys, flags, form):
 
 def test_tui_form_accepts_what_the_cli_accepts():
     from sgtui.tui.params import parse_params
+
     # best of 0 (draw only n) is the small mode's default: the form used to refuse it
     assert parse_params({"n": "10", "best_of": "0"}).best_of == 0
     assert parse_params({"rounds": "1", "min_frequency": "1"}).rounds == 1
@@ -305,9 +385,22 @@ def test_mark_with_an_id_past_sqlite_integers_is_a_message(tmp_path):
     db = tmp_path / "m.db"
     make_reviewed_run(db)
     real = Store(db).samples(1)[0]["id"]
-    p = subprocess.run([sys.executable, "-m", "sgtui", "mark", "discard", str(real),
-                        "99999999999999999999", "--db", str(db)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sgtui",
+            "mark",
+            "discard",
+            str(real),
+            "99999999999999999999",
+            "--db",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and "OverflowError" not in p.stderr
     assert "no sample with id 99999999999999999999" in p.stderr

@@ -4,6 +4,7 @@ input without crashing and return a valid result.
 The parser may refuse a document, but only with an SgtuiError (a clear message, exit 2); a
 document it accepts is a valid task that survives the round trips the app makes with it
 (database JSON, the TUI editor's TOML)."""
+
 from __future__ import annotations
 
 import json
@@ -15,47 +16,73 @@ from hypothesis import strategies as st
 
 from sgtui.annotation import map_to_label
 from sgtui.errors import SgtuiError
-from sgtui.filters import (DegenerateFilter, DuplicateFilter, EmptyFilter, LengthFilter,
-                           NearCopyFilter, NoiseFilter, PromptEchoFilter, first_failure,
-                           length_window, rouge_l)
+from sgtui.filters import (
+    DegenerateFilter,
+    DuplicateFilter,
+    EmptyFilter,
+    LengthFilter,
+    NearCopyFilter,
+    NoiseFilter,
+    PromptEchoFilter,
+    first_failure,
+    length_window,
+    rouge_l,
+)
 from sgtui.task import MAX_EXAMPLES, MIN_EXAMPLES, TYPES, Task, load_task, parse_task, task_to_toml
 from sgtui.vote import self_consistency_vote
 
 FAST = settings(max_examples=150, deadline=None)
-FILES = settings(max_examples=120, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture])
+FILES = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # -- strategies -------------------------------------------------------------------------------
 REGEX_META = ".^$*+?{}[]\\|()"
 any_text = st.text(st.characters(codec=None), max_size=40)
 # a lone surrogate: a JSON file can hold one as a \ud800 escape (st.text never makes them)
-broken = st.builds(lambda a, c, b: a + c + b, st.text(max_size=4),
-                   st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]),
-                   st.text(max_size=4))
+broken = st.builds(
+    lambda a, c, b: a + c + b,
+    st.text(max_size=4),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]),
+    st.text(max_size=4),
+)
 meta_text = st.text(st.sampled_from(REGEX_META + "ab \n\"'"), min_size=1, max_size=12)
 quoted = st.text(st.sampled_from("ab \"'\\\n\t\r{}[]=#"), min_size=1, max_size=30)
 # a few kilobytes to a few hundred: built by repetition, which hypothesis shrinks well
-huge = st.builds(lambda s, n: s * n, st.text(st.sampled_from("ab é\n\""), min_size=1,
-                                                    max_size=4), st.integers(1_000, 60_000))
+huge = st.builds(
+    lambda s, n: s * n,
+    st.text(st.sampled_from('ab é\n"'), min_size=1, max_size=4),
+    st.integers(1_000, 60_000),
+)
 texty = st.one_of(any_text, meta_text, quoted, st.text(max_size=200), huge, broken)
 scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), texty)
-junk = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                     st.dictionaries(any_text, inner, max_size=4)),
-                    max_leaves=8)
+junk = st.recursive(
+    scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(any_text, inner, max_size=4)
+    ),
+    max_leaves=8,
+)
 
 
 @st.composite
 def task_docs(draw) -> dict:
     """Documents near a valid task: each field is valid most of the time and wrong otherwise,
     so that both acceptance and every refusal are reached."""
+
     def pick(valid, wrong):
         return draw(valid if draw(st.integers(0, 14)) else wrong)
 
     filled = st.one_of(any_text, meta_text, quoted, huge).filter(lambda t: t.strip() != "")
     ttype = pick(st.sampled_from(TYPES), st.sampled_from(["Generation", "", None, 3]))
-    labels = pick(st.lists(st.one_of(meta_text, quoted, any_text).filter(lambda t: t.strip()),
-                           min_size=2, max_size=5),
-                  st.lists(st.one_of(any_text, st.just("")), max_size=2))
+    labels = pick(
+        st.lists(
+            st.one_of(meta_text, quoted, any_text).filter(lambda t: t.strip()),
+            min_size=2,
+            max_size=5,
+        ),
+        st.lists(st.one_of(any_text, st.just("")), max_size=2),
+    )
     n = pick(st.integers(MIN_EXAMPLES, MAX_EXAMPLES), st.sampled_from([0, 1, MAX_EXAMPLES + 1]))
 
     def output() -> object:
@@ -64,18 +91,25 @@ def task_docs(draw) -> dict:
             return pick(st.sampled_from([lab, f" {lab}\n"]), st.one_of(texty, junk))
         return pick(filled, st.one_of(texty, junk))
 
-    examples = [{"input": pick(filled, st.one_of(texty, junk)), "output": output()}
-                for _ in range(n)]
-    doc: dict = {"name": pick(filled, st.one_of(texty, junk)), "type": ttype,
-                 "instruction": pick(filled, st.one_of(texty, junk)), "examples": examples}
+    examples = [
+        {"input": pick(filled, st.one_of(texty, junk)), "output": output()} for _ in range(n)
+    ]
+    doc: dict = {
+        "name": pick(filled, st.one_of(texty, junk)),
+        "type": ttype,
+        "instruction": pick(filled, st.one_of(texty, junk)),
+        "examples": examples,
+    }
     if ttype == "classification" or draw(st.integers(0, 9)) == 0:
         doc["labels"] = pick(st.just(labels), junk)
     if draw(st.booleans()):
-        doc["extra_noise_terms"] = pick(st.lists(st.one_of(meta_text, any_text).filter(bool),
-                                                 max_size=4), junk)
+        doc["extra_noise_terms"] = pick(
+            st.lists(st.one_of(meta_text, any_text).filter(bool), max_size=4), junk
+        )
     if draw(st.booleans()):
-        doc["metric"] = pick(st.sampled_from(["rouge", "exact_match"]),
-                             st.one_of(junk, st.just("bleu")))
+        doc["metric"] = pick(
+            st.sampled_from(["rouge", "exact_match"]), st.one_of(junk, st.just("bleu"))
+        )
     if draw(st.booleans()):  # the Natural-Instructions spellings
         doc["task_name"] = doc.pop("name")
         if doc["type"] in TYPES and draw(st.booleans()):
@@ -203,8 +237,10 @@ def _strings(value):
 
 
 @FILES
-@given(raw=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
-       suffix=st.sampled_from([".toml", ".json"]))
+@given(
+    raw=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
+    suffix=st.sampled_from([".toml", ".json"]),
+)
 def test_load_task_garbage_bytes(tmp_path, raw, suffix):
     path = tmp_path / f"g{suffix}"
     path.write_bytes(raw)
@@ -214,19 +250,32 @@ def test_load_task_garbage_bytes(tmp_path, raw, suffix):
         assert e.message and e.fix
 
 
-@pytest.mark.parametrize("char", ["\x7f", "\x00", "\x1f", "\u2028", "\ufeff", "\"", "\\"])
+@pytest.mark.parametrize("char", ["\x7f", "\x00", "\x1f", "\u2028", "\ufeff", '"', "\\"])
 def test_task_to_toml_round_trips_awkward_characters(char):
-    task = parse_task({"name": f"n{char}", "type": "classification",
-                       "instruction": f"say {char} yes", "labels": [f"a{char}", "b"],
-                       "examples": [{"input": f"x{char}\ny", "output": f"a{char}"},
-                                    {"input": "z", "output": "b"}]})
+    task = parse_task(
+        {
+            "name": f"n{char}",
+            "type": "classification",
+            "instruction": f"say {char} yes",
+            "labels": [f"a{char}", "b"],
+            "examples": [
+                {"input": f"x{char}\ny", "output": f"a{char}"},
+                {"input": "z", "output": "b"},
+            ],
+        }
+    )
     import tomllib
+
     assert parse_task(tomllib.loads(task_to_toml(task))).to_dict() == task.to_dict()
 
 
 def test_lone_surrogate_is_refused_clearly():
-    doc = {"name": "x", "type": "generation", "instruction": "do \ud800 it",
-           "examples": [{"input": "a", "output": "b"}, {"input": "c", "output": "d"}]}
+    doc = {
+        "name": "x",
+        "type": "generation",
+        "instruction": "do \ud800 it",
+        "examples": [{"input": "a", "output": "b"}, {"input": "c", "output": "d"}],
+    }
     with pytest.raises(SgtuiError, match="Unicode"):
         parse_task(doc)
 
@@ -261,8 +310,10 @@ def test_length_filter(seeds, text):
 
 
 @FAST
-@given(extra=st.lists(st.one_of(meta_text, broken, any_text.filter(bool)),
-                      max_size=5), text=st.one_of(sized, huge))
+@given(
+    extra=st.lists(st.one_of(meta_text, broken, any_text.filter(bool)), max_size=5),
+    text=st.one_of(sized, huge),
+)
 def test_noise_filter(extra, text):
     f = NoiseFilter.for_task(extra)
     r = f(text)
@@ -316,8 +367,13 @@ def test_degenerate_filter(text):
 @FAST
 @given(text=sized, seeds=seed_texts, extra=st.lists(meta_text, max_size=3))
 def test_first_failure(text, seeds, extra):
-    filters = [EmptyFilter(), LengthFilter.from_seeds(seeds), NoiseFilter.for_task(extra),
-               DuplicateFilter(seeds), DegenerateFilter()]
+    filters = [
+        EmptyFilter(),
+        LengthFilter.from_seeds(seeds),
+        NoiseFilter.for_task(extra),
+        DuplicateFilter(seeds),
+        DegenerateFilter(),
+    ]
     got = first_failure(text, filters)
     if got is not None:
         name, reason = got
@@ -327,13 +383,18 @@ def test_first_failure(text, seeds, extra):
 
 
 # -- the vote and the label mapper ---------------------------------------------------------------
-candidates = st.lists(st.one_of(st.none(), st.sampled_from(["yes", " yes ", "no", "", "  "]),
-                                sized), max_size=12)
+candidates = st.lists(
+    st.one_of(st.none(), st.sampled_from(["yes", " yes ", "no", "", "  "]), sized), max_size=12
+)
 
 
 @FAST
-@given(cands=candidates, min_frequency=st.floats(0, 1),
-       extra=st.lists(meta_text, max_size=2), seeds=seed_texts)
+@given(
+    cands=candidates,
+    min_frequency=st.floats(0, 1),
+    extra=st.lists(meta_text, max_size=2),
+    seeds=seed_texts,
+)
 def test_self_consistency_vote(cands, min_frequency, extra, seeds):
     filters = [LengthFilter.from_seeds(seeds, "output_length"), NoiseFilter.for_task(extra)]
     r = self_consistency_vote(cands, filters, min_frequency)
@@ -361,8 +422,10 @@ def test_map_to_label(answer, labels):
 
 
 @FAST
-@given(labels=st.lists(meta_text.map(str.strip).filter(bool), min_size=2, max_size=5,
-                       unique=True), pick=st.integers(0, 4))
+@given(
+    labels=st.lists(meta_text.map(str.strip).filter(bool), min_size=2, max_size=5, unique=True),
+    pick=st.integers(0, 4),
+)
 def test_map_to_label_finds_a_metacharacter_label(labels, pick):
     lab = labels[pick % len(labels)]
     got = map_to_label(f"The answer is {lab}.", labels)

@@ -1,4 +1,5 @@
 """kill -9 during a real generation, then --resume: nothing lost, nothing duplicated."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,30 @@ def _sgtui(*args, env):
 def test_sigkill_then_resume(tmp_path):
     db = tmp_path / "k.db"
     env = {**os.environ, "SGTUI_HOME": str(tmp_path)}
-    args = ["generate", str(REPO_DATA / "tasks" / "formal-rewrite.toml"), "--db", str(db),
-            "--rounds", "3", "--per-round", "4", "--gen-max-tokens", "40", "--n", "2",
-            "--best-of", "2", "--ann-max-tokens", "24", "--mode", "small", "--quiet"]
-    proc = subprocess.Popen(_sgtui(*args, env=env), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    args = [
+        "generate",
+        str(REPO_DATA / "tasks" / "formal-rewrite.toml"),
+        "--db",
+        str(db),
+        "--rounds",
+        "3",
+        "--per-round",
+        "4",
+        "--gen-max-tokens",
+        "40",
+        "--n",
+        "2",
+        "--best-of",
+        "2",
+        "--ann-max-tokens",
+        "24",
+        "--mode",
+        "small",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        _sgtui(*args, env=env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     # wait until some samples are committed, then kill without warning
     deadline = time.time() + 240
     before = []
@@ -48,8 +68,13 @@ def test_sigkill_then_resume(tmp_path):
     assert store.run(1)["status"] == "running"  # the dead process never released it
     store.mark(next(iter(before.values()))["id"], "discard")
 
-    out = subprocess.run(_sgtui("generate", "--resume", "1", "--db", str(db), "--quiet", env=env),
-                         env=env, capture_output=True, text=True, timeout=850)
+    out = subprocess.run(
+        _sgtui("generate", "--resume", "1", "--db", str(db), "--quiet", env=env),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
     assert out.returncode == 0, out.stderr
     assert "candidate inputs" in out.stdout
     store = Store(db)

@@ -4,6 +4,7 @@ validation rows, evaluate base and fine-tuned on the held-out rows, print the ta
 
 Small settings (one round of six inputs, two epochs, five rows) keep it to a few minutes;
 bench/results/ holds the figures of full-size runs."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,13 @@ from sgtui.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "data" / "tasks" / "formal-rewrite.toml"
-VAL = [("hey can u call me back", "Could you please call me back?"),
-       ("im not coming today sorry", "I apologise, but I will not be able to attend today."),
-       ("pls fix the printer", "Could you please repair the printer?"),
-       ("thx for the help!!", "Thank you very much for your help."),
-       ("where r the keys", "Could you tell me where the keys are?")]
+VAL = [
+    ("hey can u call me back", "Could you please call me back?"),
+    ("im not coming today sorry", "I apologise, but I will not be able to attend today."),
+    ("pls fix the printer", "Could you please repair the printer?"),
+    ("thx for the help!!", "Thank you very much for your help."),
+    ("where r the keys", "Could you tell me where the keys are?"),
+]
 
 
 @pytest.mark.slow
@@ -34,10 +37,36 @@ def test_run_generates_trains_chooses_an_epoch_and_prints_the_table(tmp_path):
     env = {**os.environ, "SGTUI_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
     db = tmp_path / "run.db"
     out = subprocess.run(
-        [sys.executable, "-m", "sgtui", "run", str(TASK), "--db", str(db), "--rounds", "1",
-         "--per-round", "6", "--n", "3", "--epochs", "2", "--batch-size", "4",
-         "--eval-limit", "5", "--val-split", str(val), "--quiet"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=1100)
+        [
+            sys.executable,
+            "-m",
+            "sgtui",
+            "run",
+            str(TASK),
+            "--db",
+            str(db),
+            "--rounds",
+            "1",
+            "--per-round",
+            "6",
+            "--n",
+            "3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--eval-limit",
+            "5",
+            "--val-split",
+            str(val),
+            "--quiet",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert "Traceback" not in out.stderr
@@ -56,9 +85,13 @@ def test_run_generates_trains_chooses_an_epoch_and_prints_the_table(tmp_path):
 
     # the before/after table, scored on the task's held-out rows, not the validation rows
     assert "formal-rewrite on formal-rewrite.eval.jsonl[5 of 20, seed 0]" in text, text
-    rows = {line.split()[0]: line for line in text.splitlines()
-            if line.startswith(("base ", "self-guide", "trivial "))}
+    rows = {
+        line.split()[0]: line
+        for line in text.splitlines()
+        if line.startswith(("base ", "self-guide", "trivial "))
+    }
     assert set(rows) == {"base", "self-guide", "trivial"}, text
+
     def score(line: str) -> float:
         words = line.split()
         return float(words[words.index("rouge") + 1])

@@ -1,6 +1,7 @@
 """Run folders belong to their database: two databases under one SGTUI_HOME never share one,
 and folders from the old layout ($SGTUI_HOME/runs/run-<id>) move to the database that owns
 them."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from word_task import COLOURS, WORD, make_run
 
 from sgtui.cli import main
 from sgtui.store import Store
 from sgtui.training import adapter_dir, checkpoints_dir, run_dir
-from test_training import COLOURS, WORD, make_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +29,11 @@ def _fake_adapter(folder: Path, marker: str) -> None:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_two_databases_under_one_home_get_their_own_run_folders(tmp_path):
@@ -50,15 +54,35 @@ def test_exporting_run_1_of_one_database_never_takes_anothers_adapter(tmp_path, 
     make_run(a, [("x", "y")])
     make_run(b, [("x", "y")])
     _fake_adapter(adapter_dir(a, 1), "a's adapter")
-    code = main(["export", "1", "--format", "adapter", "--db", str(tmp_path / "b.db"),
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "export",
+            "1",
+            "--format",
+            "adapter",
+            "--db",
+            str(tmp_path / "b.db"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "run 1 has no trained adapter" in err, err
     assert not (tmp_path / "out").exists()
     assert b.artifacts(1) == []
 
-    code = main(["export", "1", "--format", "adapter", "--db", str(tmp_path / "a.db"),
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "export",
+            "1",
+            "--format",
+            "adapter",
+            "--db",
+            str(tmp_path / "a.db"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "adapter_model.safetensors").read_text() == "a's adapter"
 
@@ -119,9 +143,26 @@ def test_training_run_1_of_one_database_leaves_anothers_run_1_alone(tmp_path, bu
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def train(db: Path) -> None:
-        r = subprocess.run([sys.executable, "-m", "sgtui", "train", "1", "--db", str(db),
-                            "--epochs", "1", "--batch-size", "1", "--quiet"],
-                           env=env, capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sgtui",
+                "train",
+                "1",
+                "--db",
+                str(db),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "1",
+                "--quiet",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert r.returncode == 0, r.stderr
 
     for name, colours in (("a.db", COLOURS[:1]), ("b.db", COLOURS[1:2])):

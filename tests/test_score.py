@@ -6,6 +6,7 @@ pair must score the same alone or beside other pairs, and scoring must leave gen
 it was. The transformers backend is checked on a tiny random model against one forward pass
 per continuation token.
 """
+
 from __future__ import annotations
 
 import threading
@@ -19,18 +20,27 @@ from sgtui.errors import SgtuiError
 slow = pytest.mark.slow
 
 REPEAT = "Repeat: the cat sat on the mat\nAnswer:"
-PAIRS = [(REPEAT, " the cat sat on the mat"),
-         ("Translate into French, keeping the tone of the English sentence.\nEnglish: good "
-          "morning, my friend\nFrench:", " bonjour, mon ami"),
-         ("Q: What is two plus two?\nA:", " 4"),
-         ("Write a sentence about the sea.\n", "The sea is calm and blue tonight, and the boats "
-                                                "rest in the harbour until morning."),
-         ("x", " y")]
+PAIRS = [
+    (REPEAT, " the cat sat on the mat"),
+    (
+        "Translate into French, keeping the tone of the English sentence.\nEnglish: good "
+        "morning, my friend\nFrench:",
+        " bonjour, mon ami",
+    ),
+    ("Q: What is two plus two?\nA:", " 4"),
+    (
+        "Write a sentence about the sea.\n",
+        "The sea is calm and blue tonight, and the boats rest in the harbour until morning.",
+    ),
+    ("x", " y"),
+]
 # about 560 tokens of prompt: more than one 512-token batch
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog near the river bank. " * 40 + "\nGist:"
 LONG_CONT = " A fox jumps over a dog again and again by the river."
-REVIEW = ("Is the review positive or negative?\nReview: The soup was cold and the waiter never "
-          "came back.\nAnswer:")
+REVIEW = (
+    "Is the review positive or negative?\nReview: The soup was cold and the waiter never "
+    "came back.\nAnswer:"
+)
 LABELS = [" positive", " negative", " neutral"]
 
 
@@ -39,6 +49,7 @@ def llama(bundled_model):
     """The batched backend on one thread (the machine running the tests may be shared, and
     llama.cpp's threads spin: more of them than free cores collapse)."""
     from backends.llama_batch import BatchedLlamaCppGenerator
+
     gen = BatchedLlamaCppGenerator(bundled_model, n_threads=1)
     yield gen
     gen.close()
@@ -48,8 +59,15 @@ def llama(bundled_model):
 def reference(bundled_model):
     """The bundled model in a plain high-level llama.cpp context keeping all logits rows."""
     from llama_cpp import Llama
-    llm = Llama(model_path=bundled_model, logits_all=True, n_ctx=768, n_threads=1,
-                n_threads_batch=1, verbose=False)
+
+    llm = Llama(
+        model_path=bundled_model,
+        logits_all=True,
+        n_ctx=768,
+        n_threads=1,
+        n_threads_batch=1,
+        verbose=False,
+    )
     yield llm
     llm.close()
 
@@ -60,7 +78,7 @@ def reference_score(ref, prompt: str, cont: str) -> TokenScore:
     c = ref.tokenize(cont.encode(), add_bos=False, special=False)
     ref.reset()
     ref.eval(p + c)
-    rows = np.asarray(ref.scores[len(p) - 1:len(p) + len(c) - 1], dtype=np.float64)
+    rows = np.asarray(ref.scores[len(p) - 1 : len(p) + len(c) - 1], dtype=np.float64)
     top = rows.max(axis=1, keepdims=True)
     lse = top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))
     return TokenScore(float(sum(rows[i, t] - lse[i] for i, t in enumerate(c))), len(c))
@@ -104,8 +122,9 @@ def test_a_pair_scores_the_same_alone_or_beside_others(llama):
 
 @slow
 def test_the_repeated_text_is_far_likelier_than_an_unrelated_one(llama):
-    same, other = llama.score([REPEAT, REPEAT],
-                              [" the cat sat on the mat", " quantum chromodynamics lattice"])
+    same, other = llama.score(
+        [REPEAT, REPEAT], [" the cat sat on the mat", " quantum chromodynamics lattice"]
+    )
     assert same.mean > other.mean + 4.0  # nats per token: about -1.6 against -9.9
     assert same.mean > -3.0
 
@@ -161,6 +180,7 @@ def test_bad_calls_fail_clearly(llama):
 @slow
 def test_the_sequential_backend_gives_the_same_scores(bundled_model, llama):
     from backends.llama_cpp import LlamaCppGenerator
+
     seq = LlamaCppGenerator(bundled_model, n_ctx=1024, n_threads=1)
     try:
         pairs = PAIRS + [(LONG_PROMPT, LONG_CONT)]
@@ -168,8 +188,9 @@ def test_the_sequential_backend_gives_the_same_scores(bundled_model, llama):
         for got, want in zip(seq.score(prompts, conts), llama.score(prompts, conts)):
             assert_close(got, want)
         greedy = SamplingParams(temperature=0.0, max_tokens=12)
-        assert (next(seq.generate([REPEAT], greedy)).text
-                == next(llama.generate([REPEAT], greedy)).text)
+        assert (
+            next(seq.generate([REPEAT], greedy)).text == next(llama.generate([REPEAT], greedy)).text
+        )
     finally:
         seq.close()
 
@@ -177,9 +198,10 @@ def test_the_sequential_backend_gives_the_same_scores(bundled_model, llama):
 def test_the_transformers_backend_scores_each_token_given_the_ones_before(tmp_path):
     pytest.importorskip("transformers")
     import torch
+    from test_security import _tiny_hf_model
 
     from backends.transformers_gen import TransformersGenerator
-    from test_security import _tiny_hf_model
+
     _tiny_hf_model(tmp_path)
     gen = TransformersGenerator(str(tmp_path))
     prompt, cont = "could you send the file", " please move the meeting"

@@ -1,4 +1,5 @@
 """The small-model input-generation mode, its filters and the annotation sanity checks."""
+
 from sgtui.config import RunParams
 from sgtui.filters import DegenerateFilter, NearCopyFilter, PromptEchoFilter
 from sgtui.input_generation import InputGenerator
@@ -74,14 +75,22 @@ def test_degenerate():
 def test_annotation_warnings():
     kept = [{"label": "neutral", "input": f"x{i}", "output": "neutral"} for i in range(9)]
     kept.append({"label": "yes", "input": "y", "output": "yes"})
-    from sgtui.task import Task, Example
-    t = Task("t", "classification", "i", [Example("a", "neutral"), Example("b", "yes")],
-             labels=["neutral", "yes"])
+    from sgtui.task import Example, Task
+
+    t = Task(
+        "t",
+        "classification",
+        "i",
+        [Example("a", "neutral"), Example("b", "yes")],
+        labels=["neutral", "yes"],
+    )
     assert "'neutral' to 9 of 10" in annotation_warnings(t, kept)[0]
     g = Task("g", "generation", "i", [Example("a", "b"), Example("c", "d")])
     copies = [{"input": f"text number {i}", "output": f"text number {i}"} for i in range(6)]
     assert "copied its input for 6 of 6" in annotation_warnings(g, copies)[0]
-    assert annotation_warnings(g, []) == ["no sample survived annotation; there is nothing to train on"]
+    assert annotation_warnings(g, []) == [
+        "no sample survived annotation; there is nothing to train on"
+    ]
 
 
 def test_conditioning_annotator_labels_each_input_with_its_pseudo_label(llama, tmp_path):
@@ -89,19 +98,21 @@ def test_conditioning_annotator_labels_each_input_with_its_pseudo_label(llama, t
     input is labelled with the label its prompt asked for, and the classes are balanced."""
     from sgtui.store import Store
     from sgtui.synthesis import create_run, run_synthesis
+
     store = Store(tmp_path / "c.db")
     params = RunParams.defaults_for("classification", "small").override(
-        rounds=2, annotator="conditioning")
+        rounds=2, annotator="conditioning"
+    )
     rid = create_run(store, CLS, params, "model.gguf", "llama-cpp")
     summary = run_synthesis(store, rid, llama, lambda e: None)
-    annotated = store.samples(rid, "stage = 'annotated'")
+    annotated = store.annotated(rid)
     assert annotated, "no input survived the input filters"
     for s in annotated:
         assert s["candidates"] == [] and s["pseudo_label"] in CLS.labels
         assert s["label"] == s["output"] == s["pseudo_label"]
     pairs = store.training_pairs(rid)
     labels = [p["label"] if isinstance(p, dict) and "label" in p else None for p in pairs]
-    kept = store.samples(rid, "stage = 'annotated' and status = 'kept'")
+    kept = store.annotated(rid, kept_only=True)
     counts = {lab: sum(1 for s in kept if s["label"] == lab) for lab in {s["label"] for s in kept}}
     assert len(set(counts.values())) <= 1, counts  # balanced by the conditioning label
     assert summary["kept"] == len(kept) and labels is not None
@@ -116,14 +127,16 @@ def test_channel_annotator_takes_the_label_under_which_the_input_is_likeliest(tm
     from sgtui.paths import bundled_model
     from sgtui.store import Store
     from sgtui.synthesis import create_run, run_synthesis
+
     gen = backends.load_generator("llama-cpp", str(bundled_model()), n_threads=1)
     try:
         store = Store(tmp_path / "ch.db")
         params = RunParams.defaults_for("classification", "small").override(
-            rounds=1, per_round=4, annotator="channel", balance_classes=False)
+            rounds=1, per_round=4, annotator="channel", balance_classes=False
+        )
         rid = create_run(store, CLS, params, "model.gguf", "llama-cpp")
         run_synthesis(store, rid, gen, lambda e: None)
-        annotated = store.samples(rid, "stage = 'annotated'")
+        annotated = store.annotated(rid)
         assert annotated, "no input survived the input filters"
         for s in annotated:
             scores = s["votes"]

@@ -4,10 +4,10 @@ import pytest
 
 from sgtui.config import RunParams
 from sgtui.errors import RunBusy, SgtuiError
+from sgtui.paths import example_tasks
 from sgtui.store import Store
 from sgtui.synthesis import create_run
 from sgtui.task import load_task
-from sgtui.paths import example_tasks
 
 
 @pytest.fixture
@@ -35,11 +35,25 @@ def test_sample_slot_is_unique(store):
 
 def test_marks_drive_training_pairs(store):
     rid = _run(store)
-    a = store.add_sample(rid, round=0, slot=0, stage="annotated", input="a", output="A", status="kept")
-    b = store.add_sample(rid, round=0, slot=1, stage="annotated", input="b", output="B", status="kept")
-    c = store.add_sample(rid, round=0, slot=2, stage="annotated", input="c", output="C",
-                         status="filtered", filter="class_balance")
-    store.add_sample(rid, round=0, slot=3, stage="input", input="d", status="filtered", filter="noise")
+    a = store.add_sample(
+        rid, round=0, slot=0, stage="annotated", input="a", output="A", status="kept"
+    )
+    b = store.add_sample(
+        rid, round=0, slot=1, stage="annotated", input="b", output="B", status="kept"
+    )
+    c = store.add_sample(
+        rid,
+        round=0,
+        slot=2,
+        stage="annotated",
+        input="c",
+        output="C",
+        status="filtered",
+        filter="class_balance",
+    )
+    store.add_sample(
+        rid, round=0, slot=3, stage="input", input="d", status="filtered", filter="noise"
+    )
     assert {s["id"] for s in store.training_pairs(rid)} == {a, b}
     store.mark(b, "discard")
     store.mark(c, "keep")
@@ -63,7 +77,9 @@ def test_not_a_database(tmp_path):
 
 
 def test_claim_refuses_live_other_process(store):
-    import subprocess, sys
+    import subprocess
+    import sys
+
     rid = _run(store)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

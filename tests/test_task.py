@@ -29,7 +29,7 @@ def _write(tmp_path, text, name="t.toml"):
     return p
 
 
-GOOD = '''name = "x"
+GOOD = """name = "x"
 type = "classification"
 instruction = "say yes or no"
 labels = ["yes", "no"]
@@ -39,7 +39,7 @@ output = "yes"
 [[examples]]
 input = "b"
 output = "no"
-'''
+"""
 
 
 def test_toml_round_trip(tmp_path):
@@ -48,14 +48,17 @@ def test_toml_round_trip(tmp_path):
     assert t2.to_dict() == t.to_dict()
 
 
-@pytest.mark.parametrize("text, words", [
-    (GOOD.replace('instruction = "say yes or no"\n', ""), "missing field 'instruction'"),
-    (GOOD.split("[[examples]]\ninput = \"b\"")[0], "2 to 10 examples"),
-    (GOOD.replace('output = "no"', 'output = "maybe"'), "is not one of the labels"),
-    (GOOD.replace('type = "classification"', 'type = "poetry"'), "field 'type'"),
-    ("name = ", "does not parse"),
-    (GOOD.replace('labels = ["yes", "no"]', 'labels = ["yes"]'), "at least 2 labels"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (GOOD.replace('instruction = "say yes or no"\n', ""), "missing field 'instruction'"),
+        (GOOD.split('[[examples]]\ninput = "b"')[0], "2 to 10 examples"),
+        (GOOD.replace('output = "no"', 'output = "maybe"'), "is not one of the labels"),
+        (GOOD.replace('type = "classification"', 'type = "poetry"'), "field 'type'"),
+        ("name = ", "does not parse"),
+        (GOOD.replace('labels = ["yes", "no"]', 'labels = ["yes"]'), "at least 2 labels"),
+    ],
+)
 def test_bad_task_files_name_file_and_fix(tmp_path, text, words):
     p = _write(tmp_path, text)
     with pytest.raises(SgtuiError) as e:

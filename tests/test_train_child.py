@@ -5,6 +5,7 @@ Every test trains for real (transformers + peft on the CPU) through the real CLI
 worker, on a tiny random Llama built here: two layers, a byte-level tokenizer and a chat
 template, so a step takes milliseconds and only the imports cost seconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,20 @@ import pytest
 from sgtui.store import Store
 from sgtui.task import parse_task
 
-pytestmark = [pytest.mark.slow,  # trains (a tiny model, but each child imports torch)
-              pytest.mark.skipif(not Path("/proc/self/stat").exists(),
-                                 reason="finds processes through /proc (Linux)")]
+pytestmark = [
+    pytest.mark.slow,  # trains (a tiny model, but each child imports torch)
+    pytest.mark.skipif(
+        not Path("/proc/self/stat").exists(), reason="finds processes through /proc (Linux)"
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
-TASK = {"name": "colour-thing", "type": "generation",  # generation: 3 epochs by default
-        "instruction": "Name a thing of this colour.",
-        "examples": [{"input": "red", "output": "apple"}, {"input": "blue", "output": "sky"}]}
+TASK = {
+    "name": "colour-thing",
+    "type": "generation",  # generation: 3 epochs by default
+    "instruction": "Name a thing of this colour.",
+    "examples": [{"input": "red", "output": "apple"}, {"input": "blue", "output": "sky"}],
+}
 COLOURS = ["green", "yellow", "black", "white", "purple", "orange", "pink", "brown"]
 # fp32: no bf16 timing probe; a long --max-len: byte-level tokens make long prompts
 CHEAP = ["--precision", "fp32", "--max-len", "4096", "--batch-size", "1", "--lr", "1e-3"]
@@ -49,16 +56,27 @@ def tiny_model(tmp_path_factory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<s>", "</s>"])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="</s>")
-    fast.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>"
-                          "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>"
+        "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     fast.save_pretrained(folder)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=8192, bos_token_id=vocab["<s>"],
-                         eos_token_id=vocab["</s>"], pad_token_id=vocab["</s>"])
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=8192,
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
+        pad_token_id=vocab["</s>"],
+    )
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -69,8 +87,15 @@ def make_run(db: Path, model: Path, n_pairs: int) -> int:
     run_id = store.create_run(task, store.add_task(task), {}, str(model), "transformers")
     for i in range(n_pairs):
         colour = COLOURS[i % len(COLOURS)] + (f" {i}" if i >= len(COLOURS) else "")
-        store.add_sample(run_id, round=0, slot=i, stage="annotated", status="kept",
-                         input=colour, output="flibbertigibbet")
+        store.add_sample(
+            run_id,
+            round=0,
+            slot=i,
+            stage="annotated",
+            status="kept",
+            input=colour,
+            output="flibbertigibbet",
+        )
     store.close()
     return run_id
 
@@ -80,12 +105,18 @@ def env() -> dict:
 
 
 def sgtui(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sgtui", *argv], env=env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sgtui", *argv],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_folder(db: Path, run_id: int) -> Path:
     from sgtui.training import run_dir
+
     return run_dir(db, run_id)
 
 
@@ -96,7 +127,7 @@ def _stat(pid: int) -> tuple[str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[1])
 
 
@@ -143,9 +174,23 @@ def test_sigkill_of_sgtui_train_ends_the_child(tmp_path, tiny_model, moment):
     within seconds, quietly (no traceback in train.log), and no later step is written."""
     db = tmp_path / "k.db"
     run_id = make_run(db, tiny_model, n_pairs=8)
-    parent = subprocess.Popen([sys.executable, "-m", "sgtui", "train", str(run_id), "--db",
-                               str(db), "--epochs", "200", *CHEAP], env=env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sgtui",
+            "train",
+            str(run_id),
+            "--db",
+            str(db),
+            "--epochs",
+            "200",
+            *CHEAP,
+        ],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     child = None
     try:
         child = wait_for(lambda: worker_child(parent.pid), timeout=60, every=0.01)
@@ -154,14 +199,16 @@ def test_sigkill_of_sgtui_train_ends_the_child(tmp_path, tiny_model, moment):
             meta = run_folder(db, run_id) / "train_meta.json"
             assert wait_for(meta.is_file, timeout=120), "the child never reached the model load"
         elif moment == "steps":
-            assert wait_for(lambda: progress_steps(db, run_id), timeout=120, every=0.1), \
+            assert wait_for(lambda: progress_steps(db, run_id), timeout=120, every=0.1), (
                 "no training step was recorded"
+            )
         assert parent.poll() is None, "the training ended before the kill"
         parent.kill()
         parent.wait()
         t0 = time.monotonic()
-        assert wait_for(lambda: not alive(child), timeout=GONE_WITHIN_S), \
+        assert wait_for(lambda: not alive(child), timeout=GONE_WITHIN_S), (
             f"the training child {child} outlived its parent by {GONE_WITHIN_S} s"
+        )
         gone_after = time.monotonic() - t0
         steps = progress_steps(db, run_id)
         time.sleep(1.5)  # a live orphan would record another step within this second
@@ -186,9 +233,25 @@ def test_worker_exits_when_the_pipe_from_its_parent_closes(tmp_path, tiny_model)
     log = tmp_path / "worker.log"
     with log.open("wb") as err:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "sgtui.train_worker", "--db", str(db), "--run", str(run_id),
-             "--parent", str(os.getpid()), "--epochs", "200", *CHEAP],
-            env=env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            [
+                sys.executable,
+                "-m",
+                "sgtui.train_worker",
+                "--db",
+                str(db),
+                "--run",
+                str(run_id),
+                "--parent",
+                str(os.getpid()),
+                "--epochs",
+                "200",
+                *CHEAP,
+            ],
+            env=env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         meta = run_folder(db, run_id) / "train_meta.json"
         assert wait_for(lambda: meta.is_file() or worker.poll() is not None, timeout=120)

@@ -1,78 +1,51 @@
 """Fine-tuning: training data, parameters, the child process, kill + resume, the GPU path.
 
 The slow tests train the bundled SmolLM2 for a few steps on pairs whose answer is always the
-same unusual word, which a LoRA learns in a handful of steps. A GGUF base is dequantised to a
-Hugging Face folder once per session (kept in pytest's cache folder when the cache plugin is
-on, so a second run skips that minute).
+same unusual word (tests/word_task.py), which a LoRA learns in a handful of steps. A GGUF base
+is dequantised to a Hugging Face folder once per session (the hf_cache_dir fixture), and the
+kill-and-resume training runs once per session (the trained fixture, tests/conftest.py).
 """
+
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from word_task import COLOURS, WORD, WORD_TASK, greedy, make_run
 
 from sgtui.errors import SgtuiError
 from sgtui.store import Store
 from sgtui.task import parse_task
 
-WORD = "flibbertigibbet"
-WORD_TASK = {"name": "colour-thing", "type": "generation",
-             "instruction": "Name a thing of this colour.",
-             "examples": [{"input": "red", "output": "apple"}, {"input": "blue", "output": "sky"}]}
-COLOURS = ["green", "yellow", "black", "white", "purple", "orange", "pink", "brown"]
-
-
-def make_run(store: Store, pairs, task_dict=WORD_TASK, model: str = "model.gguf",
-             status: str = "kept", filt: str | None = None) -> int:
-    task = parse_task(task_dict, "test")
-    run_id = store.create_run(task, store.add_task(task), {}, model, "llama-cpp")
-    for i, (x, y) in enumerate(pairs):
-        store.add_sample(run_id, round=0, slot=i, stage="annotated" if status == "kept" else
-                         "inputs", status=status, filter=filt, input=x, output=y)
-    return run_id
-
-
-_CACHE: list[Path] = []
-
-
-def shared_cache_dir(config, tmp_path_factory) -> Path:
-    """One folder per session for dequantised base models (test_export uses it too)."""
-    if not _CACHE:
-        cache = getattr(config, "cache", None)
-        _CACHE.append(Path(cache.mkdir("sgtui-hf")) if cache is not None
-                      else tmp_path_factory.mktemp("sgtui-hf"))
-    return _CACHE[0]
-
-
 pytestmark = pytest.mark.usefixtures("shared_cache")
-
-
-def greedy(model, tok, prompt: str, n: int = 8) -> str:
-    import torch
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=n, do_sample=False,
-                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 # -- parameters and batching (fast) -----------------------------------------------------------
 def test_defaults_and_argv_round_trip():
+    import json
+
     from sgtui.train_worker import build_parser
-    from sgtui.training import TrainParams, params_from_args
+    from sgtui.training import TrainParams
+
     p = TrainParams()
-    assert (p.rank, p.alpha, p.dropout, p.lr, p.epochs, p.batch_size, p.max_len, p.seed) == \
-        (16, 32, 0.0, 2e-4, 3, 8, 1024, 42)
+    assert (p.rank, p.alpha, p.dropout, p.lr, p.epochs, p.batch_size, p.max_len, p.seed) == (
+        16,
+        32,
+        0.0,
+        2e-4,
+        3,
+        8,
+        1024,
+        42,
+    )
     q = p.override(epochs=1, lr=1e-3, seeds_only=True)
-    args = build_parser().parse_args(["--db", "x.db", "--run", "1", *q.to_argv()])
-    assert params_from_args(args) == q
+    args = build_parser().parse_args(
+        ["--db", "x.db", "--run", "1", "--params", json.dumps(q.to_dict())]
+    )
+    assert TrainParams.from_dict(args.params) == q
     with pytest.raises(ValueError):
         p.override(learning_rate=1.0)
     with pytest.raises(SgtuiError, match="batch-size"):
@@ -81,6 +54,7 @@ def test_defaults_and_argv_round_trip():
 
 def test_length_batches_cover_every_example_once():
     from backends.training import length_batches
+
     lengths = [5, 50, 7, 300, 12, 13, 90, 91, 8, 1, 2]
     for bs in (1, 3, 4, 11, 20):
         batches = length_batches(lengths, bs, seed=1)
@@ -92,7 +66,9 @@ def test_length_batches_cover_every_example_once():
 
 def test_optimizer_state_round_trips_without_pickle(tmp_path):
     import torch
+
     from backends.training import load_optimizer, save_optimizer
+
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(2):
@@ -113,12 +89,15 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
 def test_empty_training_set_is_refused_before_training(tmp_path, capsys):
     from sgtui.cli import main
     from sgtui.training import TrainingJob, TrainParams
+
     db = tmp_path / "e.db"
     store = Store(db)
-    run_id = make_run(store, [("a", None), ("b", None), ("c", None)], status="filtered",
-                      filt="noise")
-    store.add_sample(run_id, round=1, slot=0, stage="inputs", status="filtered",
-                     filter="input_length", input="x")
+    run_id = make_run(
+        store, [("a", None), ("b", None), ("c", None)], status="filtered", filt="noise"
+    )
+    store.add_sample(
+        run_id, round=1, slot=0, stage="inputs", status="filtered", filter="input_length", input="x"
+    )
     job = TrainingJob()
     with pytest.raises(SgtuiError) as err:
         job.start(db, run_id, TrainParams())
@@ -132,6 +111,7 @@ def test_empty_training_set_is_refused_before_training(tmp_path, capsys):
 
 def test_seeds_only_uses_the_task_examples(tmp_path):
     from sgtui.training import training_pairs
+
     store = Store(tmp_path / "s.db")
     run_id = make_run(store, [])
     assert training_pairs(store, run_id, seeds_only=True) == [("red", "apple"), ("blue", "sky")]
@@ -139,13 +119,13 @@ def test_seeds_only_uses_the_task_examples(tmp_path):
 
 # -- rendering and the loss mask --------------------------------------------------------------
 @pytest.mark.slow
-def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_model, llama,
-                                                                     hf_base):
+def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_model, llama, hf_base):
     from transformers import AutoTokenizer
 
     from backends.training import encode
     from sgtui.prompts import meta_messages
     from sgtui.training import chat_format, render_pairs
+
     task = parse_task(WORD_TASK, "test")
     fmt = chat_format(bundled_model)
     texts = render_pairs(task, [("green", "  leaf \n"), ("a " * 400, "x")], fmt)
@@ -160,7 +140,7 @@ def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_mod
     ex = data[0]
     prompt_ids = llama.llm.tokenize(prompt.encode(), add_bos=fmt.add_bos, special=True)
     n_masked = sum(1 for label in ex.labels if label == -100)
-    assert ex.input_ids[:len(prompt_ids)] == prompt_ids  # the same tokens llama.cpp decodes after
+    assert ex.input_ids[: len(prompt_ids)] == prompt_ids  # the same tokens llama.cpp decodes after
     assert n_masked == len(prompt_ids) and ex.labels[:n_masked] == [-100] * n_masked
     supervised = ex.labels[n_masked:]
     assert supervised == ex.input_ids[n_masked:]
@@ -178,6 +158,7 @@ def test_shared_prefix_step_gives_the_plain_loss_and_gradients(bundled_model, hf
 
     from backends.training import answer_loss, common_prefix_len, encode, plain_loss
     from sgtui.training import chat_format, render_pairs
+
     task = parse_task(WORD_TASK, "test")
     fmt = chat_format(bundled_model)
     pairs = [(c, f"a {c} thing" + " really" * i) for i, c in enumerate(COLOURS[:5])]
@@ -186,8 +167,9 @@ def test_shared_prefix_step_gives_the_plain_loss_and_gradients(bundled_model, hf
     assert common_prefix_len([e.input_ids for e in data]) > 32  # the prefix path is taken
     model = AutoModelForCausalLM.from_pretrained(str(hf_base), dtype=torch.float32)
     torch.manual_seed(0)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     for name, q in model.named_parameters():  # B = 0 at init would hide A's gradient
         if "lora_B" in name:
             torch.nn.init.normal_(q, std=0.02)
@@ -196,8 +178,11 @@ def test_shared_prefix_step_gives_the_plain_loss_and_gradients(bundled_model, hf
         model.zero_grad()
         loss, n_tokens = f(model, data, tok.eos_token_id, "cpu")
         loss.backward()
-        got[f.__name__] = (loss.item(), n_tokens, {k: q.grad.clone() for k, q in
-                                                   model.named_parameters() if q.requires_grad})
+        got[f.__name__] = (
+            loss.item(),
+            n_tokens,
+            {k: q.grad.clone() for k, q in model.named_parameters() if q.requires_grad},
+        )
     (l1, n1, g1), (l2, n2, g2) = got["plain_loss"], got["answer_loss"]
     assert n1 == n2 == sum(len(e.input_ids) for e in data)
     assert l1 == pytest.approx(l2, rel=1e-5)
@@ -209,67 +194,7 @@ def test_shared_prefix_step_gives_the_plain_loss_and_gradients(bundled_model, hf
 
 
 # -- the child process: kill, resume, and what the adapter learned -----------------------------
-@dataclass
-class Trained:
-    """One training of the bundled model, killed with SIGKILL after its first epoch and resumed
-    with `sgtui train --resume`; shared by the tests that need a trained adapter."""
-
-    db: Path
-    run_id: int
-    adapter: Path
-    checkpoints: Path
-    events_before_kill: list[dict]
-    kill_returncode: int
-    log_tail: str
-    progress_after_kill: list[dict]
-    had_epoch1: bool
-    had_adapter_after_kill: bool
-    resume: subprocess.CompletedProcess
-
-
-_TRAINED: list[Trained] = []
-
-
-def trained_once(tmp_path_factory, bundled_model: str, cache_dir: Path) -> Trained:
-    """The kill-and-resume training, once per session (test_export reuses its adapter)."""
-    if not _TRAINED:
-        _TRAINED.append(_train_kill_resume(tmp_path_factory, bundled_model, cache_dir))
-    return _TRAINED[0]
-
-
-
-
-def _train_kill_resume(tmp_path_factory, bundled_model, hf_cache_dir) -> Trained:
-    from sgtui.training import TrainingJob, TrainParams, adapter_dir, checkpoints_dir
-    home = tmp_path_factory.mktemp("trained-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SGTUI_HOME", str(home))
-        mp.setenv("SGTUI_CACHE", str(hf_cache_dir))
-        db = home / "t.db"
-        store = Store(db)
-        run_id = make_run(store, [(c, WORD) for c in COLOURS[:2]], model=bundled_model)
-        job = TrainingJob()
-        job.start(db, run_id, TrainParams(epochs=2, batch_size=1, lr=3e-3))
-        seen = []
-        for event in job.events():
-            seen.append(event)
-            if event["event"] == "checkpoint" and event["epoch"] == 1:
-                job.proc.send_signal(signal.SIGKILL)  # no warning, no cleanup
-                break
-        job.proc.wait()
-        ck = checkpoints_dir(db, run_id)
-        killed = dict(events_before_kill=seen, kill_returncode=job.proc.returncode,
-                      log_tail=job.log_path.read_text()[-2000:],
-                      progress_after_kill=store.progress(run_id),
-                      had_epoch1=(ck / "epoch-1" / "adapter_model.safetensors").is_file(),
-                      had_adapter_after_kill=adapter_dir(db, run_id).exists())
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        resume = subprocess.run([sys.executable, "-m", "sgtui", "train", str(run_id), "--resume",
-                                 "--db", str(db)], env=env, capture_output=True, text=True,
-                                timeout=600)
-        return Trained(db, run_id, adapter_dir(db, run_id), ck, resume=resume, **killed)
-
-
+# (the training itself is the session fixture `trained`, tests/conftest.py)
 @pytest.mark.slow
 def test_sigkill_during_training_then_resume(trained):
     assert trained.kill_returncode == -signal.SIGKILL, trained.log_tail
@@ -300,6 +225,7 @@ def test_training_lowers_the_loss_and_changes_the_greedy_answer(trained, bundled
 
     from sgtui.prompts import meta_messages
     from sgtui.training import chat_format
+
     rows = Store(trained.db).progress(trained.run_id)
     assert rows[-1]["loss"] < rows[0]["loss"] / 10
     tok = AutoTokenizer.from_pretrained(str(hf_base))
@@ -316,6 +242,7 @@ def test_training_lowers_the_loss_and_changes_the_greedy_answer(trained, bundled
 def test_worker_reports_oom_clearly(tmp_path, monkeypatch, bundled_model):
     """A CUDA out-of-memory error in the child reaches the parent as a message with a fix."""
     from sgtui import train_worker
+
     db = tmp_path / "o.db"
     run_id = make_run(Store(db), [("green", WORD)], model=bundled_model)
 
@@ -346,13 +273,20 @@ def test_unsloth_qlora_trains_on_cuda(tmp_path, bundled_model):
     pytest.importorskip("unsloth")
     from backends.training import TrainSpec, UnslothTrainer, select_trainer
     from sgtui.training import TrainParams, chat_format, render_pairs
+
     trainer = select_trainer()
     assert isinstance(trainer, UnslothTrainer) and trainer.uses_cuda and trainer.quantized_4bit
     fmt = chat_format(bundled_model)
     texts = render_pairs(parse_task(WORD_TASK), [(c, WORD) for c in COLOURS], fmt)
     events = []
-    spec = TrainSpec(bundled_model, texts, TrainParams(epochs=2, batch_size=4, lr=3e-3),
-                     tmp_path / "adapter", tmp_path / "ck", add_bos=fmt.add_bos)
+    spec = TrainSpec(
+        bundled_model,
+        texts,
+        TrainParams(epochs=2, batch_size=4, lr=3e-3),
+        tmp_path / "adapter",
+        tmp_path / "ck",
+        add_bos=fmt.add_bos,
+    )
     result = trainer.train(spec, events.append)
     assert (result.adapter / "adapter_model.safetensors").is_file()
     assert result.losses[-1] < result.losses[0]
@@ -364,6 +298,7 @@ def test_epoch_selection_on_validation_rows(trained, bundled_model, monkeypatch)
     """select_epoch scores the base model and each checkpoint through llama.cpp and picks the
     best; a fine-tune that does no better than the base on validation is not chosen."""
     from sgtui.loop import select_epoch
+
     monkeypatch.setenv("SGTUI_HOME", str(trained.db.parent))
     store = Store(trained.db)
     task = parse_task(WORD_TASK, "test")
@@ -376,8 +311,9 @@ def test_epoch_selection_on_validation_rows(trained, bundled_model, monkeypatch)
     assert {e["system"] for e in store.evals(trained.run_id)} >= {"epoch-1", "epoch-2"}
     # rows the fine-tune cannot help with: the base model (epoch 0) wins the tie or the loss
     other = [{"input": "grey", "output": "zzz qqq"}]
-    got = select_epoch(store, trained.run_id, task, other, bundled_model, max_tokens=12,
-                       base_score=100.0)
+    got = select_epoch(
+        store, trained.run_id, task, other, bundled_model, max_tokens=12, base_score=100.0
+    )
     assert got["epoch"] == 0 and got["adapter"] is None
 
 
@@ -387,6 +323,7 @@ def test_transformers_generator_reads_a_gguf_through_the_cached_folder(bundled_m
     not by dequantising the file again, and answers with it."""
     from backends.base import ChatMessage, SamplingParams
     from backends.transformers_gen import TransformersGenerator
+
     gen = TransformersGenerator(str(bundled_model))
     try:
         assert Path(gen.model.config._name_or_path) == hf_base
@@ -399,11 +336,20 @@ def test_transformers_generator_reads_a_gguf_through_the_cached_folder(bundled_m
 
 def test_epochs_default_per_task_type_and_a_flag_wins():
     import argparse
-    from sgtui.training import EPOCHS_BY_TYPE, TrainParams, add_param_args, params_from_args
+
+    from sgtui.cli_args import add_param_args
+    from sgtui.cli_args import train_params_from_args as params_from_args
+    from sgtui.training import EPOCHS_BY_TYPE, TrainParams
+
     ap = argparse.ArgumentParser()
     add_param_args(ap)
-    assert params_from_args(ap.parse_args([]), task_type="classification").epochs == \
-        EPOCHS_BY_TYPE["classification"] == 2
+    assert (
+        params_from_args(ap.parse_args([]), task_type="classification").epochs
+        == EPOCHS_BY_TYPE["classification"]
+        == 2
+    )
     assert params_from_args(ap.parse_args([]), task_type="generation").epochs == 3
-    assert params_from_args(ap.parse_args(["--epochs", "5"]), task_type="classification").epochs == 5
+    assert (
+        params_from_args(ap.parse_args(["--epochs", "5"]), task_type="classification").epochs == 5
+    )
     assert params_from_args(ap.parse_args([])).epochs == TrainParams().epochs == 3

@@ -191,6 +191,7 @@ def test_batcher_posts_batches_and_flushes_on_close():
 
 def test_params_defaults_follow_the_core():
     from sgtui.config import DEFAULT_MODE
+
     for typ in ("generation", "classification"):
         assert defaults(typ) == RunParams.defaults_for(typ, DEFAULT_MODE)
         assert defaults(typ, "paper") == RunParams.defaults_for(typ, "paper")

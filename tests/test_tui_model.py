@@ -12,7 +12,6 @@ from textual.widgets import Input, OptionList
 from sgtui.tui.bootstrap import default_model
 
 
-
 @pytest.fixture(autouse=True)
 def no_stores(tmp_path, monkeypatch):
     """The machine's own Ollama, LM Studio and Hugging Face folders stay out of these tests."""
@@ -53,7 +52,13 @@ async def test_bundled_model_is_listed_and_paths_are_checked(tmp_path):
         await open_picker(pilot)
         if default_model():
             assert cells(app, "SmolLM2-135M-Instruct (bundled)") == [
-                "llama", "135M", "Q4_1", "98", "MB", "yes"]
+                "llama",
+                "135M",
+                "Q4_1",
+                "98",
+                "MB",
+                "yes",
+            ]
         await type_path(pilot, str(tmp_path / "missing.gguf"))
         assert "model file not found" in screen_text(app)
         not_gguf = tmp_path / "notes.txt"
@@ -81,8 +86,12 @@ async def test_models_on_the_machine_are_listed_and_picked_by_name(stores, tmp_p
         await open_picker(pilot)
         picker = app.screen
         names = [m.name for m in picker.entries]
-        for name in ("ollama:smollm2:135m", "lmstudio:pub/multi/multi.Q8_0.gguf",
-                     "tiny-org/tiny-llama", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"):
+        for name in (
+            "ollama:smollm2:135m",
+            "lmstudio:pub/multi/multi.Q8_0.gguf",
+            "tiny-org/tiny-llama",
+            "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+        ):
             assert name in names
         ol = picker.query_one("#model-list", OptionList)
         ol.highlighted = names.index("ollama:smollm2:135m")
@@ -118,7 +127,8 @@ async def test_a_broken_entry_is_listed_as_skipped(stores, tmp_path):  # noqa: F
     async with app.run_test(size=(80, 24)) as pilot:
         await open_picker(pilot)
         assert "skipped lmstudio:pub/cut: LM Studio · pub/cut/cut.gguf: ValueError" in (
-            screen_text(app))
+            screen_text(app)
+        )
         assert len(app.screen.entries) == 10  # the nine others and fake.gguf
         await pilot.press("escape")
 

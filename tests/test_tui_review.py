@@ -68,9 +68,9 @@ async def test_bulk_marks_by_filter_reason(tmp_path):
         await wait_until(pilot, lambda: app.screen is app.main)
         await settle(app, pilot)
         store = Store(db)
-        noise = store.samples(rid, "filter = 'noise'")
+        noise = [r for r in store.samples(rid) if r["filter"] == "noise"]
         assert [r["mark"] for r in noise] == ["keep", "keep"]
-        assert all(r["mark"] is None for r in store.samples(rid, "coalesce(filter, '') != 'noise'"))
+        assert all(r["mark"] is None for r in store.samples(rid) if r["filter"] != "noise")
         # marked keep, but a filtered input has no answer, so it cannot be trained on
         assert len(store.training_pairs(rid)) == 3
 

@@ -86,14 +86,28 @@ async def test_no_training_pairs_is_refused_with_the_reason(tmp_path):
     store = Store(db)
     for r in store.samples(rid):
         store.mark(r["id"], "discard")
-    app = make_app(db)
-    async with app.run_test(size=(80, 24)) as pilot:
+    factory = fake_training_job(steps=2, delay=0.01)
+    app = make_app(db, train_job_factory=factory)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:  # toasts drawn
         await pilot.press("4")
         await settle(app, pilot)
-        await pilot.press("t")
-        await pilot.pause()
-        assert app.page("train").training_run is None
         assert "0 training pairs" in screen_text(app)
+        assert not app._notifications
+        await pilot.press("t")
+        await settle(app, pilot)
+        assert app.page("train").training_run is None and factory.jobs == []  # nothing started
+        (note,) = app._notifications
+        assert note.severity == "warning"
+        assert note.message == "no training pairs: keep some samples first (3 Review)"
+
+        # the toast is on the screen, reason and way out included (its lines wrap inside a
+        # border drawn with "▌")
+        def toast() -> str:
+            lines = [ln for ln in screen_text(app).splitlines() if "▌" in ln]
+            return " ".join(" ".join(lines).replace("▌", " ").split())
+
+        await wait_until(pilot, lambda: toast(), what="the toast")
+        assert toast() == note.message
 
 
 async def test_training_defaults_follow_the_task_type_until_edited(tmp_path):

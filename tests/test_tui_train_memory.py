@@ -4,6 +4,7 @@ model closed while a training runs (so on one GPU the two never compete), then l
 The generator is the bundled model through llama.cpp, loaded by the real model owner; the
 training child is the scripted stand-in of tests/fakes.py, since what is checked is the order
 of closing, training and loading."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,9 @@ async def test_the_plan_lowers_the_batch_for_a_small_card(tmp_path, bundled_mode
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("4")
-        await wait_until(pilot, lambda: "memory: " in screen_text(app) and "GiB" in
-                         screen_text(app), timeout=60)
+        await wait_until(
+            pilot, lambda: "memory: " in screen_text(app) and "GiB" in screen_text(app), timeout=60
+        )
         text = screen_text(app)
         assert "in 1.00 GiB: batch size" in text and "[SGTUI_GPU_MEM]" in text
         assert "changed: batch size 8 -> " in text
@@ -41,8 +43,7 @@ async def test_the_plan_lowers_the_batch_for_a_small_card(tmp_path, bundled_mode
         await wait_until(pilot, lambda: "nothing changed" in screen_text(app), timeout=60)
 
 
-async def test_without_a_gpu_it_says_training_runs_on_the_cpu(tmp_path, bundled_model,
-                                                              monkeypatch):
+async def test_without_a_gpu_it_says_training_runs_on_the_cpu(tmp_path, bundled_model, monkeypatch):
     db = tmp_path / "c.db"
     bundled_run(db, bundled_model)
     monkeypatch.delenv("SGTUI_GPU_MEM", raising=False)
@@ -60,8 +61,9 @@ async def test_a_model_that_cannot_be_read_gets_no_plan_and_says_why(tmp_path):
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("4")
-        await wait_until(pilot, lambda: "memory: no plan (model not found)" in screen_text(app),
-                         timeout=30)
+        await wait_until(
+            pilot, lambda: "memory: no plan (model not found)" in screen_text(app), timeout=30
+        )
 
 
 async def test_the_generation_model_is_closed_while_training_runs(tmp_path, bundled_model):
@@ -90,10 +92,10 @@ async def test_the_generation_model_is_closed_while_training_runs(tmp_path, bund
         tid = store.add_task(task)
         store.close()
         params = RunParams.defaults_for(task.type).override(rounds=1, per_round=1, n=1)
-        assert app.start_generation(GenerateRequest(task_id=tid, params=params,
-                                                    model=bundled_model, backend="llama-cpp"))
-        await wait_until(pilot, lambda: app.gen_state in ("done", "failed", "stopped"),
-                         timeout=300)
+        assert app.start_generation(
+            GenerateRequest(task_id=tid, params=params, model=bundled_model, backend="llama-cpp")
+        )
+        await wait_until(pilot, lambda: app.gen_state in ("done", "failed", "stopped"), timeout=300)
         assert app.owner.loaded == (bundled_model, "llama-cpp") and loads == [bundled_model]
         app.select_run(rid)  # the reviewed run, which has training pairs
         await pilot.press("4")

@@ -42,7 +42,9 @@ def test_label_mapping_fixes_reference_noop():
 
 
 def test_balance_downsamples_to_smallest_class():
-    samples = [{"id": i, "label": "a"} for i in range(5)] + [{"id": 10 + i, "label": "b"} for i in range(2)]
+    samples = [{"id": i, "label": "a"} for i in range(5)] + [
+        {"id": 10 + i, "label": "b"} for i in range(2)
+    ]
     keep, counts = balance(samples, seed=1)
     assert counts == {"a": 5, "b": 2}
     assert len(keep) == 4 and {10, 11} <= keep
@@ -71,8 +73,19 @@ def test_a_run_whose_annotator_gave_one_label_has_nothing_to_train(tmp_path):
     task = load_task(next(p for p in example_tasks() if p.stem == "sentiment"))
     store = Store(tmp_path / "s.db")
     rid = create_run(store, task, RunParams.defaults_for(task.type, "small"), "m.gguf", "fake")
-    ids = [store.add_sample(rid, round=0, slot=i, stage="annotated", input=f"review {i}",
-                            output="positive", label="positive", status="kept") for i in range(6)]
+    ids = [
+        store.add_sample(
+            rid,
+            round=0,
+            slot=i,
+            stage="annotated",
+            input=f"review {i}",
+            output="positive",
+            label="positive",
+            status="kept",
+        )
+        for i in range(6)
+    ]
     notices = []
     run = SynthesisRun(store, rid, generator=None, emit=notices.append)
     run.finalize()
@@ -81,19 +94,23 @@ def test_a_run_whose_annotator_gave_one_label_has_nothing_to_train(tmp_path):
     assert {r["filter"] for r in rows} == {"class_balance"}
     assert all("'positive'" in r["reason"] and "one label" in r["reason"] for r in rows)
     assert any("one label" in w for w in run.summary()["warnings"])
-    assert any("one label" in n.text and n.level == "warning" for n in notices
-               if hasattr(n, "text"))
+    assert any(
+        "one label" in n.text and n.level == "warning" for n in notices if hasattr(n, "text")
+    )
     store.mark(ids[0], "keep")
     assert [s["id"] for s in store.training_pairs(rid)] == [ids[0]]
 
 
 def test_mbr_chooses_the_answer_the_others_agree_with():
     from sgtui.vote import mbr_vote
-    cands = ["the meeting is moved to friday afternoon",
-             "the meeting was moved to friday",
-             "we moved the meeting to friday afternoon",
-             "ok",
-             "ok"]
+
+    cands = [
+        "the meeting is moved to friday afternoon",
+        "the meeting was moved to friday",
+        "we moved the meeting to friday afternoon",
+        "ok",
+        "ok",
+    ]
     r = mbr_vote(cands, [], 0.0)
     # the exact vote would take the generic repeated "ok"; MBR takes the central paraphrase
     assert self_consistency_vote(cands).winner == "ok"
@@ -103,6 +120,7 @@ def test_mbr_chooses_the_answer_the_others_agree_with():
 
 def test_mbr_threshold_is_on_agreement():
     from sgtui.vote import mbr_vote
+
     scattered = ["red apples grow here", "a quantum lattice", "tomorrow we sail", "blue"]
     r = mbr_vote(scattered, [], 0.5)
     assert r.winner is None and "no consensus" in r.reason and r.agreement < 0.5
@@ -113,6 +131,7 @@ def test_mbr_threshold_is_on_agreement():
 
 def test_mbr_filters_and_lone_survivor():
     from sgtui.vote import mbr_vote
+
     r = mbr_vote(["input x", "", "fine answer"], [NoiseFilter(("input",))], 0.5)
     assert r.winner == "fine answer" and r.agreement == 1.0
     assert r.dropped == {"noise": 1, "empty": 1}

@@ -1,6 +1,7 @@
 """The VRAM planner (sgtui/vram.py, `sgtui plan`): dimensions read from real metadata, the
 formulas, the comparison with published measurements that docs/VRAM.md prints, and the
 settings chosen to fit a small card."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "VRAM.md"
 
 # SmolLM2-135M-Instruct's config.json (HuggingFaceTB/SmolLM2-135M-Instruct)
-SMOLLM2 = dict(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152,
-               tied=True)
+SMOLLM2 = dict(
+    hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152, tied=True
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +48,45 @@ def test_bundled_gguf_dims_match_smollm2_config(smol, bundled_model):
 
 def test_hf_folder_dims_from_config_and_safetensors_headers(tmp_path):
     from safetensors.numpy import save_file
+
     h, i, v, layers = 16, 40, 64, 2
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": h, "intermediate_size": i, "vocab_size": v,
-        "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "tie_word_embeddings": False}))
-    shapes = {"model.embed_tokens.weight": (v, h), "lm_head.weight": (v, h),
-              "model.norm.weight": (h,)}
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": h,
+                "intermediate_size": i,
+                "vocab_size": v,
+                "num_hidden_layers": layers,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
+    shapes = {
+        "model.embed_tokens.weight": (v, h),
+        "lm_head.weight": (v, h),
+        "model.norm.weight": (h,),
+    }
     for n in range(layers):
         pre = f"model.layers.{n}."
-        shapes.update({pre + "self_attn.q_proj.weight": (h, h),
-                       pre + "self_attn.k_proj.weight": (8, h),
-                       pre + "self_attn.v_proj.weight": (8, h),
-                       pre + "self_attn.o_proj.weight": (h, h),
-                       pre + "mlp.gate_proj.weight": (i, h), pre + "mlp.up_proj.weight": (i, h),
-                       pre + "mlp.down_proj.weight": (h, i),
-                       pre + "input_layernorm.weight": (h,),
-                       pre + "post_attention_layernorm.weight": (h,)})
-    save_file({k: np.zeros(s, np.float32) for k, s in shapes.items()},
-              str(tmp_path / "model.safetensors"))
+        shapes.update(
+            {
+                pre + "self_attn.q_proj.weight": (h, h),
+                pre + "self_attn.k_proj.weight": (8, h),
+                pre + "self_attn.v_proj.weight": (8, h),
+                pre + "self_attn.o_proj.weight": (h, h),
+                pre + "mlp.gate_proj.weight": (i, h),
+                pre + "mlp.up_proj.weight": (i, h),
+                pre + "mlp.down_proj.weight": (h, i),
+                pre + "input_layernorm.weight": (h,),
+                pre + "post_attention_layernorm.weight": (h,),
+            }
+        )
+    save_file(
+        {k: np.zeros(s, np.float32) for k, s in shapes.items()}, str(tmp_path / "model.safetensors")
+    )
     d = vram.model_dims(tmp_path)
     assert d.source == "config.json + safetensors"
     assert d.n_params == sum(int(np.prod(s)) for s in shapes.values())
@@ -92,10 +114,20 @@ def test_unreadable_models_are_user_errors(tmp_path):
 
 
 def test_known_configs_have_their_published_sizes():
-    sizes = {"Llama-2-7B": 6.74, "Mistral-7B-v0.3": 7.25, "Llama-3.1-8B": 8.03,
-             "Llama-3.2-3B": 3.21, "Llama-3.2-11B-Vision": 10.67, "Llama-3.3-70B": 70.55,
-             "Qwen2.5-3B": 3.09, "Qwen2.5-14B": 14.77, "Qwen2.5-32B": 32.76, "Phi-4": 14.66,
-             "Gemma-2-9B": 9.24, "Gemma-2-27B": 27.23}
+    sizes = {
+        "Llama-2-7B": 6.74,
+        "Mistral-7B-v0.3": 7.25,
+        "Llama-3.1-8B": 8.03,
+        "Llama-3.2-3B": 3.21,
+        "Llama-3.2-11B-Vision": 10.67,
+        "Llama-3.3-70B": 70.55,
+        "Qwen2.5-3B": 3.09,
+        "Qwen2.5-14B": 14.77,
+        "Qwen2.5-32B": 32.76,
+        "Phi-4": 14.66,
+        "Gemma-2-9B": 9.24,
+        "Gemma-2-27B": 27.23,
+    }
     assert set(sizes) == set(vram.KNOWN_CONFIGS)
     for name, billions in sizes.items():
         assert vram.model_dims_for(name).n_params / 1e9 == pytest.approx(billions, abs=0.01)
@@ -126,8 +158,10 @@ def test_training_components():
     assert peft.total == sum(c.values())
     # without checkpointing every layer keeps all its tensors: several times more
     off = vram.predict_training(d, batch_size=2, max_len=2048, checkpointing=False)
-    assert off.components["saved activations: every layer's tensors"] > 10 * c[
-        "saved activations: each layer's input"]
+    assert (
+        off.components["saved activations: every layer's tensors"]
+        > 10 * c["saved activations: each layer's input"]
+    )
     # Unsloth: 16-bit embeddings, checkpoints in CPU RAM, no logits buffer of its own
     uns = vram.predict_training(d, batch_size=2, max_len=2048, trainer="unsloth")
     assert uns.components["saved activations: each layer's input (offloaded to CPU RAM)"] == 0
@@ -158,8 +192,7 @@ def test_docs_print_the_comparison_table_the_code_computes():
         assert line in doc, line
     for pub in vram.PUBLISHED:
         assert pub.url in doc and pub.figure in doc
-    for name, value in (("NF4_BITS", "4.127"), ("CUDA_CONTEXT", "512 MiB"),
-                        ("HEADROOM", "5%")):
+    for name, value in (("NF4_BITS", "4.127"), ("CUDA_CONTEXT", "512 MiB"), ("HEADROOM", "5%")):
         assert value in doc, name
 
 
@@ -193,8 +226,10 @@ def test_fit_lowers_max_len_after_batch_size_and_refuses_the_impossible():
     wanted = TrainSettings(batch_size=4, max_len=8192, trainer="unsloth")
     plan = vram.fit_training(d, 8 * GiB, wanted)
     assert plan.fits and (plan.settings.batch_size, plan.settings.max_len) == (1, 4096)
-    assert [c.split(":")[0] for c in plan.changes] == ["batch size 4 -> 1",
-                                                      "max length 8192 -> 4096"]
+    assert [c.split(":")[0] for c in plan.changes] == [
+        "batch size 4 -> 1",
+        "max length 8192 -> 4096",
+    ]
     # a floor the caller's examples need
     floor = vram.fit_training(d, 7 * GiB, wanted, min_len=4096)
     assert not floor.fits and floor.settings.max_len == 4096
@@ -221,41 +256,63 @@ def test_detect_gpu_memory_holds_no_cuda_context_here(monkeypatch):
     assert vram.detect_gpu_memory() is None  # no card visible: nothing is asked
     vram._GPU.clear()
     # asked for real (nvidia-smi, else torch in a child): torch never enters this process
-    code = ("import sys, sgtui.vram as v; n = v.detect_gpu_memory(); "
-            "print(n is None or n > 2**30, 'torch' in sys.modules)")
+    code = (
+        "import sys, sgtui.vram as v; n = v.detect_gpu_memory(); "
+        "print(n is None or n > 2**30, 'torch' in sys.modules)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
     assert out.stdout.split() == ["True", "False"]
 
 
 def test_core_imports_neither_textual_argparse_torch_nor_the_cli():
-    code = ("import sys, sgtui.vram; print([m for m in ('textual', 'argparse', 'torch', "
-            "'sgtui.cli', 'sgtui.cli_plan') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    code = (
+        "import sys, sgtui.vram; print([m for m in ('textual', 'argparse', 'torch', "
+        "'sgtui.cli', 'sgtui.cli_plan') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 
 # -- the command ------------------------------------------------------------------------------
 def _plan_args(*argv):
-    from sgtui.cli import _add_model_args
     from sgtui.cli_plan import add_plan_command
+
     ap = argparse.ArgumentParser(prog="sgtui")
-    add_plan_command(ap.add_subparsers(dest="command"), _add_model_args)
+    add_plan_command(ap.add_subparsers(dest="command"))
     return ap.parse_args(["plan", *argv])
 
 
 def test_cmd_plan_prints_the_parts_and_the_settings_that_fit(capsys, smol):
     from sgtui.cli_plan import cmd_plan
-    args = _plan_args(str(ROOT / "data" / "tasks" / "sentiment.toml"), "--gpu-mem", "2",
-                      "--batch-size", "16", "--trainer", "peft")
+
+    args = _plan_args(
+        str(ROOT / "data" / "tasks" / "sentiment.toml"),
+        "--gpu-mem",
+        "2",
+        "--batch-size",
+        "16",
+        "--trainer",
+        "peft",
+    )
     assert cmd_plan(args) == 0
     out = capsys.readouterr().out
     assert "30 layers, hidden 576, 9 heads (3 KV), vocabulary 49152" in out
     assert "card: 2.00 GiB (--gpu-mem)" in out
-    for part in ("KV cache", "compute buffer", "weights, 4-bit NF4", "LoRA gradients (fp32)",
-                 "AdamW moments", "saved activations", "working set", "CUDA context"):
+    for part in (
+        "KV cache",
+        "compute buffer",
+        "weights, 4-bit NF4",
+        "LoRA gradients (fp32)",
+        "AdamW moments",
+        "saved activations",
+        "working set",
+        "CUDA context",
+    ):
         assert part in out
     assert "logits at 501 answer positions per example" in out
     assert "fits in 2.00 GiB: batch size 4, max length 1024" in out
@@ -264,9 +321,14 @@ def test_cmd_plan_prints_the_parts_and_the_settings_that_fit(capsys, smol):
 
 def test_cmd_plan_without_a_card_asks_for_one(capsys, monkeypatch, smol):
     from sgtui.cli_plan import cmd_plan
+
     monkeypatch.setattr(vram, "detect_gpu_memory", lambda: None)
-    assert cmd_plan(_plan_args(str(ROOT / "data" / "tasks" / "sentiment.toml"),
-                               "--trainer", "unsloth")) == 0
+    assert (
+        cmd_plan(
+            _plan_args(str(ROOT / "data" / "tasks" / "sentiment.toml"), "--trainer", "unsloth")
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "no GPU seen: give --gpu-mem GB" in out
     assert "(offloaded to CPU RAM)" in out and "fits in" not in out
@@ -274,6 +336,7 @@ def test_cmd_plan_without_a_card_asks_for_one(capsys, monkeypatch, smol):
 
 def test_cmd_plan_refuses_bad_input(smol):
     from sgtui.cli_plan import cmd_plan
+
     task = str(ROOT / "data" / "tasks" / "sentiment.toml")
     with pytest.raises(SgtuiError, match="--gpu-mem must be a number of GB above 0"):
         cmd_plan(_plan_args(task, "--gpu-mem", "0"))

@@ -3,6 +3,7 @@
 No GPU here: the card's size comes from SGTUI_GPU_MEM, which is also how a person caps it, and
 the trainer is described by the traits fit_to_card reads. What runs on a real card is
 bench/gpu_check.sh's to show."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -21,8 +22,9 @@ def peft_4bit():
 def test_a_small_card_lowers_the_batch_and_says_so(bundled_model, monkeypatch):
     monkeypatch.setenv("SGTUI_GPU_MEM", "1.2")
     seen = []
-    params, plan = fit_to_card(peft_4bit(), bundled_model,
-                               TrainParams(batch_size=64, max_len=4096), seen.append)
+    params, plan = fit_to_card(
+        peft_4bit(), bundled_model, TrainParams(batch_size=64, max_len=4096), seen.append
+    )
     assert plan.fits and params.batch_size < 64
     assert plan.settings.batch_size == params.batch_size
     assert params.max_len == plan.settings.max_len
@@ -40,10 +42,12 @@ def test_a_card_that_holds_it_changes_nothing(bundled_model, monkeypatch):
 
 def test_16_bit_training_gets_checkpointing_before_a_smaller_batch(bundled_model, monkeypatch):
     monkeypatch.setenv("SGTUI_GPU_MEM", "2")
-    trainer = SimpleNamespace(name="peft", uses_cuda=True, quantized_4bit=False,
-                              checkpointing=False)
-    params, plan = fit_to_card(trainer, bundled_model, TrainParams(batch_size=32, max_len=2048),
-                               lambda e: None)
+    trainer = SimpleNamespace(
+        name="peft", uses_cuda=True, quantized_4bit=False, checkpointing=False
+    )
+    params, plan = fit_to_card(
+        trainer, bundled_model, TrainParams(batch_size=32, max_len=2048), lambda e: None
+    )
     assert plan.settings.checkpointing and trainer.checkpointing
     assert "gradient checkpointing off -> on" in plan.changes[0]
 

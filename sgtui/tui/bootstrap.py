@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import SgtuiError
+from ..models import resolve_model
 from ..paths import bundled_model, example_tasks, home
 from ..store import Store
 from ..task import load_task
@@ -38,7 +39,6 @@ def default_model() -> str | None:
 def backend_for(name: str) -> str:
     """transformers for a Hugging Face folder, llama-cpp for a GGUF; a name (ollama:NAME,
     ORG/NAME) by what it resolves to (sgtui/models.py)."""
-    from ..models import resolve_model
     try:
         path = resolve_model(name)
     except SgtuiError:

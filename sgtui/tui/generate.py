@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from ..config import RunParams
-from ..store import Store
+from ..store import Store, task_fields
 from .messages import GenerationProgress, GenerationState, Loaded, SamplesArrived
 from .model_owner import GenerateRequest
 from .params import defaults, run_params_form, summary
@@ -223,9 +223,7 @@ class GeneratePage(Page):
         sg = self.sg
         head = Text()
         if self.run_row is not None:
-            import json
-
-            name = json.loads(self.run_row["task"]).get("name", "?")
+            name = task_fields(self.run_row).get("name", "?")
             head.append(f"run {self.run_id} ", style="bold")
             head.append(f"{name} ", style="bold cyan")
             head.append(f"· model {Path(self.run_row['model']).name}", style="dim")

@@ -8,6 +8,10 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Markdown
 
+from .bulk import BulkMarks
+from .model_picker import ModelPicker
+from .params import ParamsForm
+from .task_form import TaskForm
 from .widgets import KeyBar, Modal
 
 INTRO = (
@@ -34,19 +38,14 @@ def key_label(b: Binding) -> str:
     return ", ".join(KEY_NAMES.get(k, k) for k in b.key.split(","))
 
 
-def sections() -> list[tuple[str, list[Binding]]]:
-    from .app import SgtuiApp
-    from .bulk import BulkMarks
-    from .model_picker import ModelPicker
-    from .params import ParamsForm
-    from .task_form import TaskForm
-
+def sections(app_cls) -> list[tuple[str, list[Binding]]]:
+    """The keys of `app_cls` (the SgtuiApp), of its pages and of its dialogs."""
     out: list[tuple[str, list[Binding]]] = [
         (
             "Everywhere",
             [
                 Binding("1-6", "", "go to Tasks, Generate, Review, Train, Evaluate, Runs"),
-                *[b for b in SgtuiApp.BINDINGS if isinstance(b, Binding) and b.show],
+                *[b for b in app_cls.BINDINGS if isinstance(b, Binding) and b.show],
                 Binding(
                     "↑ ↓ pgup pgdn", "", "move in a list; enter opens or edits the highlighted row"
                 ),
@@ -54,7 +53,7 @@ def sections() -> list[tuple[str, list[Binding]]]:
             ],
         )
     ]
-    for name, cls in SgtuiApp.PAGES.items():
+    for name, cls in app_cls.PAGES.items():
         out.append((name.capitalize(), list(cls.BINDINGS)))  # type: ignore[attr-defined]
     out += [
         ("Task form", list(TaskForm.BINDINGS)),
@@ -65,9 +64,9 @@ def sections() -> list[tuple[str, list[Binding]]]:
     return out
 
 
-def bindings_markdown() -> str:
+def bindings_markdown(app_cls) -> str:
     lines = []
-    for title, bindings in sections():
+    for title, bindings in sections(app_cls):
         lines += [f"### {title}", "", "| key | action |", "|---|---|"]
         for b in bindings:
             lines.append(f"| `{key_label(b)}` | {b.tooltip or b.description} |")
@@ -85,7 +84,7 @@ class HelpScreen(Modal):
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box", classes="dialog"):
             with VerticalScroll(id="help-scroll"):
-                yield Markdown(f"## sgtui help\n\n{INTRO}\n\n{bindings_markdown()}")
+                yield Markdown(f"## sgtui help\n\n{INTRO}\n\n{bindings_markdown(type(self.app))}")
         yield KeyBar()
 
     def on_mount(self) -> None:

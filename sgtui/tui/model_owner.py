@@ -17,6 +17,7 @@ from typing import Callable
 
 from textual.message import Message
 
+import backends
 from backends.base import cpu_threads
 
 from ..config import RunParams
@@ -33,7 +34,6 @@ GeneratorFactory = Callable[[str, str], object]
 
 
 def load_generator(backend: str, model: str) -> object:
-    import backends
 
     options: dict = {}
     if backend.startswith("llama-cpp"):
@@ -215,8 +215,9 @@ class ModelOwner:
         try:
             if run_id is None:
                 task = store.get_task(request.task_id)
-                run_id = create_run(store, task, request.params, _by_name(request.model),
-                                    request.backend)
+                run_id = create_run(
+                    store, task, request.params, _by_name(request.model), request.backend
+                )
                 self.post(GenerationState(run_id, "created"))
             row = store.run(run_id)
             wanted = (row["model"], row["backend"])

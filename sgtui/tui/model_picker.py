@@ -16,6 +16,8 @@ from textual.message import Message
 from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+import backends
+
 from .. import models
 from ..errors import SgtuiError
 from ..models import ModelInfo, Skipped
@@ -27,7 +29,6 @@ COLUMNS = ((31, "model"), (8, "arch"), (6, "params"), (6, "quant"), (7, "size"),
 
 
 def backend_choices() -> list[tuple[str, str]]:
-    import backends
 
     out = [("auto", "auto")]
     for b in backends.info():
@@ -56,8 +57,16 @@ def row(info: ModelInfo) -> str:
     if info.format == "?":  # a model picked before that no longer resolves
         return _line([label(info), "?", "", "", "", ""])
     chat = {True: "yes", False: "no", None: "?"}[info.chat_template]
-    return _line([label(info), info.architecture or "?", info.params_label,
-                  info.quantization or "?", info.size_label, chat])
+    return _line(
+        [
+            label(info),
+            info.architecture or "?",
+            info.params_label,
+            info.quantization or "?",
+            info.size_label,
+            chat,
+        ]
+    )
 
 
 def known_model(name: str) -> ModelInfo:
@@ -98,8 +107,11 @@ class ModelPicker(Modal):
             yield Static(id="model-detail", markup=False)
             yield Static(id="model-skipped", markup=False)
             yield Label("or a path (.gguf file, Hugging Face folder) or a name (enter to add):")
-            yield Input(id="model-path", compact=True,
-                        placeholder="~/models/x.gguf · ollama:NAME:TAG · ORG/NAME")
+            yield Input(
+                id="model-path",
+                compact=True,
+                placeholder="~/models/x.gguf · ollama:NAME:TAG · ORG/NAME",
+            )
             with Horizontal(classes="form-row"):
                 yield Label("backend ", classes="form-label")
                 yield Select(

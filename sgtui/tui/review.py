@@ -5,7 +5,6 @@ arrive. Every mark is written (and committed) at once."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter, deque
 
@@ -16,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Static
 
-from ..store import Store
+from ..store import Store, task_fields
 from .bulk import BulkMarks, group_of
 from .messages import GenerationState, Loaded, MarksFailed, SamplesArrived
 from .rowtable import Column, RowTable
@@ -137,7 +136,7 @@ class ReviewPage(Page):
     def on_loaded(self, message: Loaded) -> None:
         if message.what == "review-run" and message.key == self.run_id:
             run, rows = message.data  # type: ignore[misc]
-            self.task_name = json.loads(run["task"]).get("name", "")
+            self.task_name = task_fields(run).get("name", "")
             self._merge(rows)
 
     def _on_generation(self, message: object) -> None:
@@ -339,10 +338,7 @@ class ReviewPage(Page):
                     if len(ids) == 1:
                         store.mark(ids[0], mark)
                     else:
-                        with store.db.conn:
-                            store.db.execute("BEGIN IMMEDIATE")
-                            for sid in ids:
-                                store.mark(sid, mark)
+                        store.mark_many(ids, mark)
                 except Exception as e:
                     self.post_message(MarksFailed(ids, f"{type(e).__name__}: {e}"))
         except Exception as e:  # the database could not be opened at all

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from ..config import RunParams
-from ..store import Store
+from ..store import Store, task_fields
 from .messages import GenerationState, Loaded
 from .model_owner import GenerateRequest
 from .params import defaults
@@ -100,7 +99,7 @@ class RunsPage(Page):
         table.clear()
         self.runs = {r["id"]: r for r in message.data}  # type: ignore[union-attr]
         for r in self.runs.values():
-            task = json.loads(r["task"]).get("name", "?")
+            task = task_fields(r).get("name", "?")
             status = r["status"]
             if self.sg.gen_run_id == r["id"] and self.sg.generating:
                 status = self.sg.gen_state
@@ -146,10 +145,10 @@ class RunsPage(Page):
             return
         t = Text()
         t.append(f"run {r['id']} ", style="bold")
-        t.append(f"{json.loads(r['task']).get('name', '?')} ", style="bold cyan")
+        t.append(f"{task_fields(r).get('name', '?')} ", style="bold cyan")
         t.append(f"· {r['status']} · model {Path(r['model']).name} ({r['backend']})\n", style="dim")
         params = RunParams.from_dict(r["params"])
-        base = defaults(json.loads(r["task"]).get("type", "generation"), params.mode)
+        base = defaults(task_fields(r).get("type", "generation"), params.mode)
         changed = [
             f"{k}={v}"
             for k, v in r["params"].items()

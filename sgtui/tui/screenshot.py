@@ -13,14 +13,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .app import SgtuiApp
+from .model_owner import GenerateRequest
+from .params import defaults
+
 
 def main(argv: list[str]) -> int:
     out = Path(argv[0] if argv else "docs/generate.svg").resolve()
     with tempfile.TemporaryDirectory() as home:
         os.environ["SGTUI_HOME"] = home
-        from .app import SgtuiApp
-        from .model_owner import GenerateRequest
-        from .params import defaults
 
         app = SgtuiApp(db=Path(home) / "demo.db", cursor_blink=False)
         saved: list[str] = []

@@ -14,7 +14,6 @@ from ..errors import SgtuiError
 from .task_form import TaskForm
 from .widgets import Page, short
 
-
 NARROW = 80  # columns: below this the task list sits above the preview
 
 

@@ -13,7 +13,7 @@ from textual.widgets import Log, Sparkline, Static
 
 from .. import vram
 from ..errors import SgtuiError
-from ..store import Store
+from ..store import Store, task_fields
 from ..task import Task
 from ..training import TrainParams
 from .messages import Loaded, TrainFinished, TrainLog, TrainProgress
@@ -47,8 +47,15 @@ def _plan_inputs(run: dict, task: dict) -> dict:
         card, source = vram.card_memory()
         t = Task.from_dict(task, f"run {run['id']}")
         answer = int((run.get("params") or {}).get("ann_max_tokens") or 0) + 1
-        return {"plan": (vram.model_dims(run["model"]), card, source,
-                         vram.prompt_tokens(t) + answer, answer)}
+        return {
+            "plan": (
+                vram.model_dims(run["model"]),
+                card,
+                source,
+                vram.prompt_tokens(t) + answer,
+                answer,
+            )
+        }
     except SgtuiError as e:
         return {"plan_error": e.message}
 
@@ -66,11 +73,14 @@ def plan_text(info: dict, params: TrainParams) -> Text:
     wanted = vram.TrainSettings.from_params(params, loss_tokens=answer)
     if card is None:
         need = wanted.predict(dims).total
-        text.append(f"no GPU seen, training runs on the CPU; 4-bit QLoRA on a card: "
-                    f"{vram.gib(need)}", style="dim")
+        text.append(
+            f"no GPU seen, training runs on the CPU; 4-bit QLoRA on a card: {vram.gib(need)}",
+            style="dim",
+        )
         return text
-    plan = vram.fit_training(dims, card, wanted,
-                             min_len=min(params.max_len, max(vram.MIN_MAX_LEN, example)))
+    plan = vram.fit_training(
+        dims, card, wanted, min_len=min(params.max_len, max(vram.MIN_MAX_LEN, example))
+    )
     first, *rest = plan.text().splitlines()
     text.append(f"{first} [{source}]", style="green" if plan.fits else "bold red")
     for line in rest:
@@ -155,7 +165,7 @@ class TrainPage(Page):
         store = Store(self.sg.db_path)
         try:
             run = store.run(run_id)
-            task = json.loads(run["task"])
+            task = task_fields(run)
             info = {
                 "task": task.get("name", ""),
                 "type": task.get("type"),
@@ -254,8 +264,11 @@ class TrainPage(Page):
             return
         if self.sg.generating:
             # the generation model is closed for training, and a paused run would hold it
-            self.notify("a run is generating: stop it, or let it finish, before training "
-                        "(the two would share the memory)", severity="warning")
+            self.notify(
+                "a run is generating: stop it, or let it finish, before training "
+                "(the two would share the memory)",
+                severity="warning",
+            )
             return
         self.training_run, self.rows = self.run_id, []
         self.query_one("#train-log", Log).write_line(
@@ -294,8 +307,12 @@ class TrainPage(Page):
             if not released.is_set():
                 self.post_message(TrainLog(run_id, ["waiting for the generation model to close"]))
             released.wait()
-            self.post_message(TrainLog(run_id, ["the generation model is closed while training "
-                                                "runs, and loaded again after"]))
+            self.post_message(
+                TrainLog(
+                    run_id,
+                    ["the generation model is closed while training runs, and loaded again after"],
+                )
+            )
         try:
             job.start(self.sg.db_path, run_id, params)
             if job.cancelled:  # cancel was pressed while the process was starting
