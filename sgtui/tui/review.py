@@ -15,22 +15,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Static
 
-from ..store import Store, task_fields
+from ..store import Store, in_training, task_fields
 from .bulk import BulkMarks, group_of
 from .messages import GenerationState, Loaded, MarksFailed, SamplesArrived
 from .rowtable import Column, RowTable
 from .widgets import Page, answer_of, mark_cell, mark_text, short, status_cell, status_text
 
 VIEWS = ("all", "kept", "filtered", "unmarked", "marked")
-
-
-def in_training(row: dict) -> bool:
-    """Store.training_pairs' rule, for one row."""
-    if not row.get("output") or row.get("mark") == "discard":
-        return False
-    return (row.get("status") == "kept" and row.get("stage") == "annotated") or row.get(
-        "mark"
-    ) == "keep"
 
 
 class ReviewPage(Page):
