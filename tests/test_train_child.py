@@ -8,6 +8,7 @@ template, so a step takes milliseconds and only the imports cost seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -243,9 +244,16 @@ def test_worker_exits_when_the_pipe_from_its_parent_closes(tmp_path, tiny_model)
                 str(run_id),
                 "--parent",
                 str(os.getpid()),
-                "--epochs",
-                "200",
-                *CHEAP,
+                "--params",
+                json.dumps(
+                    {
+                        "epochs": 200,
+                        "precision": "fp32",
+                        "max_len": 4096,
+                        "batch_size": 1,
+                        "lr": 1e-3,
+                    }
+                ),
             ],
             env=env(),
             stdin=subprocess.PIPE,
