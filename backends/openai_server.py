@@ -170,7 +170,7 @@ class OpenAIServerGenerator:
         self.model_path = f"{self.base_url}#{self.served_model}"
         self.chat_template: str | None = None
         self._bos = self._eos = ""
-        self.template_source = "vicuna (the server gives no chat template)"
+        self.template_source = "completion layout (the server gives no chat template)"
         server_ctx, ctx_source = self._inspect(models)
         self._find_tokenizer()
         if template_from:

@@ -193,9 +193,10 @@ def generator_options(args, backend: str) -> dict:
     return {}
 
 
-def open_run_from_args(store: Store, args) -> tuple[int, object]:
+def open_run_from_args(store: Store, args, check=None) -> tuple[int, object]:
     """A new run from the task, model and flags given, or the run of --resume. The parameters
-    are checked (an SgtuiError naming the flag) before any model is loaded or run created.
+    are checked (an SgtuiError naming the flag) before any model is loaded or run created, and
+    `check(generator)` (synthesis.open_run) before a new run is created.
     Returns (run id, generator)."""
     if args.resume is not None:
         backend = store.run(args.resume)["backend"]
@@ -208,7 +209,9 @@ def open_run_from_args(store: Store, args) -> tuple[int, object]:
     else:
         model, backend = resolve_model(args.model, args.backend)
     params = run_params_from_args(args, task.type)
-    return open_run(store, task, params, model, backend, **generator_options(args, backend))
+    return open_run(
+        store, task, params, model, backend, check=check, **generator_options(args, backend)
+    )
 
 
 class Printer:

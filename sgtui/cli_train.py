@@ -28,6 +28,7 @@ from .cli_args import (
 from .errors import SgtuiError
 from .events import EpochChosen, Evaluating, Exported, SynthesisDone, Trained, TrainingEvent
 from .export import FORMATS, MERGED_QUANTS, export_run
+from .generator import LOCAL_WEIGHTS, SERVER, ollama_weights, train_weights
 from .loop import run_loop
 from .models import resolve_model
 from .paths import default_db
@@ -108,6 +109,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser("run", help="the whole loop: generate, fine-tune, evaluate before/after")
     p.add_argument("task", help="a task file (.toml / NI .json), an NI task folder or NI task id")
     add_model_args(p)
+    p.add_argument(
+        "--train-model",
+        metavar="MODEL",
+        help="with --backend openai: the served model's weights on this machine, to train "
+        "on and score with (a .gguf, a Hugging Face folder, ollama:NAME, ORG/NAME; default: "
+        "--model, else the Ollama blob behind the served name when the server is this "
+        "machine's Ollama)",
+    )
     add_run_params(p)
     add_param_args(p, prefixed=RUN_PREFIXED)
     g = p.add_argument_group("evaluation")
@@ -233,14 +242,18 @@ def train_run(
 
 
 def cmd_train(args) -> int:
-    params = train_params_from_args(args, task_type=_task_of(store_of(args.db), args.run).type)
+    store = store_of(args.db)
+    params = train_params_from_args(args, task_type=_task_of(store, args.run).type)
+    model = train_weights(store, args.run, args.model)
+    if model is None:
+        raise _no_weights(store.run(args.run)["model"], "--model")
     given = [k for k in [*params.to_dict(), "model"] if getattr(args, k, None) is not None]
     outcome = train_run(
         _db_path(args.db),
         args.run,
         params,
         resume=args.resume,
-        model=_by_name(args.model),
+        model=None if model == store.run(args.run)["model"] else model,
         trust_remote_code=args.trust_remote_code,
         quiet=args.quiet,
         given=["--" + k.replace("_", "-") for k in given],
@@ -252,8 +265,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _by_name(model: str | None) -> str | None:
-    return resolve_model(model) if model else None
+def _no_weights(server_model: str, flags: str = "--train-model (or --model)") -> SgtuiError:
+    return SgtuiError(
+        f"this run generates through a server ({server_model}), and training needs the "
+        "served model's weights on this machine",
+        fix=f"pass {flags} with {LOCAL_WEIGHTS}",
+    )
 
 
 def cmd_export(args) -> int:
@@ -402,16 +419,33 @@ def cmd_run(args) -> int:
         )
 
     store = store_of(args.db)
-    run_id, generator = open_run_from_args(store, args)
-    if val_rows and not args.val_split and not Path(store.run(run_id)["model"]).is_file():
-        val_rows = []  # the default: epochs are scored through llama.cpp, so GGUF models only
-    if val_rows and not Path(store.run(run_id)["model"]).is_file():
+    # a server run's local weights: --train-model, else --model (the local copy whose
+    # template the server runs), else the Ollama blob behind the served name
+    local = args.train_model or (args.model if args.backend == SERVER else None)
+    weights = {"given": resolve_model(local) if local else None}  # refused before loading
+
+    def server_weights(generator) -> None:
+        """A server run trains on local weights: given, or the Ollama blob behind the name."""
+        if args.backend == SERVER and not weights["given"]:
+            weights["given"] = ollama_weights(generator)
+            if not weights["given"]:
+                raise _no_weights(generator.model_path)
+
+    run_id, generator = open_run_from_args(store, args, check=server_weights)
+    try:
+        # recorded with a server run, so `sgtui train` and `export` find them later
+        train_model = train_weights(store, run_id, weights["given"])
+        if val_rows and not args.val_split and not Path(train_model).is_file():
+            val_rows = []  # the default: epochs are scored through llama.cpp, so GGUF only
+        if val_rows and not Path(train_model).is_file():
+            raise SgtuiError(
+                "--val-split needs a GGUF base model (epochs are scored through llama.cpp)",
+                path=train_model,
+                fix="leave --val-split out, or use the model's .gguf file",
+            )
+    except BaseException:
         generator.close()
-        raise SgtuiError(
-            "--val-split needs a GGUF base model (epochs are scored through llama.cpp)",
-            path=store.run(run_id)["model"],
-            fix="leave --val-split out, or use the model's .gguf file",
-        )
+        raise
     result = run_loop(
         store,
         run_id,
@@ -422,6 +456,7 @@ def cmd_run(args) -> int:
         val_rows=val_rows,
         val_split=val_split,
         trust_remote_code=args.trust_remote_code,
+        train_model=None if train_model == store.run(run_id)["model"] else train_model,
         on_event=LoopPrinter(args, store),
     )
     if not spec:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import backends
 
+from .errors import SgtuiError
 from .models import resolve_model
 from .paths import bundled_model
 
@@ -67,3 +68,37 @@ def open_generator(
     if backend == TRANSFORMERS:
         options["trust_remote_code"] = trust_remote_code
     return backends.load_generator(backend, model, **options)
+
+
+TRAIN_MODEL = "train-model"  # the artifact that records a server run's local weights
+LOCAL_WEIGHTS = (
+    "the served model's weights: a .gguf file, a Hugging Face folder, ollama:NAME[:TAG], "
+    "lmstudio:PUB/REPO or ORG/NAME in the local cache"
+)
+
+
+def ollama_weights(generator) -> str | None:
+    """The GGUF blob behind an Ollama server's model name, when that model is in this
+    machine's Ollama store (a server elsewhere, or another name, gives None)."""
+    if getattr(generator, "flavour", None) != "ollama" or not generator.served_model:
+        return None
+    try:
+        return resolve_model(f"ollama:{generator.served_model}")
+    except SgtuiError:
+        return None
+
+
+def train_weights(store, run_id: int, given: str | None = None) -> str | None:
+    """The local weights run `run_id` trains on and is scored with: `given` (resolved, and
+    recorded with the run), else what was recorded, else the run's own model when it is not a
+    server's. None for a server run with none recorded."""
+    row = store.run(run_id)
+    if given:
+        path = resolve_model(given)
+        if row["backend"] == SERVER:
+            store.add_artifact(run_id, TRAIN_MODEL, path)
+        return path
+    if row["backend"] != SERVER:
+        return row["model"]
+    recorded = store.artifacts(run_id, TRAIN_MODEL)
+    return recorded[-1]["path"] if recorded else None

@@ -57,6 +57,7 @@ def run_loop(
     max_tokens: int | None = None,
     trust_remote_code: bool = False,
     empty_ok: bool = False,
+    train_model: str | None = None,
     on_event: Callable[[object], None] | None = None,
 ) -> LoopResult:
     """Synthesise run `run_id` with `generator` (closed when done, so training can load its own
@@ -64,7 +65,9 @@ def run_loop(
     `rows`, score `systems` on them, greedy. With `val_rows` the epoch is chosen on them first
     (GGUF base models): the base model and each epoch's checkpoint are scored, and the best
     one is what the fine-tune row is scored with. empty_ok: when nothing survives the filters,
-    return before training (otherwise training refuses with a message that says why)."""
+    return before training (otherwise training refuses with a message that says why).
+    train_model: the local weights to train on and score with, where they are not the run's
+    model (a server run: generator.train_weights)."""
     emit = on_event or _quiet
     try:
         summary = run_synthesis(store, run_id, generator, emit)
@@ -74,11 +77,12 @@ def run_loop(
     row = store.run(run_id)
     if empty_ok and summary["training_pairs"] == 0:
         return LoopResult(run_id, summary, "", None, split)
-    model, backend = row["model"], row["backend"]
+    model, backend = train_model or row["model"], row["backend"]
     outcome = train(
         str(store.path),
         run_id,
         train_params,
+        model=train_model,
         trust_remote_code=trust_remote_code,
         on_event=lambda e: emit(TrainingEvent(e)),
     )

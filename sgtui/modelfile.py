@@ -16,7 +16,7 @@ What the family decides is the stops: Ollama stops at the model's end-of-sequenc
 own, but a template whose turn ends with another token (Llama 3's <|eot_id|>, Gemma's
 <end_of_turn>, Phi-3's <|end|>) rambles on into a new turn without a stop for it (Ollama issues
 #6823 and #8363). The known families are ChatML, Llama 3, Gemma, Mistral and Phi-3, and the
-"USER: … ASSISTANT:" layout sgtui uses for a model without a chat template. For another
+"Input: … Output:" completion layout sgtui uses for a model without a chat template. For another
 template the stops are the end-of-sequence text alone, and the export says so. A prompt the
 Modelfile syntax cannot hold (one containing three double quotes) is written without TEMPLATE,
 and the export says that too.
@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from backends.chat import COMPLETION_TURN_STOPS
 
 from .errors import SgtuiError
 from .prompts import meta_messages
@@ -45,8 +47,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "phi3": ("<|assistant|>", ("<|end|>", "<|user|>", "<|assistant|>")),
     "mistral": ("[INST]", ("[INST]", "[/INST]")),
 }
-# sgtui's own layout for a model without a chat template (backends/chat.py render_vicuna)
-VICUNA = ("vicuna", ("USER:",))
+# sgtui's own layout for a model without a chat template (backends/chat.py render_completion)
+COMPLETION = ("completion", COMPLETION_TURN_STOPS)
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Modelfile:
 def family_of(template: str | None) -> tuple[str | None, tuple[str, ...]]:
     """(family name, its stops) from a chat template's text; (None, ()) for an unknown one."""
     if not template:
-        return VICUNA
+        return COMPLETION
     for name, (mark, stops) in FAMILIES.items():
         if mark in template:
             return name, stops

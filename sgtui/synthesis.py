@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Callable
 
 import backends
 
@@ -23,15 +24,28 @@ def create_run(store: Store, task, params, model: str, backend: str) -> int:
 
 
 def open_run(
-    store: Store, task: Task, params: RunParams, model: str, backend: str, **options
+    store: Store,
+    task: Task,
+    params: RunParams,
+    model: str,
+    backend: str,
+    check: Callable[[object], None] | None = None,
+    **options,
 ) -> tuple[int, object]:
     """Load the model, then create a run of `task` with `params`. Returns (run id, generator).
+    `check(generator)` may refuse (raise) before the run is created; the model is closed then.
     `options` go to the backend (sgtui.generator.open_generator)."""
     if backend not in backends.names():
         raise SgtuiError(
             f"unknown backend {backend!r}", fix=f"use one of: {', '.join(backends.names())}"
         )
     generator = open_generator(model, backend, **options)
+    if check is not None:
+        try:
+            check(generator)
+        except BaseException:
+            generator.close()
+            raise
     # a server's "URL#MODEL" as the backend settled it, so a resumed run finds it again
     run_id = create_run(store, task, params, getattr(generator, "model_path", model), backend)
     return run_id, generator

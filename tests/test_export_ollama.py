@@ -77,9 +77,10 @@ def test_each_known_family_gets_its_stops_and_the_prompt_as_trained(family, tmp_
 def test_no_template_uses_sgtuis_layout_and_an_unknown_one_says_so(tmp_path):
     from sgtui.prompts import meta_messages
 
-    vicuna = modelfile.build(task(), ChatFormat(None, "<s>", "</s>"), tmp_path / "b.gguf")
-    assert vicuna.family == "vicuna" and "USER:" in vicuna.stops and not vicuna.notes
-    assert modelfile.prompt_for(vicuna.template, "hey") == ChatFormat(None, "<s>", "</s>").render(
+    plain = modelfile.build(task(), ChatFormat(None, "<s>", "</s>"), tmp_path / "b.gguf")
+    assert plain.family == "completion" and "\nInput:" in plain.stops and not plain.notes
+    assert plain.template.endswith("Input: [input] = {{ .Prompt }}\nOutput:\n")
+    assert modelfile.prompt_for(plain.template, "hey") == ChatFormat(None, "<s>", "</s>").render(
         meta_messages(task(), "hey")
     )
     odd = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}### bot:"

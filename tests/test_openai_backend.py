@@ -76,13 +76,13 @@ def test_what_the_server_offers(gen, server, llama, monkeypatch):
         assert gen.count_tokens(text) == llama.count_tokens(text), text
     # llama-cpp-python's server does not say its context: its own default is assumed
     assert gen.n_ctx == 2048 and "assumed" in gen.n_ctx_source
-    # without template_from nothing gives a chat template: the paper's Vicuna layout
+    # without template_from nothing gives a chat template: the completion layout
     bare = OpenAIServerGenerator(
         f"{server.url}#{gen.served_model}", api_key_env=KEY_ENV, n_ctx=1024
     )
     try:
-        assert bare.chat_template is None and bare.template_source.startswith("vicuna")
-        assert bare.render_chat([ChatMessage("user", "Hi")]) == "\nUSER: Hi\nASSISTANT:\n"
+        assert bare.chat_template is None and bare.template_source.startswith("completion")
+        assert bare.render_chat([ChatMessage("user", "Hi")]) == "Input: Hi\nOutput:\n"
         assert bare.n_ctx == 1024 and bare.n_ctx_source == "given"
     finally:
         bare.close()
@@ -261,7 +261,7 @@ def test_ollama_gets_the_prompt_raw():
                 200,
                 {},
                 {
-                    "response": "Bonjour.\nUSER: and again",
+                    "response": "Bonjour.\n\nInput: and again",
                     "done": True,
                     "done_reason": "stop",
                     "eval_count": 7,
@@ -273,7 +273,7 @@ def test_ollama_gets_the_prompt_raw():
         g = OpenAIServerGenerator(url, served_model="smol")
         out = sorted(
             g.generate(
-                ["USER: hi\nASSISTANT:\n"],
+                ["Input: hi\nOutput:\n"],
                 SamplingParams(temperature=0.5, max_tokens=9, n=2),
                 seeds=[40],
             ),
@@ -282,17 +282,20 @@ def test_ollama_gets_the_prompt_raw():
         assert g.flavour == "ollama" and g.n_ctx == 8192 and "api/show" in g.n_ctx_source
         assert g.supports_score is False and "Ollama" in g.score_unsupported
         g.close()
-    # no chat template: the Vicuna layout's next turn is a stop, as in-process
-    assert [(c.sample, c.text, c.n_tokens) for c in out] == [(0, "Bonjour.", 7), (1, "Bonjour.", 7)]
+    # no chat template: the completion layout's next turn is a stop, as in-process
+    assert [(c.sample, c.text, c.n_tokens) for c in out] == [
+        (0, "Bonjour.\n", 7),
+        (1, "Bonjour.\n", 7),
+    ]
     calls = [s for s in seen if s[1] == "/api/generate"]
     assert not [s for s in seen if s[1] == "/v1/completions"] and len(calls) == 2
     for call in calls:
         body = call[3]
         assert body["raw"] is True and body["stream"] is False and body["model"] == "smol"
-        assert body["prompt"] == "USER: hi\nASSISTANT:\n"
+        assert body["prompt"] == "Input: hi\nOutput:\n"
         opts = body["options"]
         assert opts["num_ctx"] == 8192 and opts["num_predict"] == 9 and opts["top_k"] == 40
-        assert "\nUSER:" in opts["stop"]
+        assert "\nInput:" in opts["stop"]
     assert sorted(c[3]["options"]["seed"] for c in calls) == [40, 41]
 
 
@@ -517,3 +520,73 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
     assert sorted(slots) == sorted(set(slots)) and len(slots) == 3  # each input once
     after = dict(annotated())
     assert all(after[slot] == out for slot, out in before)  # what was stored stays as it was
+
+
+def _sgtui(args, env, timeout=1200):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sgtui", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_sgtui_run_against_the_server_trains_on_local_weights(server, bundled_model, tmp_path):
+    """`sgtui run --backend openai`: without local weights it refuses before any run exists,
+    naming the flag; with --model (the local copy of the served model) it generates through
+    the server, trains on that copy, and scores base and fine-tune with it. `sgtui train` of
+    the run later finds the weights the run recorded."""
+    import os
+    import sqlite3
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    db = tmp_path / "r.db"
+    env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(root), "SGTUI_HOME": str(tmp_path)}
+    run = [
+        "run",
+        str(root / "data" / "tasks" / "formal-rewrite.toml"),
+        "--db",
+        str(db),
+        "--backend",
+        "openai",
+        "--base-url",
+        server.url,
+        "--api-key-env",
+        KEY_ENV,
+    ]
+    small = ["--rounds", "1", "--per-round", "4", "--n", "2", "--epochs", "1"]
+    refused = _sgtui([*run, *small, "--eval-limit", "2", "--no-val"], env)
+    assert refused.returncode == 2, refused.stderr
+    assert "training needs the served model's weights" in refused.stderr, refused.stderr
+    assert "--train-model" in refused.stderr and "Traceback" not in refused.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("select count(*) from runs").fetchone()[0] == 0
+
+    out = _sgtui(
+        [*run, "--model", bundled_model, *small, "--eval-limit", "3", "--no-val", "--quiet"], env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith(("base ", "self-guide"))]
+    assert len(rows) == 2, out.stdout
+    with sqlite3.connect(db) as c:
+        (model, backend) = c.execute("select model, backend from runs where id = 1").fetchone()
+        (weights,) = c.execute(
+            "select path from artifacts where run_id = 1 and kind = 'train-model'"
+        ).fetchone()
+        labels = dict(c.execute("select system, model from evals where run_id = 1"))
+    assert backend == "openai" and model.startswith(server.url)
+    assert weights == bundled_model
+    assert labels["base"] == bundled_model and labels["self-guide"].startswith(bundled_model)
+    info = Path(tmp_path / "r.db.runs" / "run-1" / "adapter" / "adapter_config.json")
+    assert info.is_file()
+
+    again = _sgtui(["train", "1", "--db", str(db), "--epochs", "1", "--quiet"], env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "trained" in again.stdout
