@@ -1,4 +1,5 @@
-"""Synthesis throughput: naive sequential llama-cpp-python calls vs the batched backend.
+"""Synthesis throughput: naive sequential llama-cpp-python calls vs the batched backend, and the
+server backend against llama.cpp's own llama-server.
 
 Both paths run the same workload on the same model with the same sampling settings:
 - annotation: the real annotation prompt (sgtui.pipeline.annotation_prompt) for the first
@@ -11,6 +12,15 @@ settings are passed in full (min_p 0, no repeat penalty) so both paths draw from
 distribution. Every measurement runs in its own process (peak RSS is per path), and the
 order of the two paths alternates between repeats because the machine may be shared.
 
+The server paths (`server-1`, `server-4`, `server-8`: the server backend with that many requests
+in flight) send the same prompts and sampling settings through backends/openai_server.py to
+llama.cpp's `llama-server`, started per measurement on the same model and thread count with
+`--parallel 8` (continuous batching is its default) and timed once it answers /health. Build
+it first from the llama.cpp that llama-cpp-python's sdist vendors:
+
+    bash bench/build_llama_server.sh
+    .venv/bin/python bench/throughput.py --threads 1 --paths batched,server-1,server-4,server-8
+
     .venv/bin/python bench/throughput.py --repeat 2
 """
 
@@ -21,9 +31,12 @@ import json
 import os
 import platform
 import resource
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,13 +95,65 @@ def workload(kind: str, args, gen) -> tuple[list[str], list[int] | None, dict]:
     return [b.text for b in built], [b.seed for b in built], sp
 
 
+@contextmanager
+def llama_server(binary: str, model: str, threads: int | None, parallel: int, slot_ctx: int):
+    """llama.cpp's llama-server on a free loopback port, ready (GET /health answers 200)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = str(threads or os.cpu_count())
+    cmd = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--parallel", str(parallel), "--ctx-size", str(parallel * slot_ctx)]
+    cmd += ["--threads", t, "--threads-batch", t]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"llama-server exited with {proc.returncode}: {' '.join(cmd)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit("llama-server did not become ready in 120 s")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def worker(path: str, kind: str, args) -> dict:
     """Run one workload through one path in this process; return the figures."""
+    from sgtui.paths import bundled_model
+
+    if path.startswith("server-"):
+        if not Path(args.llama_server).is_file():
+            sys.exit(f"{args.llama_server} is missing: run bash bench/build_llama_server.sh")
+        model = str(bundled_model())
+        with llama_server(
+            args.llama_server, model, args.threads, args.server_parallel, 4096
+        ) as url:
+            return measure(path, kind, args, url)
+    return measure(path, kind, args, None)
+
+
+def measure(path: str, kind: str, args, url: str | None) -> dict:
     from backends.base import SamplingParams
     from sgtui.paths import bundled_model
 
     model = str(bundled_model())
-    if path == "sequential":
+    server = None
+    if path.startswith("server-"):
+        from backends.openai_server import OpenAIServerGenerator
+
+        server = gen = OpenAIServerGenerator(
+            url, concurrency=int(path.split("-", 1)[1]), template_from=model
+        )
+    elif path == "sequential":
         from backends.llama_cpp import LlamaCppGenerator
 
         gen = LlamaCppGenerator(model, n_ctx=4096, n_threads=args.threads)
@@ -146,7 +211,8 @@ def worker(path: str, kind: str, args) -> dict:
         "cpu_s": round(cpu, 2),
         "tokens_per_s": round(tokens / wall, 2),
         "samples_per_min": round(samples / wall * 60, 1),
-        "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu else None,
+        # the server's own CPU time is not this process's: None for the server paths
+        "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu and server is None else None,
         "peak_rss_mib": round(ru1.ru_maxrss / 1024, 1),
         "task": Path(args.task).name,
         "threads": args.threads,
@@ -193,7 +259,11 @@ def main() -> None:
     ap.add_argument("--no-share-prefix", action="store_true")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--workloads", default="annotation,inputs")
-    ap.add_argument("--paths", default="sequential,batched")
+    ap.add_argument(
+        "--paths", default="sequential,batched", help="also server-N: N requests in flight"
+    )
+    ap.add_argument("--llama-server", default=str(ROOT / "bench" / ".work" / "llama-server"))
+    ap.add_argument("--server-parallel", type=int, default=8, help="llama-server --parallel")
     ap.add_argument("--json", default=None, help="write the raw figures here")
     ap.add_argument("--worker", nargs=2, metavar=("PATH", "WORKLOAD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -236,7 +306,7 @@ def main() -> None:
                     f"{kind:10s} {path:10s} {r['samples']:4d} samples {r['tokens']:6d} tok "
                     f"{r['wall_s']:8.1f} s  {r['tokens_per_s']:7.1f} tok/s  "
                     f"{r['samples_per_min']:7.1f} samples/min  "
-                    f"{r['tokens_per_cpu_s']:7.1f} tok/cpu-s  rss {r['peak_rss_mib']:6.0f} MiB  "
+                    f"{r['tokens_per_cpu_s'] or 0:7.1f} tok/cpu-s  rss {r['peak_rss_mib']:6.0f} MiB  "
                     f"load {r['loadavg_before']}",
                     flush=True,
                 )

@@ -245,6 +245,7 @@ def fake_training_job(steps: int = 5, delay: float = 0.05):
     class FakeTrainingJob(TrainingJob):
         def child_command(self, db, run_id, params, **kwargs) -> list[str]:
             self.started_with = (str(db), run_id, params)
+            self.worker_argv = super().child_command(db, run_id, params, **kwargs)  # not run
             return [sys.executable, "-c", FAKE_TRAINER, str(steps), str(delay)]
 
     jobs: list = []

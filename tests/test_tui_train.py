@@ -130,3 +130,42 @@ async def test_training_defaults_follow_the_task_type_until_edited(tmp_path):
         page.show_run(page.run_id)  # reloading the run keeps what the person chose
         await settle(app, pilot)
         assert page.train_params.epochs == 5
+
+
+async def test_a_server_run_without_local_weights_is_refused_and_one_with_them_trains_on_them(
+    tmp_path,
+):
+    """A run generated through a server has a URL for a model: the Train page refuses it with
+    the way out until weights are recorded (as `sgtui run --train-model` records them), then
+    trains on those."""
+    from sgtui.generator import TRAIN_MODEL
+
+    db = tmp_path / "s.db"
+    rid = make_reviewed_run(db)
+    store = Store(db)
+    local = store.run(rid)["model"]
+    store.update_run(rid, model="http://127.0.0.1:9/v1#smol", backend="openai")
+    factory = fake_training_job(steps=2, delay=0.01)
+    app = make_app(db, train_job_factory=factory)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await pilot.press("4")
+        await settle(app, pilot)
+        await pilot.press("t")
+        await settle(app, pilot)
+        assert app.page("train").training_run is None and factory.jobs == []
+        (note,) = app._notifications
+        assert note.severity == "warning" and "generated through a server" in note.message
+        assert f"sgtui train {rid} --model" in note.message
+
+        store.add_artifact(rid, TRAIN_MODEL, local)
+        await pilot.press("t")
+        await wait_until(
+            pilot,
+            lambda: (
+                app.page("train").training_run is None and "training finished" in screen_text(app)
+            ),
+            timeout=20,
+        )
+        (job,) = factory.jobs
+        argv = job.worker_argv
+        assert argv[argv.index("--model") + 1] == local

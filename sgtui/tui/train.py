@@ -13,6 +13,7 @@ from textual.widgets import Log, Sparkline, Static
 
 from .. import vram
 from ..errors import SgtuiError
+from ..generator import train_weights
 from ..store import Store, task_fields
 from ..task import Task
 from ..training import TrainParams
@@ -270,11 +271,22 @@ class TrainPage(Page):
                 severity="warning",
             )
             return
+        weights = train_weights(self.sg.store, self.run_id)
+        if weights is None:
+            self.notify(
+                f"run {self.run_id} was generated through a server, and training needs the "
+                f"served model's weights on this machine: sgtui train {self.run_id} --model "
+                "LOCAL (a .gguf, a Hugging Face folder, ollama:NAME or ORG/NAME)",
+                severity="warning",
+                timeout=10,
+            )
+            return
         self.training_run, self.rows = self.run_id, []
         self.query_one("#train-log", Log).write_line(
             f"training run {self.run_id}: {train_summary(self.train_params)}"
         )
-        self.run_training(self.run_id, self.train_params)
+        own = weights == self.sg.store.run(self.run_id)["model"]
+        self.run_training(self.run_id, self.train_params, None if own else weights)
         self._refresh_view()
 
     def action_cancel(self) -> None:
@@ -288,7 +300,7 @@ class TrainPage(Page):
         )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def run_training(self, run_id: int, params: TrainParams) -> None:
+    def run_training(self, run_id: int, params: TrainParams, model: str | None = None) -> None:
         job = self.sg.train_job_factory()
         rows: list[dict] = []
 
@@ -314,7 +326,7 @@ class TrainPage(Page):
                 )
             )
         try:
-            job.start(self.sg.db_path, run_id, params)
+            job.start(self.sg.db_path, run_id, params, model=model)
             if job.cancelled:  # cancel was pressed while the process was starting
                 job.cancel()
             outcome = job.wait(on_event)
