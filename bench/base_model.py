@@ -56,6 +56,7 @@ def main() -> int:
     )
     minutes = (time.monotonic() - t0) / 60
     text = out.stdout + ("\n" + out.stderr if out.stderr.strip() else "")
+    text = text.replace(str(ROOT) + "/", "")  # paths relative to the project
     print(text)
     counts = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "sgtui"), "samples", "1", "--status", "training"],

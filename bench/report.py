@@ -22,11 +22,15 @@ def mean(values: list[float]) -> float:
 
 def throughput() -> str:
     lines = [
-        "# Synthesis throughput: sequential llama-cpp-python calls vs the batched backend",
+        "# Synthesis throughput: sequential llama-cpp-python calls, the batched backend, and "
+        "the server backend against llama-server",
         "",
         "Produced by `bench/throughput.py` (workloads in its docstring) and rendered by "
-        "`bench/report.py throughput`. Means over repeats; the two paths alternate order "
-        "between repeats. Ratio: batched / sequential samples per minute.",
+        "`bench/report.py throughput`. Means over repeats; the paths alternate order "
+        "between repeats. Ratio: samples per minute over the sequential path's, or over the "
+        "batched path's where no sequential path ran. server-N: the server backend with N "
+        "requests in flight to llama.cpp's llama-server (--parallel 8, continuous batching); "
+        "its peak RSS is the client's alone.",
         "",
     ]
     for path in sorted(RESULTS.glob("throughput-*.json")):
@@ -50,10 +54,11 @@ def throughput() -> str:
         ]
         for (kind, p), rs in sorted(groups.items()):
             spm = mean([r["samples_per_min"] for r in rs])
-            seq = groups.get((kind, "sequential"))
+            ref = "sequential" if (kind, "sequential") in groups else "batched"
+            seq = groups.get((kind, ref))
             ratio = (
                 f"{spm / mean([r['samples_per_min'] for r in seq]):.2f}x"
-                if seq and p != "sequential"
+                if seq and p != ref
                 else ""
             )
             s = rs[0]["sampling"]
