@@ -70,7 +70,9 @@ def input_generation_prompt(
     return head + tail
 
 
-SMALL_STOPS = ("###", "\nInput:", "\nAnswer:")
+# where a model leaves the input it was asked for: the next item, or an answer (a base model
+# writes "Output" after an input as the completion layout would; Gemma 3 270M did)
+SMALL_STOPS = ("###", "\nInput:", "\nOutput", "\nAnswer:")
 
 
 def small_input_prompt(
