@@ -121,6 +121,16 @@ def train_seed(
     return lora, params.epochs
 
 
+def has_run(store, run_id: int) -> bool:
+    from sgtui.errors import SgtuiError
+
+    try:
+        store.run(run_id)
+    except SgtuiError:
+        return False
+    return True
+
+
 def run_task(name: str, args, results: dict, save, store, model: str) -> None:
     from sgtui import evaluation as ev
     from sgtui.config import RunParams
@@ -145,6 +155,12 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
         for k, v in params.to_dict().items()
         if v != getattr(RunParams.defaults_for(task.type, "small"), k)
     } or "defaults"
+    if res.get("kept") is not None and not has_run(store, res["run"]):
+        # the seeds trained on that run's samples: a new run would mix two data sets
+        sys.exit(
+            f"{task.name}: its synthesis run {res['run']} is not in {store.path}; pass "
+            f"--restart {name} to synthesise and train it again from the start"
+        )
     if res.get("kept") is None:
         synthesize(store, task, params, model, res, save)
     by_seed = res.setdefault("by_seed", {})
@@ -249,6 +265,11 @@ def main() -> int:
     )
     ap.add_argument("--set", default="", help="run parameters to override, key=value,...")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality"))
+    ap.add_argument(
+        "--restart",
+        default="",
+        help="tasks whose recorded results are dropped first (a new synthesis run, new seeds)",
+    )
     args = ap.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.set = parse_set(args.set)
@@ -256,6 +277,9 @@ def main() -> int:
     out_json, out_md = out.with_suffix(".json"), out.with_suffix(".md")
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     results.setdefault("tasks", {})
+    for name in filter(None, args.restart.split(",")):
+        task, _, _ = task_and_rows(name, args.eval_limit)
+        results["tasks"].pop(task.name, None)
     results["machine"] = machine()
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]
