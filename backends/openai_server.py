@@ -12,7 +12,7 @@ the model's template, the native `/api/generate` with `raw: true`.
 What the server tells us, where it can, and what is assumed where it cannot (issue 13):
 - the chat template: llama-server's `/props`, Ollama's `/api/show` (a Jinja template only: an
   Ollama TEMPLATE is Go text/template and cannot be rendered here), else the local GGUF or
-  Hugging Face folder given as `template_from`, else the paper's Vicuna layout;
+  Hugging Face folder given as `template_from`, else the completion layout (backends/chat.py);
 - token counts: the server's tokenizer (llama-cpp-python's `/extras/tokenize`, llama-server's and
   vLLM's `/tokenize`), else `template_from`'s vocabulary, else an estimate of one token per three
   UTF-8 bytes (`exact_tokens` is False; prompts are then not refused before they are sent);
@@ -542,7 +542,7 @@ class OpenAIServerGenerator:
         in flight."""
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError("seeds must give one seed per prompt")
-        # without a chat template, the Vicuna layout's next turn is a stop, as in-process
+        # without a chat template, the completion layout's next turn is a stop, as in-process
         params = with_turn_stops(params, self.chat_template)
         k = max(params.n, params.best_of or params.n)
         if k < 1 or not prompts:

@@ -218,7 +218,8 @@ def summary_rows(results: dict) -> tuple[list[str], dict]:
 def table(results: dict) -> str:
     lines, deltas = summary_rows(results)
     out = [
-        "# Base against fine-tune, over training seeds (bundled SmolLM2-135M-Instruct)",
+        "# Base against fine-tune, over training seeds "
+        f"({results.get('model', 'bundled SmolLM2-135M-Instruct')})",
         "",
         f"- machine: {results['machine']}",
         "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
@@ -266,6 +267,11 @@ def main() -> int:
     ap.add_argument("--set", default="", help="run parameters to override, key=value,...")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality"))
     ap.add_argument(
+        "--model",
+        default=None,
+        help="a GGUF model (default: the bundled SmolLM2-135M-Instruct); give it its own --out",
+    )
+    ap.add_argument(
         "--restart",
         default="",
         help="tasks whose recorded results are dropped first (a new synthesis run, new seeds)",
@@ -290,7 +296,9 @@ def main() -> int:
     from sgtui.store import Store
 
     store = Store(work / f"{out.name}.db")
-    model = str(bundled_model())
+    model = str(Path(args.model).resolve()) if args.model else str(bundled_model())
+    if args.model:
+        results["model"] = Path(args.model).name
 
     def save() -> None:
         out_json.write_text(json.dumps(results, indent=1))
