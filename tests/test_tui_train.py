@@ -12,6 +12,14 @@ from sgtui.store import Store
 pytestmark = pytest.mark.asyncio
 
 
+async def training_finished(app, pilot) -> None:
+    await wait_until(
+        pilot,
+        lambda: app.page("train").training_run is None and "training finished" in screen_text(app),
+        timeout=20,
+    )
+
+
 async def test_progress_rows_show_as_bar_and_loss_plot(tmp_path):
     db = tmp_path / "t.db"
     rid = make_reviewed_run(db)
@@ -49,13 +57,7 @@ async def test_training_runs_in_a_child_process_and_reports(tmp_path):
         await pilot.press("4")
         await settle(app, pilot)
         await pilot.press("t")
-        await wait_until(
-            pilot,
-            lambda: (
-                app.page("train").training_run is None and "training finished" in screen_text(app)
-            ),
-            timeout=20,
-        )
+        await training_finished(app, pilot)
         (job,) = factory.jobs
         assert job.proc.returncode == 0
         text = screen_text(app)
@@ -159,13 +161,7 @@ async def test_a_server_run_without_local_weights_is_refused_and_one_with_them_t
 
         store.add_artifact(rid, TRAIN_MODEL, local)
         await pilot.press("t")
-        await wait_until(
-            pilot,
-            lambda: (
-                app.page("train").training_run is None and "training finished" in screen_text(app)
-            ),
-            timeout=20,
-        )
+        await training_finished(app, pilot)
         (job,) = factory.jobs
         argv = job.worker_argv
         assert argv[argv.index("--model") + 1] == local
