@@ -253,7 +253,7 @@ def cmd_train(args) -> int:
         args.run,
         params,
         resume=args.resume,
-        model=None if model == store.run(args.run)["model"] else model,
+        model=model,
         trust_remote_code=args.trust_remote_code,
         quiet=args.quiet,
         given=["--" + k.replace("_", "-") for k in given],
@@ -456,7 +456,7 @@ def cmd_run(args) -> int:
         val_rows=val_rows,
         val_split=val_split,
         trust_remote_code=args.trust_remote_code,
-        train_model=None if train_model == store.run(run_id)["model"] else train_model,
+        train_model=train_model,
         on_event=LoopPrinter(args, store),
     )
     if not spec:

@@ -66,8 +66,8 @@ def run_loop(
     (GGUF base models): the base model and each epoch's checkpoint are scored, and the best
     one is what the fine-tune row is scored with. empty_ok: when nothing survives the filters,
     return before training (otherwise training refuses with a message that says why).
-    train_model: the local weights to train on and score with, where they are not the run's
-    model (a server run: generator.train_weights)."""
+    train_model: the local weights to train on and score with (default: the run's model; a
+    server run's: generator.train_weights)."""
     emit = on_event or _quiet
     try:
         summary = run_synthesis(store, run_id, generator, emit)

@@ -285,8 +285,7 @@ class TrainPage(Page):
         self.query_one("#train-log", Log).write_line(
             f"training run {self.run_id}: {train_summary(self.train_params)}"
         )
-        own = weights == self.sg.store.run(self.run_id)["model"]
-        self.run_training(self.run_id, self.train_params, None if own else weights)
+        self.run_training(self.run_id, self.train_params, weights)
         self._refresh_view()
 
     def action_cancel(self) -> None:
@@ -300,7 +299,7 @@ class TrainPage(Page):
         )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def run_training(self, run_id: int, params: TrainParams, model: str | None = None) -> None:
+    def run_training(self, run_id: int, params: TrainParams, model: str) -> None:
         job = self.sg.train_job_factory()
         rows: list[dict] = []
 
