@@ -563,3 +563,40 @@ def test_generate_takes_a_model_by_name(stores, name, tmp_path, capsys):
     run = Store(db).run(1)
     assert run["model"] == resolve_model(name) and Path(run["model"]).is_file()
     assert run["backend"] == "llama-cpp"
+
+
+@pytest.mark.slow
+def test_run_takes_an_ollama_name_through_training(stores, tmp_path, capsys):
+    """`sgtui run --model ollama:NAME`: generation, training and the llama.cpp export all use
+    the GGUF blob the name resolves to, with no Ollama process."""
+    from sgtui.cli import main
+    from sgtui.store import Store
+
+    db = tmp_path / "r.db"
+    blob = resolve_model("ollama:smollm2:135m")
+    code = main(
+        [
+            "run",
+            str(ROOT / "data" / "tasks" / "formal-rewrite.toml"),
+            "--model",
+            "ollama:smollm2:135m",
+            "--rounds",
+            "1",
+            "--per-round",
+            "3",
+            "--n",
+            "2",
+            "--epochs",
+            "1",
+            "--no-eval",
+            "--quiet",
+            "--db",
+            str(db),
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    store = Store(db)
+    assert store.run(1)["model"] == blob and store.run(1)["status"] == "done"
+    (export,) = store.artifacts(1, "export-gguf")
+    assert json.loads(export["meta"])["base_model"] == blob and Path(export["path"]).is_file()
