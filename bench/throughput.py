@@ -130,27 +130,25 @@ def worker(path: str, kind: str, args) -> dict:
     """Run one workload through one path in this process; return the figures."""
     from sgtui.paths import bundled_model
 
+    model = str(bundled_model())
     if path.startswith("server-"):
         if not Path(args.llama_server).is_file():
             sys.exit(f"{args.llama_server} is missing: run bash bench/build_llama_server.sh")
-        model = str(bundled_model())
         with llama_server(
             args.llama_server, model, args.threads, args.server_parallel, 4096
         ) as url:
-            return measure(path, kind, args, url)
-    return measure(path, kind, args, None)
+            return measure(path, kind, args, model, url)
+    return measure(path, kind, args, model, None)
 
 
-def measure(path: str, kind: str, args, url: str | None) -> dict:
+def measure(path: str, kind: str, args, model: str, url: str | None) -> dict:
+    """One workload through one path; `url` is the server's for the server paths."""
     from backends.base import SamplingParams
-    from sgtui.paths import bundled_model
 
-    model = str(bundled_model())
-    server = None
-    if path.startswith("server-"):
+    if url is not None:
         from backends.openai_server import OpenAIServerGenerator
 
-        server = gen = OpenAIServerGenerator(
+        gen = OpenAIServerGenerator(
             url, concurrency=int(path.split("-", 1)[1]), template_from=model
         )
     elif path == "sequential":
@@ -212,7 +210,7 @@ def measure(path: str, kind: str, args, url: str | None) -> dict:
         "tokens_per_s": round(tokens / wall, 2),
         "samples_per_min": round(samples / wall * 60, 1),
         # the server's own CPU time is not this process's: None for the server paths
-        "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu and server is None else None,
+        "tokens_per_cpu_s": round(tokens / cpu, 2) if cpu and url is None else None,
         "peak_rss_mib": round(ru1.ru_maxrss / 1024, 1),
         "task": Path(args.task).name,
         "threads": args.threads,
