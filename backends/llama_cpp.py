@@ -132,6 +132,48 @@ def llama_threads(asked: int | None = None) -> int:
     return asked or cpu_threads()
 
 
+# A prompt of many tokens goes through the matrix kernels a one-token load never reaches; the
+# child process survives what it cannot (a segfault in a kernel).
+_PROBE = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=256, n_gpu_layers=0, verbose=False)
+text = llm.create_completion(" ".join(["word"] * 48), max_tokens=4, temperature=0.0)
+print(len(text["choices"]))
+"""
+
+
+def decode_check(model_path: str | Path, timeout: float = 300) -> str | None:
+    """Decode a 48-token prompt with this llama.cpp build, in a child process. None when it
+    works; otherwise what went wrong, naming the build's AMX kernels where they are in it:
+    they crash on the first prompt on some Intel CPUs (llama.cpp issue 20824), and a native
+    build on such a CPU has them."""
+    import signal
+    import subprocess
+    import sys
+
+    import llama_cpp
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(model_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return f"decoding a 48-token prompt took over {timeout:.0f} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        what = f"llama.cpp crashed ({signal.Signals(-done.returncode).name}) decoding a prompt"
+    else:
+        tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        what = f"llama.cpp failed decoding a prompt ({tail})"
+    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info():
+        what += "; this build has llama.cpp's AMX kernels, which crash on some Intel CPUs"
+    return what
+
+
 class LlamaCppGenerator:
     name = "llama-cpp"
     supports_batch = False

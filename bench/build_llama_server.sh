@@ -18,7 +18,10 @@ if [ -z "$sdist" ]; then
 fi
 src="$work/llama_cpp_python-$version"
 [ -d "$src" ] || tar -xzf "$sdist" -C "$work"
-cmake -S "$src/vendor/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+# without llama.cpp's AMX kernels on a CPU that has them (install.sh says why)
+amx=()
+grep -qw amx_int8 /proc/cpuinfo && amx=(-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8)
+cmake -S "$src/vendor/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release "${amx[@]}" \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
 cmake --build "$work/build" --target llama-server -j "$(nproc)" >/dev/null

@@ -51,7 +51,10 @@ install() {
     python3 -m venv --system-site-packages "$VENV" || return 1
     local pip="$VENV/bin/python -m pip install --no-index --no-deps --no-cache-dir"
     # this card's architecture only: all of them would take most of the time budget
-    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native" \
+    # without llama.cpp's AMX kernels on a CPU that has them (install.sh says why)
+    local amx=""
+    grep -qw amx_int8 /proc/cpuinfo && amx="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8"
+    CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native $amx" \
         CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $pip "$WHEELS"/llama_cpp_python-*.tar.gz || return 1
     $pip "$WHEELS"/*.whl || return 1
     $pip --no-build-isolation -e "$ROOT" || return 1

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import backends
+from backends.llama_cpp import decode_check
 
 from . import cli_eval, cli_plan, cli_train
 from .cli_args import (
@@ -222,6 +223,21 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def llama_decode_problem() -> str | None:
+    """What stops the llama.cpp build decoding the bundled model, or None (also when either
+    is missing: doctor lists those above)."""
+    if not any(b.name == "llama-cpp" and b.available for b in backends.info()):
+        return None
+    try:
+        model = bundled_model()
+    except SgtuiError:
+        return None
+    problem = decode_check(model)
+    if problem is None:
+        print(f"{'llama.cpp decode':<30}ok")
+    return problem
+
+
 def cmd_doctor(args) -> int:
     try:
         print(f"bundled model: {bundled_model()}")
@@ -229,6 +245,15 @@ def cmd_doctor(args) -> int:
         print(f"bundled model: missing ({e.message})")
     for b in backends.info():
         print(f"backend {b.name:<21} {'ok' if b.available else 'unavailable: ' + b.reason}")
+    broken = llama_decode_problem()
+    if broken:
+        print(f"{'llama.cpp decode':<30}FAILED: {broken}")
+        print(
+            "sgtui: llama.cpp cannot decode on this machine; run ./install.sh again: it "
+            "rebuilds llama-cpp-python (without the AMX kernels on a CPU that has them)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         print(f"data folder:   {home()}")
         print(f"database:      {default_db()}")
