@@ -138,7 +138,14 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
     task, rows, split = task_and_rows(name, args.eval_limit)
     # the tasks of data/tasks/ are keyed by their own name ("review-sentiment")
     res = results["tasks"].setdefault(
-        task.name, {"type": task.type, "metric": task.metric, "n": len(rows), "split": split}
+        task.name,
+        {
+            "type": task.type,
+            "metric": task.metric,
+            "n": len(rows),
+            "split": split,
+            "machine": machine(),
+        },
     )
     if "base" not in res:
         t = time.monotonic()
@@ -215,13 +222,23 @@ def summary_rows(results: dict) -> tuple[list[str], dict]:
     return lines, deltas
 
 
+def machine_lines(results: dict) -> list[str]:
+    """The machine of each task's figures (timings differ from one to another)."""
+    by: dict[str, list[str]] = {}
+    for name, r in results["tasks"].items():
+        by.setdefault(r.get("machine", results["machine"]), []).append(name)
+    if len(by) <= 1:
+        return [f"- machine: {next(iter(by), results['machine'])}"]
+    return [f"- machine of {', '.join(names)}: {m}" for m, names in by.items()]
+
+
 def table(results: dict) -> str:
     lines, deltas = summary_rows(results)
     out = [
         "# Base against fine-tune, over training seeds "
         f"({results.get('model', 'bundled SmolLM2-135M-Instruct')})",
         "",
-        f"- machine: {results['machine']}",
+        *machine_lines(results),
         "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
         "- defaults of `sgtui run` (small mode), one synthesis run per task (generation "
         "seed 0), one training per seed at the default epochs, no epoch choice; greedy "
