@@ -223,19 +223,16 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def llama_decode_problem() -> str | None:
-    """What stops the llama.cpp build decoding the bundled model, or None (also when either
-    is missing: doctor lists those above)."""
+def llama_decode_problem() -> tuple[bool, str | None]:
+    """Whether the llama.cpp build was checked on the bundled model (not when either is
+    missing: doctor lists those above), and what stopped it decoding, or None."""
     if not any(b.name == "llama-cpp" and b.available for b in backends.info()):
-        return None
+        return False, None
     try:
         model = bundled_model()
     except SgtuiError:
-        return None
-    problem = decode_check(model)
-    if problem is None:
-        print(f"{'llama.cpp decode':<30}ok")
-    return problem
+        return False, None
+    return True, decode_check(model)
 
 
 def cmd_doctor(args) -> int:
@@ -245,7 +242,9 @@ def cmd_doctor(args) -> int:
         print(f"bundled model: missing ({e.message})")
     for b in backends.info():
         print(f"backend {b.name:<21} {'ok' if b.available else 'unavailable: ' + b.reason}")
-    broken = llama_decode_problem()
+    checked, broken = llama_decode_problem()
+    if checked and not broken:
+        print(f"{'llama.cpp decode':<30}ok")
     if broken:
         print(f"{'llama.cpp decode':<30}FAILED: {broken}")
         print(

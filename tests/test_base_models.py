@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from word_task import KEEP_EVERY_SAMPLE
 
 from backends.base import SamplingParams
 from backends.chat import COMPLETION_TURN_STOPS, render_completion, with_turn_stops
@@ -124,6 +125,7 @@ def test_a_run_on_it_keeps_samples_and_prints_no_llama_log(no_template, tmp_path
             "1",
             "--per-round",
             "3",
+            *KEEP_EVERY_SAMPLE,
         ],
         env=env,
         capture_output=True,

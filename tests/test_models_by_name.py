@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from word_task import KEEP_EVERY_SAMPLE
 
 from sgtui import model_meta, models
 from sgtui.errors import SgtuiError
@@ -592,6 +593,7 @@ def test_run_takes_an_ollama_name_through_training(stores, tmp_path, capsys):
             "--quiet",
             "--db",
             str(db),
+            *KEEP_EVERY_SAMPLE,
         ]
     )
     out = capsys.readouterr()

@@ -17,6 +17,7 @@ from server_fixture import (
     stub_server,
     with_bos,
 )
+from word_task import KEEP_EVERY_SAMPLE
 
 from backends.base import ChatMessage, SamplingParams
 from sgtui.errors import SgtuiError
@@ -561,7 +562,7 @@ def test_sgtui_run_against_the_server_trains_on_local_weights(server, bundled_mo
         "--api-key-env",
         KEY_ENV,
     ]
-    small = ["--rounds", "1", "--per-round", "4", "--n", "2", "--epochs", "1"]
+    small = ["--rounds", "1", "--per-round", "4", "--n", "2", "--epochs", "1", *KEEP_EVERY_SAMPLE]
     refused = _sgtui([*run, *small, "--eval-limit", "2", "--no-val"], env)
     assert refused.returncode == 2, refused.stderr
     assert "training needs the served model's weights" in refused.stderr, refused.stderr

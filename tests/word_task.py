@@ -17,6 +17,21 @@ WORD_TASK = {
     "instruction": "Name a thing of this colour.",
     "examples": [{"input": "red", "output": "apple"}, {"input": "blue", "output": "sky"}],
 }
+# Flags for a short run whose test is about plumbing (a model by name, a server, a base model),
+# not about which samples pass: every filter off and any vote winner kept, so the run has
+# training pairs whatever a given CPU's llama.cpp build happens to sample.
+KEEP_EVERY_SAMPLE = [
+    "--no-small-filters",
+    "--no-noise-filter",
+    "--no-answer-filters",
+    "--no-input-dependence",
+    "--no-input-length-filter",
+    "--no-output-length-filter",
+    "--min-frequency",
+    "0",
+    "--min-agreement",
+    "0",
+]
 COLOURS = ["green", "yellow", "black", "white", "purple", "orange", "pink", "brown"]
 
 
