@@ -478,7 +478,7 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
         "--rounds",
         "1",
         "--per-round",
-        "3",
+        "8",  # enough inputs left that the kill lands before the run completes
         "--n",
         "2",
         *common,
@@ -496,7 +496,7 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
 
     deadline = time.monotonic() + 600
     while not annotated() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     before = annotated()
     proc.send_signal(signal.SIGKILL)
@@ -518,7 +518,7 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
             )
         ]
     assert backend == "openai" and model.startswith(server.url)
-    assert sorted(slots) == sorted(set(slots)) and len(slots) == 3  # each input once
+    assert sorted(slots) == sorted(set(slots)) and len(slots) == 8  # each input once
     after = dict(annotated())
     assert all(after[slot] == out for slot, out in before)  # what was stored stays as it was
 
