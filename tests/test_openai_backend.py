@@ -467,6 +467,7 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
     db = tmp_path / "s.db"
     env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(root), "SGTUI_HOME": str(tmp_path)}
     common = ["--db", str(db), "--base-url", server.url, "--api-key-env", KEY_ENV]
+    inputs = 8  # enough left after the first answer that the kill lands before the run ends
     cmd = [
         sys.executable,
         "-m",
@@ -478,7 +479,7 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
         "--rounds",
         "1",
         "--per-round",
-        "8",  # enough inputs left that the kill lands before the run completes
+        str(inputs),
         "--n",
         "2",
         *common,
@@ -518,7 +519,7 @@ def test_sgtui_generate_against_the_server_survives_a_kill_9(server, tmp_path, m
             )
         ]
     assert backend == "openai" and model.startswith(server.url)
-    assert sorted(slots) == sorted(set(slots)) and len(slots) == 8  # each input once
+    assert sorted(slots) == sorted(set(slots)) and len(slots) == inputs  # each input once
     after = dict(annotated())
     assert all(after[slot] == out for slot, out in before)  # what was stored stays as it was
 
