@@ -232,6 +232,20 @@ def machine_lines(results: dict) -> list[str]:
     return [f"- machine of {', '.join(names)}: {m}" for m, names in by.items()]
 
 
+def settings(results: dict) -> str:
+    """The run parameters the figures used: the defaults, or those with what --set changed."""
+    changed = {
+        json.dumps(r["params"], sort_keys=True)
+        for r in results["tasks"].values()
+        if isinstance(r.get("params"), dict)
+    }
+    if not changed:
+        return "defaults of `sgtui run` (small mode)"
+    return "defaults of `sgtui run` (small mode) but " + "; ".join(
+        ", ".join(f"{k}={v}" for k, v in json.loads(c).items()) for c in sorted(changed)
+    )
+
+
 def table(results: dict) -> str:
     lines, deltas = summary_rows(results)
     out = [
@@ -240,7 +254,7 @@ def table(results: dict) -> str:
         "",
         *machine_lines(results),
         "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
-        "- defaults of `sgtui run` (small mode), one synthesis run per task (generation "
+        f"- {settings(results)}, one synthesis run per task (generation "
         "seed 0), one training per seed at the default epochs, no epoch choice; greedy "
         "decoding through llama.cpp with the exported GGUF adapter",
         "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
