@@ -105,14 +105,14 @@ def synthesize(store, task, params, model: str, res: dict, save) -> None:
 
 
 def train_seed(
-    store, task, res: dict, seed: int, model: str, epochs: int | None
+    store, task, res: dict, seed: int, model: str, epochs: int | None, train_set: dict
 ) -> tuple[str, int]:
     """Train the run's samples again with this seed; returns (GGUF adapter, epochs)."""
     from sgtui.cli_train import train_run
     from sgtui.export import export_gguf
     from sgtui.training import TrainParams, run_dir
 
-    params = TrainParams.for_task(task.type).override(seed=seed)
+    params = TrainParams.for_task(task.type).override(**train_set, seed=seed)
     if epochs:
         params = params.override(epochs=epochs)
     outcome = train_run(str(store.path), res["run"], params, quiet=True)
@@ -162,6 +162,11 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
         for k, v in params.to_dict().items()
         if v != getattr(RunParams.defaults_for(task.type, "small"), k)
     } or "defaults"
+    if args.train_set:
+        res["params"] = {
+            **(res["params"] if isinstance(res["params"], dict) else {}),
+            **{f"train {k}": v for k, v in args.train_set.items()},
+        }
     if res.get("kept") is not None and not has_run(store, res["run"]):
         # the seeds trained on that run's samples: a new run would mix two data sets
         sys.exit(
@@ -175,7 +180,7 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
         if str(seed) in by_seed or not res["kept"]:
             continue
         t = time.monotonic()
-        lora, res["epochs"] = train_seed(store, task, res, seed, model, args.epochs)
+        lora, res["epochs"] = train_seed(store, task, res, seed, model, args.epochs, args.train_set)
         result, _ = evaluate(task, rows, model, res["max_tokens"], lora)
         by_seed[str(seed)] = {
             "score": round(result.score, 1),
@@ -233,7 +238,8 @@ def machine_lines(results: dict) -> list[str]:
 
 
 def settings(results: dict) -> str:
-    """The run parameters the figures used: the defaults, or those with what --set changed."""
+    """The parameters the figures used: the defaults, or those with what --set and --train-set
+    changed."""
     changed = {
         json.dumps(r["params"], sort_keys=True)
         for r in results["tasks"].values()
@@ -296,6 +302,9 @@ def main() -> int:
         help="training epochs (default: the task type's default, docs/TRAINING.md)",
     )
     ap.add_argument("--set", default="", help="run parameters to override, key=value,...")
+    ap.add_argument(
+        "--train-set", default="", help="training parameters to override, key=value,..."
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality"))
     ap.add_argument(
         "--model",
@@ -310,6 +319,7 @@ def main() -> int:
     args = ap.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.set = parse_set(args.set)
+    args.train_set = parse_set(args.train_set)
     out = Path(args.out)
     out_json, out_md = out.with_suffix(".json"), out.with_suffix(".md")
     results = json.loads(out_json.read_text()) if out_json.exists() else {}

@@ -38,6 +38,7 @@ from .training import (
     read_data,
     render_pairs,
     run_dir,
+    seed_texts,
     training_pairs,
     write_data,
 )
@@ -269,6 +270,8 @@ def train(args, emit: Callable[[dict], None], store) -> dict:
         fmt = chat_format(base, args.trust_remote_code)
         add_bos = fmt.add_bos
         texts = render_pairs(task, pairs, fmt)
+        if params.seed_repeats and not params.seeds_only:
+            texts += seed_texts(task, fmt, params.seed_repeats)
         if trainer.uses_cuda:  # a resumed training keeps the settings it had (meta's)
             params, plan = fit_to_card(trainer, base, params, emit, texts)
         shutil.rmtree(ckdir, ignore_errors=True)

@@ -49,6 +49,7 @@ class TrainParams:
     max_len: int = 1024  # examples longer than this (tokens) are dropped and counted
     seed: int = 42  # the paper's Trainer seed
     seeds_only: bool = False  # train on the task's own examples: few-shot fine-tuning baseline
+    seed_repeats: int = 0  # also train on the task's own examples, each this many times
     precision: str = "auto"  # CPU: bf16 autocast where the CPU has it, else fp32
     trainer: str = "auto"  # unsloth on CUDA when installed, else transformers + peft
     grad_clip: float = 1.0
@@ -74,6 +75,10 @@ class TrainParams:
         finite = math.isfinite
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (
+                self.seed_repeats >= 0,
+                f"--seed-repeats must be at least 0 (got {self.seed_repeats})",
+            ),
             (
                 finite(self.lr) and self.lr > 0,
                 f"--lr must be a finite number above 0 (got {self.lr})",
@@ -118,6 +123,8 @@ class TrainParams:
 # the help of the training options (sgtui/cli_args.py builds them from TrainParams' fields)
 TRAIN_HELP = {
     "seeds_only": "train on the task's own examples only (the few-shot fine-tuning baseline)",
+    "seed_repeats": "also train on the task's own examples, each this many times, each with the "
+    "other examples as its demonstrations",
     "max_len": "drop examples longer than this many tokens",
     "precision": "CPU arithmetic: auto picks bf16 autocast only where it is faster",
     "trainer": "auto: unsloth on CUDA when installed, else transformers + peft",
@@ -238,6 +245,17 @@ def render_pairs(task, pairs: Sequence[tuple[str, str]], fmt: ChatFormat) -> lis
     """(prompt, answer) texts: the meta prompt rendered with the model's template, and the
     stripped answer followed by the EOS text (SELF_GUIDE.md section 5.2)."""
     return [(fmt.render(meta_messages(task, x)), y.strip() + fmt.eos) for x, y in pairs]
+
+
+def seed_texts(task, fmt: ChatFormat, repeats: int) -> list[tuple[str, str]]:
+    """The task's own examples as training texts, `repeats` times each. An example's prompt
+    leaves it out of the demonstrations: with itself among them, training would teach copying
+    an answer from the context."""
+    texts = []
+    for i, e in enumerate(task.examples):
+        others = replace(task, examples=task.examples[:i] + task.examples[i + 1 :])
+        texts += render_pairs(others, [(e.input, e.output)], fmt) * repeats
+    return texts
 
 
 def write_data(path: Path, texts: Sequence[tuple[str, str]]) -> None:

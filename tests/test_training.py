@@ -117,6 +117,32 @@ def test_seeds_only_uses_the_task_examples(tmp_path):
     assert training_pairs(store, run_id, seeds_only=True) == [("red", "apple"), ("blue", "sky")]
 
 
+def test_seed_examples_train_without_themselves_among_the_demonstrations():
+    from sgtui.task import parse_task
+    from sgtui.training import ChatFormat, seed_texts
+
+    task = parse_task(
+        {
+            "name": "t",
+            "type": "generation",
+            "instruction": "Say it formally.",
+            "examples": [
+                {"input": "thx", "output": "Thank you."},
+                {"input": "hi", "output": "Good day."},
+                {"input": "bye", "output": "Farewell."},
+            ],
+        }
+    )
+    texts = seed_texts(task, ChatFormat(None, "", "</s>"), 2)
+    assert [a for _, a in texts] == ["Thank you.</s>"] * 2 + ["Good day.</s>"] * 2 + [
+        "Farewell.</s>"
+    ] * 2
+    prompt = texts[2][0]  # "hi": the other two examples are its demonstrations
+    assert "thx" in prompt and "bye" in prompt and "Good day." not in prompt
+    assert prompt.endswith("Input: [input] = hi\nOutput:\n")
+    assert seed_texts(task, ChatFormat(None, "", "</s>"), 0) == []
+
+
 # -- rendering and the loss mask --------------------------------------------------------------
 @pytest.mark.slow
 def test_prompt_matches_llama_cpp_and_mask_covers_exactly_the_prompt(bundled_model, llama, hf_base):
