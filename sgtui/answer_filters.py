@@ -6,11 +6,14 @@ frequent answer is often a generic one ("I'm sorry, but I'm unable to assist wit
 the vote then elects it. These filters drop such candidates before the vote, so it chooses
 among answers that look like the task's own seed answers:
 
-- degenerate_answer: repetition, a sentence said again and again, runs of symbols;
+- degenerate_answer: repetition, a sentence said again and again, a word said twice in a row,
+  runs of symbols;
 - assistant_talk: refusals, apologies and chat-assistant boilerplate;
 - answer_relation: an answer that keeps far more, or far less, of its input than the seed
   answers keep of theirs (the answer/input length ratio and their ROUGE-L, each in a window
-  of mean +- 2 sigma over the seed pairs, with a floor on sigma as the length windows have).
+  of mean +- 2 sigma over the seed pairs, with a floor on sigma as the length windows have),
+  and the share of the answer's words found in its input, bounded below only: an extractive
+  task's answer ("the overlapping word") that names a word its input does not have.
 
 Each filter is built from the task's seed pairs and turns itself off where the seed answers
 themselves would fail it (a task whose answers are apologies keeps its apologies). Each
@@ -41,7 +44,8 @@ ASSISTANT_TALK = re.compile(
 # make it" rightly says "I am sorry")
 APOLOGY = re.compile(
     r"\b(?:(?:i'?m|i am) (?:so |very |really |truly )?sorry|sorry,? but"
-    r"|sorry (?:to hear|for your loss)|i apologi[sz]e|my apologies)",
+    r"|sorry (?:to hear|for your loss)|i apologi[sz]e|my apologies"
+    r"|sorry (?:for|about) (?:any|the) (?:confusion|inconvenience|misunderstanding|trouble))",
     re.IGNORECASE,
 )
 APOLOGETIC_INPUT = re.compile(r"\b(?:sorry|sry|apolog\w*|my bad|excuse me)\b", re.IGNORECASE)
@@ -53,8 +57,9 @@ def _sentences(text: str) -> list[str]:
 
 @dataclass
 class DegenerateAnswerFilter:
-    """The input-side degenerate-text rules, plus a sentence that comes back: "I'm sorry for
-    your loss. I'm sorry for your loss." has enough distinct words to pass those rules."""
+    """The input-side degenerate-text rules, plus a sentence that comes back ("I'm sorry for
+    your loss. I'm sorry for your loss." has enough distinct words to pass those rules) and a
+    word said twice in a row ("heat heat.", "the the"), a small model's stutter."""
 
     name: str = "degenerate_answer"
 
@@ -65,6 +70,10 @@ class DegenerateAnswerFilter:
         sentences = [s for s in _sentences(answer) if len(s.split()) >= 3]
         if len(sentences) >= 2 and len(set(sentences)) < len(sentences):
             return "a sentence repeats"
+        words = _tokens(answer)
+        again = next((a for a, b in zip(words, words[1:]) if a == b), None)
+        if again:
+            return f"a word said twice in a row: {again!r}"
         return None
 
 
@@ -119,6 +128,19 @@ RATIO_SIGMA_FLOOR = 0.5
 ROUGE_SIGMA_FLOOR = 0.2
 
 
+def _stems(text: str) -> list[str]:
+    from nltk.stem import porter  # rouge-score's own stemmer (its use_stemmer=True)
+    from rouge_score import tokenize
+
+    return tokenize.tokenize(text, porter.PorterStemmer())
+
+
+def grounding(answer: str, text: str) -> float:
+    """The share of the answer's words (stemmed) that its input has."""
+    words, have = _stems(answer), set(_stems(text))
+    return sum(w in have for w in words) / len(words) if words else 0.0
+
+
 def log_ratio(answer: str, text: str) -> float:
     return math.log((len(_tokens(answer)) + 1) / (len(_tokens(text)) + 1))
 
@@ -131,15 +153,22 @@ class AnswerRelationFilter:
 
     ratio: Window
     overlap: Window
+    grounded: Window
     name: str = "answer_relation"
 
     @classmethod
     def from_seeds(cls, pairs: Sequence[tuple[str, str]]) -> "AnswerRelationFilter":
         ratios = [log_ratio(y, x) for x, y in pairs]
         overlaps = [rouge_l(y, x) for x, y in pairs]
+        # lower bound only: an answer may copy more of its input than the seed answers do
+        # (the overlap window bounds a copy), but not invent where they extract
+        grounded = Window.from_values(
+            [grounding(y, x) for x, y in pairs], ROUGE_SIGMA_FLOOR, lo_limit=0.0
+        )
         return cls(
             Window.from_values(ratios, RATIO_SIGMA_FLOOR),
             Window.from_values(overlaps, ROUGE_SIGMA_FLOOR, lo_limit=0.0, hi_limit=1.0),
+            Window(grounded.lo, None),
         )
 
     def __call__(self, answer: str, text: str) -> str | None:
@@ -149,6 +178,9 @@ class AnswerRelationFilter:
         why = self.overlap.outside(rouge_l(answer, text))
         if why:
             return f"answer/input overlap (ROUGE-L {why})"
+        why = self.grounded.outside(grounding(answer, text))
+        if why:
+            return f"answer words found in the input ({why})"
         return None
 
 

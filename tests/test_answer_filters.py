@@ -27,6 +27,7 @@ APOLOGIES = [
     "As an AI language model, I do not have feelings.",
     "I apologize, but I can't rewrite this message.",
     "I'm so sorry to hear that. Please make sure to remember that.",
+    "Thanks, sorry for any confusion.",  # kept by a run before this rule ("thanks" its input)
 ]
 GOOD = [
     ("can u send me the file", "Could you please send me the file?"),
@@ -46,9 +47,43 @@ def test_repeated_sentence_is_degenerate():
     assert DegenerateAnswerFilter()("Thank you for the update. See you on Friday.") is None
 
 
+@pytest.mark.parametrize("answer", ["heat heat.", "How does do the the to be a?", "No, no, no."])
+def test_a_word_said_twice_in_a_row_is_degenerate(answer):
+    assert "twice in a row" in DegenerateAnswerFilter()(answer)
+
+
+def test_a_word_used_twice_apart_is_not_degenerate():
+    assert DegenerateAnswerFilter()("The dog chased the cat.") is None
+
+
 def test_an_answer_unrelated_to_its_input_is_dropped():
     rel = AnswerRelationFilter.from_seeds(PAIRS)
     assert "overlap" in rel("The meeting has been postponed.", "whats going on")
+
+
+# an extractive task: every seed answer is a word of its input (NI task039's kind)
+OVERLAP = [
+    (
+        "Sentence1: a bulb needs electrical energy. Sentence2: electrical energy makes light.",
+        "electrical",
+    ),
+    ("Sentence1: wings attach to the thorax. Sentence2: spiracles are on the thorax.", "thorax"),
+    ("Sentence1: plants need sunlight to survive. Sentence2: survival needs water.", "survival"),
+]
+
+
+def test_an_extractive_tasks_answer_must_come_from_its_input():
+    rel = AnswerRelationFilter.from_seeds(OVERLAP)
+    text = "Sentence1: a plant has a heart. Sentence2: a heart is a symbol of love."
+    assert "found in the input" in rel("water.", text)
+    assert rel("heart.", text) is None
+    assert rel("hearts", text) is None  # stemmed, as ROUGE with its stemmer
+
+
+def test_a_rewrite_may_use_words_its_input_lacks():
+    rel = AnswerRelationFilter.from_seeds(PAIRS)
+    assert rel.grounded.lo is None or rel.grounded.lo < 0.2  # the seeds invent words too
+    assert rel.grounded.hi is None  # copying more is the overlap window's business
 
 
 @pytest.mark.parametrize("text,answer", GOOD)
