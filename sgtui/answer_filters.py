@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -58,8 +59,10 @@ def _sentences(text: str) -> list[str]:
 @dataclass
 class DegenerateAnswerFilter:
     """The input-side degenerate-text rules, plus a sentence that comes back ("I'm sorry for
-    your loss. I'm sorry for your loss." has enough distinct words to pass those rules) and a
-    word said twice in a row ("heat heat.", "the the"), a small model's stutter."""
+    your loss. I'm sorry for your loss." has enough distinct words to pass those rules), a
+    word said twice in a row ("heat heat.", "the the"), a small model's stutter, and a pair
+    of words said three times or more that makes up half the answer ("I'm sorry, I'm sorry.
+    I'm sorry.")."""
 
     name: str = "degenerate_answer"
 
@@ -74,6 +77,11 @@ class DegenerateAnswerFilter:
         again = next((a for a, b in zip(words, words[1:]) if a == b), None)
         if again:
             return f"a word said twice in a row: {again!r}"
+        pairs = Counter(zip(words, words[1:]))
+        if pairs:
+            pair, times = pairs.most_common(1)[0]
+            if times >= 3 and 2 * times * 2 >= len(words):
+                return f"a phrase said {times} times: {' '.join(pair)!r}"
         return None
 
 

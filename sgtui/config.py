@@ -252,12 +252,13 @@ class RunParams:
         "ROUGE-L)",
     )
     min_agreement: float = param(
-        0.5,
+        0.3,
         flag="--min-agreement",
         label="mbr min agree",
         min=0.0,
         max=1.0,
-        help="consensus mbr: the chosen answer's least mean ROUGE-L to the other answers",
+        help="consensus mbr: the chosen answer's least mean ROUGE-L to the other answers drawn "
+        "(an answer a filter dropped counts as 0)",
     )
     annotator: str = param(
         "vote",

@@ -56,6 +56,15 @@ def test_a_word_used_twice_apart_is_not_degenerate():
     assert DegenerateAnswerFilter()("The dog chased the cat.") is None
 
 
+def test_a_phrase_said_over_and_over_is_degenerate():
+    # kept by a full run of formal-rewrite ("I'm sorry, I can't do that" its input, so the
+    # apology itself was allowed)
+    assert "3 times" in DegenerateAnswerFilter()("I'm sorry, I'm sorry. I'm sorry.")
+    # a pair that comes back in a longer answer is ordinary text
+    long = "I will send the report today, I will call you, and I will see you on Friday."
+    assert DegenerateAnswerFilter()(long) is None
+
+
 def test_an_answer_unrelated_to_its_input_is_dropped():
     rel = AnswerRelationFilter.from_seeds(PAIRS)
     assert "overlap" in rel("The meeting has been postponed.", "whats going on")
@@ -120,6 +129,9 @@ def test_the_annotator_drops_the_sample_by_the_filter_that_failed_every_answer()
     result, filt, _ = ann.vote([APOLOGIES[0]] * 6 + [good] * 4, "gonna be late, traffic")
     assert (filt, result.winner) == (None, good)
     assert result.dropped["assistant_talk"] == 6
+    # one usable answer among ten is no consensus: the nine dropped ones count as dissent
+    result, filt, reason = ann.vote([APOLOGIES[0]] * 9 + [good], "gonna be late, traffic")
+    assert (filt, result.winner) == ("vote", None) and "1 of 10 passed" in reason
 
 
 def test_the_paper_mode_has_no_answer_filters():

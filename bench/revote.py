@@ -1,0 +1,68 @@
+"""Decide the annotation of a run's stored samples again with the current code.
+
+The consensus and the answer filters see only the answers a run stored for each input
+(`candidates`), so a change to them can be measured on the same generated inputs and the
+same drawn answers, without decoding again: copy a benchmark's work database, run this on
+the copy with the parameters to change, and train on it (bench/quality.py with a copy of
+the benchmark's JSON whose per-seed scores are removed). A run that this changes is a copy,
+not the run it was; its samples say so in their reason.
+
+    python bench/revote.py bench/.work/NEW.db --runs 1,2,3 --set min_agreement=0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def main() -> int:
+    from quality import parse_set
+
+    from sgtui.annotation import OutputAnnotator
+    from sgtui.config import RunParams
+    from sgtui.store import Store, task_of
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("db")
+    ap.add_argument("--runs", required=True, help="run ids, comma-separated")
+    ap.add_argument("--set", default="", help="run parameters to override, key=value,...")
+    args = ap.parse_args()
+    store = Store(Path(args.db))
+    for rid in (int(r) for r in args.runs.split(",")):
+        run = store.run(rid)
+        task = task_of(run)
+        if task.is_classification:
+            sys.exit(f"run {rid}: classification runs are balanced after the vote; not here")
+        params = RunParams.from_dict(run["params"]).override(**parse_set(args.set))
+        ann = OutputAnnotator(task, params)
+        before = len(store.annotated(rid, kept_only=True))
+        changes = []
+        for s in store.annotated(rid):
+            result, filt, reason = ann.vote(s["candidates"], s["input"])
+            changes.append(
+                (
+                    s["id"],
+                    {
+                        "votes": result.votes,
+                        "output": result.winner,
+                        "status": "filtered" if filt else "kept",
+                        "filter": filt,
+                        "reason": reason,
+                    },
+                )
+            )
+        store.update_samples(changes)
+        store.update_run(rid, params=params.to_dict())
+        after = len(store.annotated(rid, kept_only=True))
+        print(f"run {rid} ({task.name}): {before} kept before, {after} now")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
