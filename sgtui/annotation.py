@@ -50,7 +50,6 @@ class OutputAnnotator:
         the candidates answer; the answer filters need it."""
         dropped: dict[str, int] = {}
         reasons: dict[str, str] = {}
-        draws = len(candidates)  # the consensus counts an answer a filter dropped as dissent
         if self.answer_filters and text is not None:
             kept = []
             for c in candidates:
@@ -77,14 +76,12 @@ class OutputAnnotator:
                 )
                 return result, name, result.reason
             candidates = kept
-        result, filt, reason = self._vote(candidates, draws)
+        result, filt, reason = self._vote(candidates)
         for name, n in dropped.items():
             result.dropped[name] = result.dropped.get(name, 0) + n
         return result, filt, reason
 
-    def _vote(
-        self, candidates: Sequence[str], draws: int
-    ) -> tuple[VoteResult, str | None, str | None]:
+    def _vote(self, candidates: Sequence[str]) -> tuple[VoteResult, str | None, str | None]:
         if self.task.is_classification:
             mapped = []
             for c in candidates:
@@ -94,7 +91,7 @@ class OutputAnnotator:
         if self.task.is_classification or self.params.consensus == "exact":
             result = self_consistency_vote(candidates, self.filters, self.params.min_frequency)
         else:
-            result = mbr_vote(candidates, self.filters, self.params.min_agreement, draws)
+            result = mbr_vote(candidates, self.filters, self.params.min_agreement)
         if result.winner is None:
             return result, "vote", result.reason
         if self.task.is_classification and result.winner not in self.task.labels:

@@ -252,13 +252,12 @@ class RunParams:
         "ROUGE-L)",
     )
     min_agreement: float = param(
-        0.3,
+        0.5,
         flag="--min-agreement",
         label="mbr min agree",
         min=0.0,
         max=1.0,
-        help="consensus mbr: the chosen answer's least mean ROUGE-L to the other answers drawn "
-        "(an answer a filter dropped counts as 0)",
+        help="consensus mbr: the chosen answer's least mean ROUGE-L to the other answers",
     )
     annotator: str = param(
         "vote",

@@ -73,10 +73,7 @@ def self_consistency_vote(
 
 
 def mbr_vote(
-    candidates: Sequence[str | None],
-    filters: Sequence = (),
-    min_agreement: float = 0.3,
-    draws: int | None = None,
+    candidates: Sequence[str | None], filters: Sequence = (), min_agreement: float = 0.5
 ) -> VoteResult:
     """Consensus for free text: minimum-Bayes-risk selection under ROUGE-L.
 
@@ -85,20 +82,15 @@ def mbr_vote(
     go to the shortest, then the first seen. Sampled answers to an open task rarely repeat
     word for word, so exact-match counting keeps few inputs and prefers the short, generic
     answers that do repeat. The input is kept only if the winner's agreement is at least
-    min_agreement.
-
-    The agreement is a mean over every answer drawn (`draws`: the candidates, or more where
-    the caller's answer filters dropped some before this vote), not over the survivors: an
-    answer that was empty or dropped by a filter agrees with nothing. A lone survivor of ten
-    draws, which the other nine failed to answer usably, has agreement 0, not 1; only a
-    single draw (n = 1) agrees with itself."""
+    min_agreement. A lone survivor agrees with itself (agreement 1), as a lone vote is a
+    share of 1 in the exact vote."""
 
     survivors, dropped = _survivors(candidates, filters)
     if not survivors:
         return _nothing_left(dropped)
     counts = Counter(survivors)
     distinct = list(dict.fromkeys(survivors))  # first-seen order
-    n = max(draws or 0, len(candidates))
+    n = len(survivors)
     if n == 1:
         agreement = {distinct[0]: 1.0}
     else:
@@ -115,18 +107,13 @@ def mbr_vote(
     order = {s: i for i, s in enumerate(distinct)}
     winner = min(distinct, key=lambda s: (-round(agreement[s], 9), len(s), order[s]))
     result = VoteResult(
-        winner,
-        counts[winner],
-        len(survivors),
-        dict(counts.most_common()),
-        dropped,
-        agreement=agreement[winner],
+        winner, counts[winner], n, dict(counts.most_common()), dropped, agreement=agreement[winner]
     )
     if agreement[winner] < min_agreement:
         result.reason = (
             f"no consensus: the most agreed-on answer has a mean ROUGE-L of "
-            f"{agreement[winner]:.2f} to the other {n - 1} draws, below "
-            f"{min_agreement:.2f} ({len(survivors)} of {n} passed the filters)"
+            f"{agreement[winner]:.2f} to the other {n - 1}, below "
+            f"{min_agreement:.2f}"
         )
         result.winner = None
     return result

@@ -129,9 +129,6 @@ def test_the_annotator_drops_the_sample_by_the_filter_that_failed_every_answer()
     result, filt, _ = ann.vote([APOLOGIES[0]] * 6 + [good] * 4, "gonna be late, traffic")
     assert (filt, result.winner) == (None, good)
     assert result.dropped["assistant_talk"] == 6
-    # one usable answer among ten is no consensus: the nine dropped ones count as dissent
-    result, filt, reason = ann.vote([APOLOGIES[0]] * 9 + [good], "gonna be late, traffic")
-    assert (filt, result.winner) == ("vote", None) and "1 of 10 passed" in reason
 
 
 def test_the_paper_mode_has_no_answer_filters():

@@ -1,5 +1,3 @@
-import pytest
-
 from sgtui.annotation import balance, map_to_label
 from sgtui.filters import LengthFilter, NoiseFilter
 from sgtui.vote import self_consistency_vote
@@ -131,20 +129,10 @@ def test_mbr_threshold_is_on_agreement():
     assert r.winner == "the cat sat" and r.agreement > 0.9
 
 
-def test_mbr_counts_dropped_answers_as_dissent():
+def test_mbr_filters_and_lone_survivor():
     from sgtui.vote import mbr_vote
 
-    # a lone survivor of three draws: the other two agree with nothing, so no consensus
-    r = mbr_vote(["input x", "", "fine answer"], [NoiseFilter(("input",))], 0.3)
-    assert r.winner is None and r.agreement == 0.0 and "1 of 3 passed" in r.reason
+    r = mbr_vote(["input x", "", "fine answer"], [NoiseFilter(("input",))], 0.5)
+    assert r.winner == "fine answer" and r.agreement == 1.0
     assert r.dropped == {"noise": 1, "empty": 1}
     assert mbr_vote(["", None], []).winner is None
-    # three of four alike: each agrees with the two others, out of three other draws
-    alike = ["the cat sat", "the cat sat", "the cat sat", None]
-    assert mbr_vote(alike, [], 0.3).agreement == pytest.approx(2 / 3)
-    # answers an answer filter dropped before the vote count too (draws)
-    r = mbr_vote(["the cat sat", "the cat sat"], [], 0.3, draws=10)
-    assert r.winner is None and r.agreement == pytest.approx(1 / 9)
-    assert mbr_vote(["the cat sat", "the cat sat"], [], 0.3).agreement == 1.0
-    # a single draw (n = 1) agrees with itself, as a lone vote is a share of 1
-    assert mbr_vote(["fine answer"], [], 0.3).winner == "fine answer"
