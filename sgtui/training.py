@@ -33,7 +33,7 @@ TRAINERS = ("auto", "unsloth", "peft")
 
 # The epochs `sgtui search` chose per task type by max-min over the eleven NI tasks
 # (bench/results/search.md); a task of another type gets TrainParams.epochs.
-EPOCHS_BY_TYPE = {"classification": 2, "generation": 3}
+EPOCHS_BY_TYPE = {"classification": 1, "generation": 3}
 
 
 @dataclass(frozen=True)

@@ -372,7 +372,7 @@ def test_epochs_default_per_task_type_and_a_flag_wins():
     assert (
         params_from_args(ap.parse_args([]), task_type="classification").epochs
         == EPOCHS_BY_TYPE["classification"]
-        == 2
+        == 1
     )
     assert params_from_args(ap.parse_args([]), task_type="generation").epochs == 3
     assert (

@@ -127,7 +127,7 @@ async def test_training_defaults_follow_the_task_type_until_edited(tmp_path):
         await settle(app, pilot)
         page = app.page("train")
         await wait_until(pilot, lambda: page.train_params.epochs == want, timeout=10)
-        assert f"{want} epochs" in screen_text(app)
+        assert f"{want} epoch{'s' if want != 1 else ''} ·" in screen_text(app)
         page.train_params, page.params_edited = TrainParams(epochs=5), True
         page.show_run(page.run_id)  # reloading the run keeps what the person chose
         await settle(app, pilot)
