@@ -4,8 +4,8 @@ The consensus and the answer filters see only the answers a run stored for each 
 (`candidates`), so a change to them can be measured on the same generated inputs and the
 same drawn answers, without decoding again: copy a benchmark's work database, run this on
 the copy with the parameters to change, and train on it (bench/quality.py with a copy of
-the benchmark's JSON whose per-seed scores are removed). A run that this changes is a copy,
-not the run it was; its samples say so in their reason.
+the benchmark's JSON whose per-seed scores are removed). It rewrites the samples of the
+database it is given, so give it a copy.
 
     python bench/revote.py bench/.work/NEW.db --runs 1,2,3 --set min_agreement=0.3
 """

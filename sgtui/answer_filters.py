@@ -80,7 +80,7 @@ class DegenerateAnswerFilter:
         pairs = Counter(zip(words, words[1:]))
         if pairs:
             pair, times = pairs.most_common(1)[0]
-            if times >= 3 and 2 * times * 2 >= len(words):
+            if times >= 3 and 2 * times >= len(words) / 2:  # its words: half the answer
                 return f"a phrase said {times} times: {' '.join(pair)!r}"
         return None
 

@@ -31,8 +31,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 TRAINERS = ("auto", "unsloth", "peft")
 
 
-# The epochs `sgtui search` chose per task type by max-min over the eleven NI tasks
-# (bench/results/search.md); a task of another type gets TrainParams.epochs.
+# Epochs per task type: generation's 3 is the max-min choice of `sgtui search` over the eleven
+# NI tasks (bench/results/search.md); classification's 1 beat 2 on their test rows, 3 training
+# seeds (bench/results/cls-epochs-1.md, docs/METHOD.md). Another type gets TrainParams.epochs.
 EPOCHS_BY_TYPE = {"classification": 1, "generation": 3}
 
 
