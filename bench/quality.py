@@ -252,6 +252,16 @@ def settings(results: dict) -> str:
     )
 
 
+def synthesis_seeds(results: dict) -> list:
+    """The generation seeds (`--set seed=N`, else 0) of the tasks' synthesis runs."""
+    return sorted(
+        {
+            r["params"].get("seed", 0) if isinstance(r.get("params"), dict) else 0
+            for r in results["tasks"].values()
+        }
+    )
+
+
 def table(results: dict) -> str:
     lines, deltas = summary_rows(results)
     out = [
@@ -260,8 +270,9 @@ def table(results: dict) -> str:
         "",
         *machine_lines(results),
         "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
-        f"- {settings(results)}, one synthesis run per task (generation "
-        "seed 0), one training per seed at the default epochs, no epoch choice; greedy "
+        f"- {settings(results)}, one synthesis run per task (generation seed "
+        f"{'/'.join(map(str, synthesis_seeds(results)))}), one training per seed at the "
+        "default epochs, no epoch choice; greedy "
         "decoding through llama.cpp with the exported GGUF adapter",
         "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
         "",
