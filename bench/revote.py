@@ -42,22 +42,9 @@ def main() -> int:
         params = RunParams.from_dict(run["params"]).override(**parse_set(args.set))
         ann = OutputAnnotator(task, params)
         before = len(store.annotated(rid, kept_only=True))
-        changes = []
-        for s in store.annotated(rid):
-            result, filt, reason = ann.vote(s["candidates"], s["input"])
-            changes.append(
-                (
-                    s["id"],
-                    {
-                        "votes": result.votes,
-                        "output": result.winner,
-                        "status": "filtered" if filt else "kept",
-                        "filter": filt,
-                        "reason": reason,
-                    },
-                )
-            )
-        store.update_samples(changes)
+        store.update_samples(
+            (s["id"], ann.sample_fields(s["candidates"], s["input"])) for s in store.annotated(rid)
+        )
         store.update_run(rid, params=params.to_dict())
         after = len(store.annotated(rid, kept_only=True))
         print(f"run {rid} ({task.name}): {before} kept before, {after} now")

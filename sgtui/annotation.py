@@ -81,6 +81,18 @@ class OutputAnnotator:
             result.dropped[name] = result.dropped.get(name, 0) + n
         return result, filt, reason
 
+    def sample_fields(self, candidates: Sequence[str], text: str) -> dict:
+        """The vote on an input's answers as the fields of its sample row."""
+        result, filt, reason = self.vote(candidates, text)
+        return dict(
+            votes=result.votes,
+            output=result.winner,
+            label=result.winner if self.task.is_classification and not filt else None,
+            status="filtered" if filt else "kept",
+            filter=filt,
+            reason=reason,
+        )
+
     def _vote(self, candidates: Sequence[str]) -> tuple[VoteResult, str | None, str | None]:
         if self.task.is_classification:
             mapped = []

@@ -281,17 +281,12 @@ class SynthesisRun:
                     continue
                 comps = sorted(got.pop(comp.index), key=lambda c: c.sample)
                 s = pending[comp.index]
-                result, filt, reason = ann.vote([c.text for c in comps], s["input"])
+                texts = [c.text for c in comps]
                 self.store.update_sample(
                     s["id"],
                     stage="annotated",
-                    candidates=[c.text for c in comps],
-                    votes=result.votes,
-                    output=result.winner,
-                    label=result.winner if self.task.is_classification and not filt else None,
-                    status="filtered" if filt else "kept",
-                    filter=filt,
-                    reason=reason,
+                    candidates=texts,
+                    **ann.sample_fields(texts, s["input"]),
                 )
                 self.emit(SampleEvent(self.store.sample(s["id"])))
                 done += 1
