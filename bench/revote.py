@@ -1,13 +1,17 @@
 """Decide the annotation of a run's stored samples again with the current code.
 
-The consensus and the answer filters see only the answers a run stored for each input
-(`candidates`), so a change to them can be measured on the same generated inputs and the
-same drawn answers, without decoding again: copy a benchmark's work database, run this on
-the copy with the parameters to change, and train on it (bench/quality.py with a copy of
-the benchmark's JSON whose per-seed scores are removed). It rewrites the samples of the
-database it is given, so give it a copy.
+The input filters that judge one input alone (`InputGenerator.filters`, such as
+--form-filter) see only the stored input, and the consensus and the answer filters only the
+answers a run stored for each input (`candidates`). So a change to any of them can be
+measured on the same generated inputs and the same drawn answers, without decoding again:
+copy a benchmark's work database, run this on the copy with the parameters to change, and
+train on it (bench/quality.py with a copy of the benchmark's JSON whose per-seed scores are
+removed). It rewrites the samples of the database it is given, so give it a copy. (A filter
+of the inputs acts here after the fact: in a real run, a dropped input would also have stayed
+out of later prompts.)
 
     python bench/revote.py bench/.work/NEW.db --runs 1,2,3 --set min_agreement=0.3
+    python bench/revote.py bench/.work/NEW.db --runs 2 --set form_filter=true
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def main() -> int:
 
     from sgtui.annotation import OutputAnnotator
     from sgtui.config import RunParams
+    from sgtui.filters import first_failure
+    from sgtui.input_generation import InputGenerator
     from sgtui.store import Store, task_of
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,10 +47,18 @@ def main() -> int:
             sys.exit(f"run {rid}: classification runs are balanced after the vote; not here")
         params = RunParams.from_dict(run["params"]).override(**parse_set(args.set))
         ann = OutputAnnotator(task, params)
+        inputs = InputGenerator(task, params).filters
+
+        def fields(s: dict) -> dict:
+            # an input the input filters drop now is dropped as generation would have dropped
+            # it; in a real run it would also have stayed out of later prompts' pool
+            fail = first_failure(s["input"], inputs)
+            if fail:
+                return dict(status="filtered", filter=fail[0], reason=fail[1])
+            return ann.sample_fields(s["candidates"], s["input"])
+
         before = len(store.annotated(rid, kept_only=True))
-        store.update_samples(
-            (s["id"], ann.sample_fields(s["candidates"], s["input"])) for s in store.annotated(rid)
-        )
+        store.update_samples((s["id"], fields(s)) for s in store.annotated(rid))
         store.update_run(rid, params=params.to_dict())
         after = len(store.annotated(rid, kept_only=True))
         print(f"run {rid} ({task.name}): {before} kept before, {after} now")

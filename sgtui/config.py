@@ -158,6 +158,13 @@ class RunParams:
         label="small filters",
         help="prompt-echo, near-copy and degenerate-text filters",
     )
+    form_filter: bool = param(
+        False,
+        flag="--form-filter",
+        label="form filter",
+        help="drop an input that lacks a field label every example input has "
+        "('Sentence1:', 'Premise:'), repeats one, or reorders them",
+    )
     near_copy_threshold: float = param(
         0.7, label="near-copy", min=0.0, max=1.0, help="ROUGE-L above which an input is a near copy"
     )

@@ -17,6 +17,7 @@ from .filters import (
     DegenerateFilter,
     DuplicateFilter,
     EmptyFilter,
+    FormFilter,
     LengthFilter,
     NearCopyFilter,
     NoiseFilter,
@@ -56,6 +57,8 @@ class InputGenerator:
             )
         if params.small_filters:
             self.filters += [PromptEchoFilter(task.instruction), DegenerateFilter()]
+        if params.form_filter:
+            self.filters.append(FormFilter.from_seeds(task.seed_inputs))
         if params.noise_filter:
             self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
         self.max_tokens = params.gen_max_tokens

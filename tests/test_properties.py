@@ -20,6 +20,7 @@ from sgtui.filters import (
     DegenerateFilter,
     DuplicateFilter,
     EmptyFilter,
+    FormFilter,
     LengthFilter,
     NearCopyFilter,
     NoiseFilter,
@@ -362,6 +363,21 @@ def test_near_copy_filter(refs, text):
 @given(st.one_of(sized, st.builds(lambda w, n: " ".join([w] * n), meta_text, st.integers(0, 400))))
 def test_degenerate_filter(text):
     _reason(DegenerateFilter()(text))
+
+
+field_text = st.text(st.sampled_from("Sentence 12: ab.\n"), max_size=40)
+
+
+@FAST
+@given(
+    seeds=st.lists(st.one_of(sized, field_text), min_size=1, max_size=5),
+    text=st.one_of(sized, field_text),
+)
+def test_form_filter(seeds, text):
+    f = FormFilter.from_seeds(seeds)
+    _reason(f(text))
+    for s in seeds:  # every example input has the form its examples share
+        assert f(s) is None
 
 
 @FAST

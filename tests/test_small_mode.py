@@ -1,7 +1,7 @@
 """The small-model input-generation mode, its filters and the annotation sanity checks."""
 
 from sgtui.config import RunParams
-from sgtui.filters import DegenerateFilter, NearCopyFilter, PromptEchoFilter
+from sgtui.filters import DegenerateFilter, FormFilter, NearCopyFilter, PromptEchoFilter
 from sgtui.input_generation import InputGenerator
 from sgtui.paths import REPO_DATA
 from sgtui.pipeline import annotation_warnings
@@ -70,6 +70,64 @@ def test_degenerate():
     assert f("aaaaaaaaaaaaaaaaaaaaaaaaaaaa")
     assert f("The kettle boils fast and looks great on the counter.") is None
     assert f("Call me at 555 1234 tomorrow please") is None
+
+
+def test_form_takes_the_fields_every_seed_input_has():
+    seeds = [
+        "Sentence1: pesticides cause pollution. \nSentence2: pollution can harm animals.",
+        "Sentence1: running needs energy. Note: a hint.\nSentence2: a marathon needs energy.",
+    ]
+    f = FormFilter.from_seeds(seeds)
+    assert f.fields == ("Sentence1", "Sentence2")  # "Note:" is in one seed only
+    assert f("Sentence1: rain makes soil. \nSentence2: soil holds water.") is None
+    assert "'Sentence2:'" in f("Sentence1: there are three legs in a car. Your answer is not")
+    assert "more than once" in f("Sentence1: a. Sentence2: b. Sentence2: c.")
+    assert "order" in f("Sentence2: a tree. \nSentence1: a house.")
+    either = FormFilter.from_seeds(["A: x. B: y.", "B: y. A: x."])
+    assert either.fields == ("A", "B") and either("B: z. A: w.") is None
+    # the NI spellings: numbered with a space, lower case
+    assert FormFilter.from_seeds(
+        ["Sentence 1: a. Sentence 2: b.", "Sentence 1: c. Sentence 2: d."]
+    ).fields == (
+        "Sentence 1",
+        "Sentence 2",
+    )
+    assert FormFilter.from_seeds(
+        ["claim: x.\nperspective: y.", "claim: z.\nperspective: w."]
+    ).fields == (
+        "claim",
+        "perspective",
+    )
+
+
+def test_form_is_off_without_shared_fields():
+    assert FormFilter.from_seeds(GEN.seed_inputs).fields == ()
+    assert FormFilter.from_seeds(["Fact: one seed cannot tell a field from prose."]).fields == ()
+    assert FormFilter.from_seeds(["at 10:30 we met", "http://example.org"]).fields == ()
+    f = FormFilter.from_seeds(GEN.seed_inputs)
+    assert f("anything at all: even with a colon") is None
+
+
+def test_form_filter_checks_the_form_of_an_input():
+    from sgtui.task import Example, Task
+
+    t = Task(
+        "pairs",
+        "generation",
+        "Name a word the two sentences share.",
+        [
+            Example("Sentence1: a b. \nSentence2: b c.", "b."),
+            Example("Sentence1: d e. \nSentence2: e f.", "e."),
+        ],
+    )
+    small = RunParams.defaults_for("generation", "small")
+    ig = InputGenerator(t, small.override(form_filter=True))
+    dynamic = ig.round_filters([], [])
+    assert ig.check("Sentence1: the sun is hot.", dynamic)[1] == "form"
+    assert ig.check("Sentence1: the sun is hot. \nSentence2: hot tea.", dynamic)[1] is None
+    # off by default (docs/METHOD.md, "Selectable, off by default")
+    default = InputGenerator(t, small)
+    assert default.check("Sentence1: the sun is hot.", default.round_filters([], []))[1] is None
 
 
 def test_annotation_warnings():

@@ -51,6 +51,7 @@ def summary(p: RunParams) -> str:
             ("out-length", p.output_length_filter),
             ("noise", p.noise_filter),
             ("small", getattr(p, "small_filters", False)),
+            ("form", getattr(p, "form_filter", False)),
             ("answer", getattr(p, "answer_filters", False)),
         )
         if on
