@@ -27,6 +27,7 @@ import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 from .filters import DegenerateFilter, _tokens, rouge_l
@@ -136,11 +137,13 @@ RATIO_SIGMA_FLOOR = 0.5
 ROUGE_SIGMA_FLOOR = 0.2
 
 
-def _stems(text: str) -> list[str]:
+# an input is stemmed once for its n candidate answers, not once per answer
+@lru_cache(maxsize=256)
+def _stems(text: str) -> tuple[str, ...]:
     from nltk.stem import porter  # rouge-score's own stemmer (its use_stemmer=True)
     from rouge_score import tokenize
 
-    return tokenize.tokenize(text, porter.PorterStemmer())
+    return tuple(tokenize.tokenize(text, porter.PorterStemmer()))
 
 
 def grounding(answer: str, text: str) -> float:
