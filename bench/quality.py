@@ -252,14 +252,15 @@ def settings(results: dict) -> str:
     )
 
 
+def generation_seed(entry: dict) -> int:
+    """The generation seed (`--set seed=N`, else 0) of a task entry's synthesis run."""
+    params = entry.get("params")
+    return params.get("seed", 0) if isinstance(params, dict) else 0
+
+
 def synthesis_seeds(results: dict) -> list:
-    """The generation seeds (`--set seed=N`, else 0) of the tasks' synthesis runs."""
-    return sorted(
-        {
-            r["params"].get("seed", 0) if isinstance(r.get("params"), dict) else 0
-            for r in results["tasks"].values()
-        }
-    )
+    """The generation seeds of the tasks' synthesis runs."""
+    return sorted({generation_seed(r) for r in results["tasks"].values()})
 
 
 def table(results: dict) -> str:

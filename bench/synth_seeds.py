@@ -19,6 +19,10 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import generation_seed  # noqa: E402  (bench/quality.py)
+
 
 def delta(entry: dict) -> float | None:
     """Tuned minus base, the mean over the training seeds; None before all 3 are done."""
@@ -26,11 +30,6 @@ def delta(entry: dict) -> float | None:
     if "base" not in entry or len(tuned) != 3:
         return None
     return statistics.mean(tuned) - entry["base"]
-
-
-def gen_seed(entry: dict) -> int:
-    params = entry.get("params")
-    return params.get("seed", 0) if isinstance(params, dict) else 0
 
 
 def collect(files: list[Path], tasks: list[str]) -> tuple[list[int], dict[str, dict[int, float]]]:
@@ -50,7 +49,7 @@ def collect(files: list[Path], tasks: list[str]) -> tuple[list[int], dict[str, d
                 sys.exit(f"{f}: {t} changed {', '.join(sorted(other))}, not only the seed")
             d = delta(entry)
             if d is not None:
-                s = gen_seed(entry)
+                s = generation_seed(entry)
                 if s in by_task[t]:
                     sys.exit(f"{f}: {t} has generation seed {s} in two files")
                 by_task[t][s] = d
