@@ -36,7 +36,6 @@ def collect(files: list[Path], tasks: list[str]) -> tuple[list[int], dict[str, d
     """{task: {generation seed: tuned minus base}}; a file's entry that changed another
     parameter than the seed is refused, since it would not measure the same defaults."""
     by_task: dict[str, dict[int, float]] = {t: {} for t in tasks}
-    seeds: set[int] = set()
     for f in files:
         results = json.loads(f.read_text(encoding="utf-8"))
         for t in tasks:
@@ -53,8 +52,7 @@ def collect(files: list[Path], tasks: list[str]) -> tuple[list[int], dict[str, d
                 if s in by_task[t]:
                     sys.exit(f"{f}: {t} has generation seed {s} in two files")
                 by_task[t][s] = d
-                seeds.add(s)
-    return sorted(seeds), by_task
+    return sorted({s for by_seed in by_task.values() for s in by_seed}), by_task
 
 
 def table(files: list[Path], seeds: list[int], by_task: dict[str, dict[int, float]]) -> str:
