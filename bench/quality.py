@@ -157,16 +157,20 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
         )
         save()
     params = RunParams.defaults_for(task.type, "small").override(**args.set)
-    res["params"] = {
+    changed = {
         k: v
         for k, v in params.to_dict().items()
         if v != getattr(RunParams.defaults_for(task.type, "small"), k)
-    } or "defaults"
-    if args.train_set:
-        res["params"] = {
-            **(res["params"] if isinstance(res["params"], dict) else {}),
-            **{f"train {k}": v for k, v in args.train_set.items()},
-        }
+    }
+    changed.update({f"train {k}": v for k, v in args.train_set.items()})
+    if res.get("kept") is not None and res.get("params", "defaults") != (changed or "defaults"):
+        # the stored figures were made with the stored parameters: relabelling them, or
+        # training more seeds with others, would mix two settings in one entry
+        sys.exit(
+            f"{task.name}: its stored figures used {res.get('params')}, not "
+            f"{changed or 'defaults'}; pass the same --set and --train-set, or --restart {name}"
+        )
+    res["params"] = changed or "defaults"
     if res.get("kept") is not None and not has_run(store, res["run"]):
         # the seeds trained on that run's samples: a new run would mix two data sets
         sys.exit(
@@ -283,6 +287,7 @@ def table(results: dict) -> str:
         *lines,
         "",
     ]
+    out += [f"- {name}: {r['note']}" for name, r in results["tasks"].items() if r.get("note")]
     for kind, ds in deltas.items():
         if ds:
             mean = statistics.mean(d for _, d in ds)
