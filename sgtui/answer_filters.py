@@ -13,10 +13,7 @@ among answers that look like the task's own seed answers:
   answers keep of theirs (the answer/input length ratio and their ROUGE-L, each in a window
   of mean +- 2 sigma over the seed pairs, with a floor on sigma as the length windows have),
   and the share of the answer's words found in its input, bounded below only: an extractive
-  task's answer ("the overlapping word") that names a word its input does not have;
-- copied_sentence: an answer that repeats one sentence of an input of several, where the
-  seed inputs have several sentences and no seed answer repeats one ("combine the two
-  questions" answered with the first question).
+  task's answer ("the overlapping word") that names a word its input does not have.
 
 Each filter is built from the task's seed pairs and turns itself off where the seed answers
 themselves would fail it (a task whose answers are apologies keeps its apologies). Each
@@ -198,30 +195,6 @@ class AnswerRelationFilter:
         return None
 
 
-# ROUGE-L with one sentence of the input at or above which an answer repeats that sentence
-COPY_ROUGE = 0.9
-
-
-@dataclass
-class CopiedSentenceFilter:
-    """An answer that repeats one sentence of a several-sentence input. The overlap window
-    cannot see it: one of two questions copied has about the ROUGE-L with the whole input that
-    a real combination of the two has. Only built for tasks whose seed inputs have several
-    sentences, where the seeds show what an answer does with them."""
-
-    name: str = "copied_sentence"
-
-    def __call__(self, answer: str, text: str) -> str | None:
-        sentences = _sentences(text)
-        if len(sentences) < 2:
-            return None
-        best = max(sentences, key=lambda s: rouge_l(answer, s))
-        score = rouge_l(answer, best)
-        if score >= COPY_ROUGE:
-            return f"repeats one sentence of its input (ROUGE-L {score:.2f}): {best[:60]!r}"
-        return None
-
-
 def answer_filters(seed_pairs: Sequence[tuple[str, str]]) -> list:
     """The answer filters for a generation task, each kept only where every seed answer
     passes it."""
@@ -230,8 +203,6 @@ def answer_filters(seed_pairs: Sequence[tuple[str, str]]) -> list:
         AssistantTalkFilter(),
         AnswerRelationFilter.from_seeds(seed_pairs),
     ]
-    if any(len(_sentences(x)) >= 2 for x, _ in seed_pairs):
-        candidates.append(CopiedSentenceFilter())
     return [f for f in candidates if not any(f(y, x) for x, y in seed_pairs)]
 
 

@@ -9,7 +9,6 @@ from sgtui.annotation import OutputAnnotator
 from sgtui.answer_filters import (
     AnswerRelationFilter,
     AssistantTalkFilter,
-    CopiedSentenceFilter,
     DegenerateAnswerFilter,
     answer_filters,
 )
@@ -130,39 +129,6 @@ def test_the_annotator_drops_the_sample_by_the_filter_that_failed_every_answer()
     result, filt, _ = ann.vote([APOLOGIES[0]] * 6 + [good] * 4, "gonna be late, traffic")
     assert (filt, result.winner) == (None, good)
     assert result.dropped["assistant_talk"] == 6
-
-
-# "combine the two questions" (Natural Instructions task121's form): a kept answer of a real
-# run, and its seed pairs
-TWO_QUESTIONS = [
-    (
-        "What college did this president attend? Where did this president meet his wife?",
-        "Did this president meet his wife in college?",
-    ),
-    (
-        "What are the popular tourist spots in this national park? What varieties of trees "
-        "are in this national park?",
-        "What are the names of famous trees in this national park?",
-    ),
-]
-
-
-def test_an_answer_that_repeats_one_of_its_input_sentences_is_dropped():
-    names = [f.name for f in answer_filters(TWO_QUESTIONS)]
-    assert "copied_sentence" in names
-    text = "Is this country in a state of climate controlled? How is the climate controlled?"
-    reason = CopiedSentenceFilter()("Is this country in a state of climate controlled?", text)
-    assert reason and "1.00" in reason
-    # a combination of the two passes, and so does every seed answer
-    assert CopiedSentenceFilter()("Is the climate of this country controlled?", text) is None
-    assert not any(CopiedSentenceFilter()(y, x) for x, y in TWO_QUESTIONS)
-
-
-def test_the_copied_sentence_filter_needs_seed_inputs_of_several_sentences():
-    # formal-rewrite's inputs are one sentence each: the seeds cannot say what an answer does
-    # with several, and a rewrite of a one-sentence input is rightly close to it
-    assert "copied_sentence" not in [f.name for f in answer_filters(PAIRS)]
-    assert CopiedSentenceFilter()("Could you send me the file?", "can u send me the file") is None
 
 
 def test_the_paper_mode_has_no_answer_filters():
