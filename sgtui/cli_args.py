@@ -18,7 +18,7 @@ from .paths import default_db
 from .store import Store
 from .synthesis import open_run, reopen_run
 from .task import load_task_spec
-from .training import EPOCHS_BY_TYPE, PRECISIONS, TRAIN_HELP, TRAINERS, TrainParams
+from .training import EPOCHS_BY_TYPE, TrainParams
 
 SQLITE_MAX_INT = 2**63 - 1  # the largest id SQLite can store
 
@@ -99,24 +99,24 @@ PARAM_KEYS = tuple(f.name for f in cli_fields())
 
 
 def add_param_args(parser, prefixed: Sequence[str] = ()) -> None:
-    """The TrainParams options, shared by the worker, `sgtui train` and `sgtui run`. Names in
-    `prefixed` get a --train- prefix (`sgtui run` already has a generation --seed)."""
+    """The TrainParams options, shared by the worker, `sgtui train` and `sgtui run`, from the
+    fields' declarations. Names in `prefixed` get a --train- prefix (`sgtui run` already has a
+    generation --seed)."""
     defaults = TrainParams()
     g = parser.add_argument_group("training (defaults: docs/TRAINING.md)")
     for f in fields(TrainParams):
-        default = getattr(defaults, f.name)
+        default, m = getattr(defaults, f.name), f.metadata
         name = f"train_{f.name}" if f.name in prefixed else f.name
-        flag = "--" + name.replace("_", "-")
+        flag = "--train-" + m["flag"][2:] if f.name in prefixed else m["flag"]
         if isinstance(default, bool):
             g.add_argument(
                 flag,
                 dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=TRAIN_HELP.get(f.name),
+                help=m["help"] or None,
             )
         else:
-            choices = {"precision": PRECISIONS, "trainer": TRAINERS}.get(f.name)
             shown = (
                 ", ".join(f"{n} for {t}" for t, n in EPOCHS_BY_TYPE.items())
                 if f.name == "epochs"
@@ -127,8 +127,8 @@ def add_param_args(parser, prefixed: Sequence[str] = ()) -> None:
                 dest=name,
                 type=type(default),
                 default=None,
-                choices=choices,
-                help=(TRAIN_HELP.get(f.name, "") + f" (default {shown})").strip(),
+                choices=m["choices"],
+                help=(m["help"] + f" (default {shown})").strip(),
             )
 
 

@@ -6,7 +6,7 @@ reference pipelines use). Departures are listed in docs/METHOD.md.
 Each field is declared once, with its metadata: the CLI flag (None: only the TUI form sets it),
 the TUI label, the help text and the accepted range. The CLI's options, the TUI form's labels
 and `RunParams.validate()` are all read from it, so the CLI and the TUI refuse the same values
-with the same message.
+with the same message. `sgtui.training.TrainParams` is declared the same way.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ def param(
     min: float | None = None,
     above: float | None = None,
     max: float | None = None,
+    below: float | None = None,
     choices: tuple[str, ...] | None = None,
 ):
-    """A RunParams field with its declaration. `min` is inclusive, `above` exclusive; a float
-    field must also be finite, an int field at most C_INT_MAX."""
+    """A parameters field (RunParams, TrainParams) with its declaration. `min` and `max` are
+    inclusive, `above` and `below` exclusive; a float field must also be finite, an int field
+    at most C_INT_MAX."""
     return field(
         default=default,
         metadata={
@@ -72,6 +74,7 @@ def param(
             "min": min,
             "above": above,
             "max": max,
+            "below": below,
             "choices": choices,
         },
     )
@@ -87,6 +90,12 @@ def _low_text(m) -> str:
     return f"at least {_number(m['min'])}" if m["min"] is not None else ""
 
 
+def _high_text(m) -> str:
+    if m["below"] is not None:
+        return f"below {_number(m['below'])}"
+    return f"at most {_number(m['max'])}" if m["max"] is not None else ""
+
+
 def range_text(f: Field) -> str:
     """The accepted values of a field, in words: "at least 1", "between 0 and 1"..."""
     m = f.metadata
@@ -94,12 +103,12 @@ def range_text(f: Field) -> str:
         return "one of " + ", ".join(m["choices"])
     if isinstance(f.default, bool):
         return "true or false"
-    low = _low_text(m)
-    if m["max"] is None:
-        return low or "any number"
-    if m["min"] is not None:
+    if m["min"] is not None and m["max"] is not None:
         return f"between {_number(m['min'])} and {_number(m['max'])}"
-    return f"{low} and at most {_number(m['max'])}" if low else f"at most {_number(m['max'])}"
+    low, high = _low_text(m), _high_text(m)
+    if low and high:
+        return f"{low} and {high}"
+    return low or high or "any number"
 
 
 def param_name(f: Field) -> str:
@@ -123,13 +132,13 @@ def field_problem(f: Field, value) -> str | None:
     if (m["min"] is not None and value < m["min"]) or (
         m["above"] is not None and value <= m["above"]
     ):
-        return (
-            f"{name} must be {range_text(f) if m['max'] is not None else _low_text(m)} "
-            f"(got {_number(value)})"
-        )
-    if m["max"] is not None and value > m["max"]:
+        what = range_text(f) if _high_text(m) else _low_text(m)
+        return f"{name} must be {what} (got {_number(value)})"
+    if (m["max"] is not None and value > m["max"]) or (
+        m["below"] is not None and value >= m["below"]
+    ):
         return f"{name} must be {range_text(f)} (got {_number(value)})"
-    if isinstance(default, int) and m["max"] is None and value > C_INT_MAX:
+    if isinstance(default, int) and m["max"] is None and m["below"] is None and value > C_INT_MAX:
         return f"{name} must be at most {C_INT_MAX} (got {value})"
     return None
 
@@ -141,6 +150,15 @@ def field_fix(f: Field) -> str:
     if f.metadata["flag"]:
         return f"give {f.metadata['flag']} {what}, or leave it out"
     return f"give {f.name} {what}"
+
+
+def check_fields(params) -> None:
+    """Refuse the first field of a parameters dataclass whose value its declaration does not
+    accept, naming the flag, the range and the value."""
+    for f in fields(params):
+        problem = field_problem(f, getattr(params, f.name))
+        if problem:
+            raise SgtuiError(problem, fix=field_fix(f))
 
 
 @dataclass(frozen=True)
@@ -308,10 +326,7 @@ class RunParams:
     def validate(self) -> None:
         """Refuse any value a run cannot use, naming the CLI flag (or the field) and its range.
         Raises SgtuiError; the CLI prints it and exits 2, the TUI form shows its message."""
-        for f in fields(self):
-            problem = field_problem(f, getattr(self, f.name))
-            if problem:
-                raise SgtuiError(problem, fix=field_fix(f))
+        check_fields(self)
         if self.best_of and self.best_of < self.n:
             # the backends keep the n most likely of best_of draws: fewer draws than n is no
             # choice at all

@@ -9,7 +9,6 @@ writes them to the store's train_progress table, which the TUI can poll.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from backends.chat import render_template
 from backends.llama_cpp import check_gguf, quiet_llama
 from backends.training import latest_checkpoint as latest
 
+from .config import MAX_SEED, check_fields, param
 from .errors import SgtuiError
 from .paths import runs_dir
 from .prompts import meta_messages
@@ -39,22 +39,49 @@ EPOCHS_BY_TYPE = {"classification": 1, "generation": 3}
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Everything that decides what a training produces. Defaults and reasons: docs/TRAINING.md."""
+    """Everything that decides what a training produces, each field declared once with its
+    flag, help and range (`sgtui.config.param`). Defaults and reasons: docs/TRAINING.md."""
 
-    epochs: int = 3  # the paper's 3
-    lr: float = 2e-4  # LoRA needs more than the paper's full fine-tuning 5e-5
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0  # measured: 0.05 made a CPU step 2x slower (docs)
-    batch_size: int = 8
-    max_len: int = 1024  # examples longer than this (tokens) are dropped and counted
-    seed: int = 42  # the paper's Trainer seed
-    seeds_only: bool = False  # train on the task's own examples: few-shot fine-tuning baseline
-    seed_repeats: int = 0  # also train on the task's own examples, each this many times
-    precision: str = "auto"  # CPU: bf16 autocast where the CPU has it, else fp32
-    trainer: str = "auto"  # unsloth on CUDA when installed, else transformers + peft
-    grad_clip: float = 1.0
-    weight_decay: float = 0.0
+    epochs: int = param(3, flag="--epochs", min=1)  # the paper's 3
+    # LoRA needs more than the paper's full fine-tuning 5e-5
+    lr: float = param(2e-4, flag="--lr", above=0.0)
+    rank: int = param(16, flag="--rank", min=1)
+    alpha: int = param(32, flag="--alpha", min=1)
+    # measured: 0.05 made a CPU step 2x slower (docs)
+    dropout: float = param(0.0, flag="--dropout", min=0.0, below=1.0)
+    batch_size: int = param(8, flag="--batch-size", min=1)
+    max_len: int = param(
+        1024, flag="--max-len", min=16, help="drop examples longer than this many tokens"
+    )
+    # the paper's Trainer seed; torch.manual_seed(seed + epoch) takes at most 64 bits
+    seed: int = param(42, flag="--seed", min=0, max=MAX_SEED)
+    seeds_only: bool = param(
+        False,
+        flag="--seeds-only",
+        help="train on the task's own examples only (the few-shot fine-tuning baseline)",
+    )
+    seed_repeats: int = param(
+        0,
+        flag="--seed-repeats",
+        min=0,
+        help="also train on the task's own examples, each this many times, each with the "
+        "other examples as its demonstrations",
+    )
+    # CPU: bf16 autocast where the CPU has it, else fp32
+    precision: str = param(
+        "auto",
+        flag="--precision",
+        choices=PRECISIONS,
+        help="CPU arithmetic: auto picks bf16 autocast only where it is faster",
+    )
+    trainer: str = param(
+        "auto",
+        flag="--trainer",
+        choices=TRAINERS,
+        help="auto: unsloth on CUDA when installed, else transformers + peft",
+    )
+    grad_clip: float = param(1.0, flag="--grad-clip", min=0.0, help="0: no clipping")
+    weight_decay: float = param(0.0, flag="--weight-decay", min=0.0)
 
     @classmethod
     def for_task(cls, task_type: str | None) -> "TrainParams":
@@ -71,47 +98,10 @@ class TrainParams:
         return new
 
     def validate(self) -> None:
-        """Refuse what a training cannot use, naming the flag, the range and the value. Floats
-        must be finite: an infinite --lr passes `> 0` and trains to NaN weights."""
-        finite = math.isfinite
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
-            (
-                self.seed_repeats >= 0,
-                f"--seed-repeats must be at least 0 (got {self.seed_repeats})",
-            ),
-            (
-                finite(self.lr) and self.lr > 0,
-                f"--lr must be a finite number above 0 (got {self.lr})",
-            ),
-            (self.rank >= 1, f"--rank must be at least 1 (got {self.rank})"),
-            (self.alpha >= 1, f"--alpha must be at least 1 (got {self.alpha})"),
-            (
-                finite(self.dropout) and 0 <= self.dropout < 1,
-                f"--dropout must be at least 0 and below 1 (got {self.dropout})",
-            ),
-            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
-            (self.max_len >= 16, f"--max-len must be at least 16 (got {self.max_len})"),
-            # torch.manual_seed(seed + epoch) takes at most 64 bits
-            (
-                0 <= self.seed <= 2**32 - 1,
-                f"--seed must be between 0 and {2**32 - 1} (got {self.seed})",
-            ),
-            (
-                finite(self.grad_clip) and self.grad_clip >= 0,
-                f"--grad-clip must be a finite number, at least 0 (0: no clipping) "
-                f"(got {self.grad_clip})",
-            ),
-            (
-                finite(self.weight_decay) and self.weight_decay >= 0,
-                f"--weight-decay must be a finite number, at least 0 (got {self.weight_decay})",
-            ),
-            (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
-            (self.trainer in TRAINERS, f"--trainer must be one of {TRAINERS}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SgtuiError(message, fix="change the value and run again")
+        """Refuse what a training cannot use, naming the flag, the range and the value, as
+        RunParams does (floats must be finite: an infinite --lr passes `> 0` and trains to NaN
+        weights)."""
+        check_fields(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,17 +109,6 @@ class TrainParams:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainParams":
         return cls().override(**d)
-
-
-# the help of the training options (sgtui/cli_args.py builds them from TrainParams' fields)
-TRAIN_HELP = {
-    "seeds_only": "train on the task's own examples only (the few-shot fine-tuning baseline)",
-    "seed_repeats": "also train on the task's own examples, each this many times, each with the "
-    "other examples as its demonstrations",
-    "max_len": "drop examples longer than this many tokens",
-    "precision": "CPU arithmetic: auto picks bf16 autocast only where it is faster",
-    "trainer": "auto: unsloth on CUDA when installed, else transformers + peft",
-}
 
 
 # -- where things go --------------------------------------------------------------------------

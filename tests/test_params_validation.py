@@ -79,8 +79,8 @@ def test_bad_run_parameters_are_refused_before_a_run_exists(tmp_path, capsys, co
 RUN_REFUSED = [
     (["--eval-limit", "0"], "--eval-limit must be at least 1 (got 0)"),
     (["--eval-limit", "-1"], "--eval-limit must be at least 1 (got -1)"),
-    (["--lr", "inf"], "--lr must be a finite number above 0 (got inf)"),
-    (["--lr", "nan"], "--lr must be a finite number above 0 (got nan)"),
+    (["--lr", "inf"], "--lr must be a finite number, above 0 (got inf)"),
+    (["--lr", "nan"], "--lr must be a finite number, above 0 (got nan)"),
     (["--weight-decay", "-1"], "--weight-decay must be"),
     (["--grad-clip", "inf"], "--grad-clip must be"),
     (["--train-seed", "-1"], "--train-seed must be between 0 and"),
@@ -161,12 +161,14 @@ GENERATE_FLAGS = {
     "--temperature": (float, finite_at_least(0)),
     "--min-frequency": (float, finite_at_least(0, 1)),
 }
-TRAIN_FLAGS = {  # through `sgtui run`, whose training seed is --train-seed
-    "--epochs": (int, finite_at_least(1)),
-    "--rank": (int, finite_at_least(1)),
-    "--alpha": (int, finite_at_least(1)),
-    "--batch-size": (int, finite_at_least(1)),
-    "--max-len": (int, finite_at_least(16)),
+# through `sgtui run`, whose training seed is --train-seed; whole numbers stop at a C int, as
+# the run parameters' do
+TRAIN_FLAGS = {
+    "--epochs": (int, finite_at_least(1, INT_MAX)),
+    "--rank": (int, finite_at_least(1, INT_MAX)),
+    "--alpha": (int, finite_at_least(1, INT_MAX)),
+    "--batch-size": (int, finite_at_least(1, INT_MAX)),
+    "--max-len": (int, finite_at_least(16, INT_MAX)),
     "--train-seed": (int, finite_at_least(0, SEED_MAX)),
     "--eval-limit": (int, finite_at_least(1)),
     "--lr": (float, finite_at_least(0, above=True)),

@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from .. import config
 from ..config import RunParams
 from ..errors import SgtuiError
-from ..training import PRECISIONS, TRAINERS, TrainParams
+from ..training import TrainParams
 from .widgets import KeyBar, Modal, OnOff
 
 MODES: tuple[str, ...] = getattr(config, "MODES", ("paper", "small"))
@@ -239,5 +239,9 @@ def train_params_form(params: TrainParams, task_type: str | None = None) -> Para
         title="[b]Training parameters[/b]  [dim](ctrl+d: defaults, see docs/TRAINING.md)[/dim]",
         reset=lambda _: TrainParams.for_task(task_type),
         parse=parse_train,
-        choices={"precision": PRECISIONS, "trainer": TRAINERS},
+        choices={
+            f.name: f.metadata["choices"]
+            for f in dataclasses.fields(TrainParams)
+            if f.metadata["choices"]
+        },
     )
