@@ -13,9 +13,7 @@ among answers that look like the task's own seed answers:
   answers keep of theirs (the answer/input length ratio and their ROUGE-L, each in a window
   of mean +- 2 sigma over the seed pairs, with a floor on sigma as the length windows have),
   and the share of the answer's words found in its input, bounded below only: an extractive
-  task's answer ("the overlapping word") that names a word its input does not have;
-- unchanged_input: an answer that is its input word for word, on a task whose seed answers
-  all change theirs (a rewrite that rewrites nothing).
+  task's answer ("the overlapping word") that names a word its input does not have.
 
 Each filter is built from the task's seed pairs and turns itself off where the seed answers
 themselves would fail it (a task whose answers are apologies keeps its apologies). Each
@@ -197,18 +195,6 @@ class AnswerRelationFilter:
         return None
 
 
-@dataclass
-class UnchangedInputFilter:
-    """An answer that repeats its input word for word (case and punctuation aside). The
-    overlap window has no upper bound where the seed answers keep most of their input, as
-    rewrites do, so it cannot see a rewrite that changes nothing."""
-
-    name: str = "unchanged_input"
-
-    def __call__(self, answer: str, text: str) -> str | None:
-        return "the answer is its input, unchanged" if _tokens(answer) == _tokens(text) else None
-
-
 def answer_filters(seed_pairs: Sequence[tuple[str, str]]) -> list:
     """The answer filters for a generation task, each kept only where every seed answer
     passes it."""
@@ -216,7 +202,6 @@ def answer_filters(seed_pairs: Sequence[tuple[str, str]]) -> list:
         DegenerateAnswerFilter(),
         AssistantTalkFilter(),
         AnswerRelationFilter.from_seeds(seed_pairs),
-        UnchangedInputFilter(),
     ]
     return [f for f in candidates if not any(f(y, x) for x, y in seed_pairs)]
 
