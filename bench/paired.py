@@ -1,0 +1,104 @@
+"""A change measured against the defaults on the same sample sets and the same training seed.
+
+`bench/quality.py` result files of the defaults (one per generation seed) and of a variant
+trained or filtered on copies of the same synthesis runs: for every task and sample set, the
+two fine-tunes of one training seed are scored on the same rows, so their difference is the
+change's effect plus training noise only, without the sample set's own spread
+(bench/results/synth-seeds.md). Renders OUT.md.
+
+    python bench/paired.py --defaults bench/results/quality.json bench/results/synth-seed-2.json \
+        --variant bench/results/epochs-4-s0.json bench/results/epochs-4-s2.json \
+        --seed 42 --title "4 epochs" --out bench/results/epochs-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import generation_seed  # noqa: E402  (bench/quality.py)
+
+
+def scores(paths: list[str], seed: str) -> dict[tuple[str, int], tuple[float, float]]:
+    """(task, generation seed) -> (base, tuned with this training seed), where it was trained."""
+    out = {}
+    for path in paths:
+        for task, entry in json.loads(Path(path).read_text())["tasks"].items():
+            tuned = (entry.get("by_seed") or {}).get(seed)
+            if tuned is not None:
+                out[(task, generation_seed(entry))] = (entry["base"], tuned["score"])
+    return out
+
+
+def render(
+    defaults: dict, variant: dict, title: str, files: list[str], seed: str, command: str
+) -> str:
+    pairs = sorted(set(defaults) & set(variant))
+    if not pairs:
+        sys.exit("no task and sample set is in both the defaults and the variant")
+    sets = sorted({g for _, g in pairs})
+    tasks = list(dict.fromkeys(t for t, _ in pairs))
+    diff = {p: variant[p][1] - defaults[p][1] for p in pairs}
+    lines = [
+        f"# {title} against the defaults, paired (bundled SmolLM2-135M-Instruct)",
+        "",
+        f"- command: `{command}`",
+        "- from: " + ", ".join(f"`{f}`" for f in files),
+        f"- each cell: the same sample set (generation seed in the column), training seed "
+        f"{seed}, scored on the same rows; tuned minus base with the defaults -> with "
+        f"{title} (difference), x100",
+        "",
+        "| task | " + " | ".join(f"seed {g}" for g in sets) + " | mean difference |",
+        "|---|" + "---|" * (len(sets) + 1),
+    ]
+    for task in tasks:
+        cells = []
+        for g in sets:
+            p = (task, g)
+            if p not in diff:
+                cells.append("")
+                continue
+            base, d, v = defaults[p][0], defaults[p][1], variant[p][1]
+            cells.append(f"{d - base:+.1f} -> {v - base:+.1f} ({diff[p]:+.1f})")
+        mine = [diff[(task, g)] for g in sets if (task, g) in diff]
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {statistics.mean(mine):+.1f} |")
+    values = list(diff.values())
+    lines += [
+        "",
+        f"- over {len(values)} pairs: mean difference {statistics.mean(values):+.2f}, "
+        f"{sum(v > 0 for v in values)} higher, {sum(v < 0 for v in values)} lower, "
+        f"{sum(v == 0 for v in values)} equal",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--defaults", nargs="+", required=True)
+    ap.add_argument("--variant", nargs="+", required=True)
+    ap.add_argument("--seed", default="42", help="the training seed to compare")
+    ap.add_argument("--title", required=True, help="what the variant changed, in words")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    text = render(
+        scores(args.defaults, args.seed),
+        scores(args.variant, args.seed),
+        args.title,
+        args.defaults + args.variant,
+        args.seed,
+        "python bench/paired.py " + shlex.join(sys.argv[1:]),
+    )
+    Path(args.out).with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
