@@ -267,6 +267,22 @@ def synthesis_seeds(results: dict) -> list:
     return sorted({generation_seed(r) for r in results["tasks"].values()})
 
 
+def epochs_text(results: dict) -> str:
+    """ "the default epochs", or the epochs of the tasks trained for others (--epochs)."""
+    from sgtui.training import TrainParams
+
+    other = {
+        name: r["epochs"]
+        for name, r in results["tasks"].items()
+        if r.get("epochs") and r["epochs"] != TrainParams.for_task(r["type"]).epochs
+    }
+    if not other:
+        return "the default epochs"
+    if len(set(other.values())) == 1 and len(other) == len(results["tasks"]):
+        return f"{next(iter(other.values()))} epochs"
+    return "the default epochs but " + ", ".join(f"{t} {n}" for t, n in other.items())
+
+
 def table(results: dict) -> str:
     lines, deltas = summary_rows(results)
     out = [
@@ -276,8 +292,8 @@ def table(results: dict) -> str:
         *machine_lines(results),
         "- commands: " + "; ".join(f"`{c}`" for c in results["commands"]),
         f"- {settings(results)}, one synthesis run per task (generation seed "
-        f"{'/'.join(map(str, synthesis_seeds(results)))}), one training per seed at the "
-        "default epochs, no epoch choice; greedy "
+        f"{'/'.join(map(str, synthesis_seeds(results)))}), one training per seed at "
+        f"{epochs_text(results)}, no epoch choice; greedy "
         "decoding through llama.cpp with the exported GGUF adapter",
         "- scores x100: exact match (classification), word-level ROUGE-L (generation)",
         "",
