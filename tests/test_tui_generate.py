@@ -7,7 +7,8 @@ import time
 
 import pytest
 from fakes import FakeFactory, make_app, screen_text, settle, wait_until
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Select
+from textual.widgets.select import InvalidSelectValueError
 
 from sgtui.config import RunParams
 from sgtui.events import NoticeEvent, ProgressEvent, SampleEvent
@@ -168,6 +169,27 @@ async def test_params_form_rejects_bad_values(tmp_path):
         assert form.query_one("#p-best_of", Input).value == str(defaults("classification").best_of)
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is app.main)
+
+
+@pytest.mark.asyncio
+async def test_params_form_offers_declared_choices(tmp_path):
+    """A field declared with its choices (--consensus, --annotator, --mode) is picked from
+    them, not typed, and the pick is what the run gets."""
+    app = make_app(tmp_path / "c.db")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_generate(pilot)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ParamsForm")
+        form = app.screen
+        for name in ("mode", "consensus", "annotator"):
+            with pytest.raises(InvalidSelectValueError):  # what is not a choice cannot be set
+                form.query_one(f"#p-{name}", Select).value = "anything else"
+        form.query_one("#p-consensus", Select).value = "mbr"
+        form.query_one("#p-annotator", Select).value = "channel"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is app.main)
+        params = app.page("generate").params
+        assert (params.consensus, params.annotator) == ("mbr", "channel")
 
 
 def test_batcher_posts_batches_and_flushes_on_close():

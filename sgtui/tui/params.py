@@ -19,16 +19,11 @@ from ..errors import SgtuiError
 from ..training import TrainParams
 from .widgets import KeyBar, Modal, OnOff
 
-MODES: tuple[str, ...] = getattr(config, "MODES", ("paper", "small"))
-# the run parameters' labels are declared with their fields (sgtui/config.py)
-LABELS = {
-    **{f.name: f.metadata["label"] for f in dataclasses.fields(RunParams) if f.metadata["label"]},
-    "batch_size": "batch size",
-    "max_len": "max len",
-    "seeds_only": "seeds only",
-    "grad_clip": "grad clip",
-    "weight_decay": "weight decay",
-}
+
+def label(f: dataclasses.Field) -> str:
+    """A parameter's name in the forms and their messages: the label declared with its field
+    (sgtui/config.py, sgtui/training.py), or its name in words."""
+    return f.metadata["label"] or f.name.replace("_", " ")
 
 
 def default_mode() -> str:
@@ -78,8 +73,7 @@ def parse_fields(cls: type, values: dict[str, object]) -> dict[str, object]:
             out[f.name] = int(str(v)) if kind is int else float(str(v))
         except ValueError:
             raise ValueError(
-                f"{LABELS.get(f.name, f.name)}: {v!r} is not a "
-                f"{'whole number' if kind is int else 'number'}"
+                f"{label(f)}: {v!r} is not a {'whole number' if kind is int else 'number'}"
             ) from None
     return out
 
@@ -134,7 +128,6 @@ class ParamsForm(Modal):
         title: str,
         reset: Callable[[str | None], object],
         parse: Callable[[dict[str, object]], object],
-        choices: dict[str, tuple[str, ...]] | None = None,
         mode_field: str | None = None,
     ) -> None:
         super().__init__()
@@ -142,9 +135,12 @@ class ParamsForm(Modal):
         self.title_text = title
         self.reset = reset
         self.parse = parse
-        self.choices = choices or {}
         self.mode_field = mode_field
-        self.fields = [f.name for f in dataclasses.fields(params)]  # type: ignore[arg-type]
+        declared = dataclasses.fields(params)  # type: ignore[arg-type]
+        self.fields = [f.name for f in declared]
+        self.labels = {f.name: label(f) for f in declared}
+        # a field declared with its choices is picked from them, not typed
+        self.choices = {f.name: f.metadata["choices"] for f in declared if f.metadata["choices"]}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="params-box", classes="dialog"):
@@ -152,7 +148,7 @@ class ParamsForm(Modal):
             with Grid(id="params-grid"):
                 for name in self.fields:
                     v = getattr(self.params, name)
-                    yield Label(LABELS.get(name, name.replace("_", " ")), classes="p-label")
+                    yield Label(self.labels[name], classes="p-label")
                     if name in self.choices:
                         yield Select(
                             [(m, m) for m in self.choices[name]],
@@ -227,7 +223,6 @@ def run_params_form(params: RunParams, task_type: str) -> ParamsForm:
         title=f"[b]Run parameters[/b]  [dim]({task_type}; ctrl+d: the paper's defaults)[/dim]",
         reset=lambda mode: defaults(task_type, mode),
         parse=parse_params,
-        choices={"mode": MODES},
         mode_field="mode",
     )
 
@@ -239,9 +234,4 @@ def train_params_form(params: TrainParams, task_type: str | None = None) -> Para
         title="[b]Training parameters[/b]  [dim](ctrl+d: defaults, see docs/TRAINING.md)[/dim]",
         reset=lambda _: TrainParams.for_task(task_type),
         parse=parse_train,
-        choices={
-            f.name: f.metadata["choices"]
-            for f in dataclasses.fields(TrainParams)
-            if f.metadata["choices"]
-        },
     )
