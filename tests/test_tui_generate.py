@@ -29,11 +29,18 @@ async def open_generate(pilot, task_name: str = "review-sentiment") -> None:
     await wait_until(pilot, lambda: app.page_name == "generate", what="the Generate screen")
 
 
-async def set_params(pilot, **values: object) -> None:
-    """Open the parameter form, type the values, save."""
+async def open_params_form(pilot):
+    """Press p on Generate; returns the parameter form once it is up."""
     app = pilot.app
     await pilot.press("p")
     await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ParamsForm")
+    return app.screen
+
+
+async def set_params(pilot, **values: object) -> None:
+    """Open the parameter form, type the values, save."""
+    app = pilot.app
+    await open_params_form(pilot)
     for name, value in values.items():
         field = app.screen.query_one(f"#p-{name}", Input)
         field.focus()
@@ -155,9 +162,7 @@ async def test_params_form_rejects_bad_values(tmp_path):
     app = make_app(tmp_path / "v.db")
     async with app.run_test(size=(80, 24)) as pilot:
         await open_generate(pilot)
-        await pilot.press("p")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ParamsForm")
-        form = app.screen
+        form = await open_params_form(pilot)
         field = form.query_one("#p-best_of", Input)
         field.value = "2"
         await pilot.press("ctrl+s")
@@ -178,9 +183,7 @@ async def test_params_form_offers_declared_choices(tmp_path):
     app = make_app(tmp_path / "c.db")
     async with app.run_test(size=(80, 24)) as pilot:
         await open_generate(pilot)
-        await pilot.press("p")
-        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ParamsForm")
-        form = app.screen
+        form = await open_params_form(pilot)
         for name in ("mode", "consensus", "annotator"):
             with pytest.raises(InvalidSelectValueError):  # what is not a choice cannot be set
                 form.query_one(f"#p-{name}", Select).value = "anything else"
