@@ -1,10 +1,9 @@
-"""The run-parameter form: every field of RunParams, starting from the paper's defaults for the
+"""The run-parameter form: every field of RunParams, starting from the defaults for the
 task type (RunParams.defaults_for), each one editable."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Callable
 
 from rich.text import Text
@@ -13,8 +12,7 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select, Static
 
-from .. import config
-from ..config import RunParams
+from ..config import DEFAULT_MODE, RunParams
 from ..errors import SgtuiError
 from ..training import TrainParams
 from .widgets import KeyBar, Modal, OnOff
@@ -26,16 +24,10 @@ def label(f: dataclasses.Field) -> str:
     return f.metadata["label"] or f.name.replace("_", " ")
 
 
-def default_mode() -> str:
-    return getattr(config, "DEFAULT_MODE", "paper")
-
-
 def defaults(task_type: str, mode: str | None = None) -> RunParams:
-    """The paper's defaults for the task type, in the input-generation mode (when this version
-    of the core has modes)."""
-    if "mode" in inspect.signature(RunParams.defaults_for).parameters:
-        return RunParams.defaults_for(task_type, mode or default_mode())
-    return RunParams.defaults_for(task_type)
+    """The defaults for the task type in an input-generation mode (the default mode when none
+    is given), as `sgtui generate` starts from."""
+    return RunParams.defaults_for(task_type, mode or DEFAULT_MODE)
 
 
 def summary(p: RunParams) -> str:
@@ -45,9 +37,9 @@ def summary(p: RunParams) -> str:
             ("length", p.input_length_filter),
             ("out-length", p.output_length_filter),
             ("noise", p.noise_filter),
-            ("small", getattr(p, "small_filters", False)),
-            ("form", getattr(p, "form_filter", False)),
-            ("answer", getattr(p, "answer_filters", False)),
+            ("small", p.small_filters),
+            ("form", p.form_filter),
+            ("answer", p.answer_filters),
         )
         if on
     ]
