@@ -40,7 +40,7 @@ class OutputAnnotator:
             self.filters.append(NoiseFilter.for_task(task.extra_noise_terms))
         # answer-side filters see each answer with its input (sgtui/answer_filters.py)
         self.answer_filters: list = []
-        if getattr(params, "answer_filters", False) and not task.is_classification:
+        if params.answer_filters and not task.is_classification:
             self.answer_filters = answer_filters([(e.input, e.output) for e in task.examples])
 
     def vote(
