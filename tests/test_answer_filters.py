@@ -131,6 +131,19 @@ def test_the_annotator_drops_the_sample_by_the_filter_that_failed_every_answer()
     assert result.dropped["assistant_talk"] == 6
 
 
+def test_a_sample_whose_every_answer_fails_the_length_window_is_dropped_by_that_window():
+    """Not by "vote": the run's counts must say that the output length window dropped it."""
+    params = RunParams.defaults_for("generation", "small").override(answer_filters=False)
+    ann = OutputAnnotator(FORMAL, params)
+    long = "I would like to let you know that I will be late. " * 4
+    result, filt, reason = ann.vote([long] * 10, "gonna be late")
+    assert (filt, result.winner, result.survivors) == ("output_length", None, 0)
+    assert "most: output_length" in reason
+    # answers that are all empty were judged by no filter: that is still the vote's drop
+    result, filt, _ = ann.vote([""] * 10, "gonna be late")
+    assert (filt, result.winner) == ("vote", None)
+
+
 def test_the_paper_mode_has_no_answer_filters():
     ann = OutputAnnotator(FORMAL, RunParams.defaults_for("generation", "paper"))
     assert ann.answer_filters == []
