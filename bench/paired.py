@@ -83,6 +83,7 @@ def render(
         "(difference), x100",
     ]
     every: dict[str, list[float]] = {}
+    shown = 0  # training seeds with a pair
     for seed in seeds:
         pairs = sorted(set(defaults[seed]) & set(variant[seed]))
         if not pairs:
@@ -91,11 +92,12 @@ def render(
         lines += table(defaults[seed], variant[seed], pairs)
         diff = [variant[seed][p][1] - defaults[seed][p][1] for p in pairs]
         lines += ["", summary(diff, f"training seed {seed}")]
+        shown += 1
         for (task, _), d in zip(pairs, diff):
             every.setdefault(task, []).append(d)
     if not every:
         sys.exit("no task and sample set is in both the defaults and the variant")
-    if len([s for s in seeds if set(defaults[s]) & set(variant[s])]) > 1:
+    if shown > 1:
         lines += ["", "## Every training seed", ""]
         lines += [summary(v, task) for task, v in every.items()]
         lines.append(summary([d for v in every.values() for d in v], "all"))
