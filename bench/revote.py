@@ -59,7 +59,15 @@ def main() -> int:
 
         before = len(store.annotated(rid, kept_only=True))
         store.update_samples((s["id"], fields(s)) for s in store.annotated(rid))
-        store.update_run(rid, params=params.to_dict())
+        # the run's summary is what bench/quality.py reports as kept and filtered
+        counts = store.counts(rid)
+        summary = dict(
+            run["summary"],
+            kept=counts["kept"],
+            training_pairs=len(store.training_pairs(rid)),
+            filtered=counts["filtered"],
+        )
+        store.update_run(rid, params=params.to_dict(), summary=summary)
         after = len(store.annotated(rid, kept_only=True))
         print(f"run {rid} ({task.name}): {before} kept before, {after} now")
     return 0
