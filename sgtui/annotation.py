@@ -105,13 +105,10 @@ class OutputAnnotator:
         else:
             result = mbr_vote(candidates, self.filters, self.params.min_agreement)
         if result.winner is None:
-            real = {k: v for k, v in result.dropped.items() if k != "empty"}
-            if not result.survivors and real:
-                # every answer failed a filter of the answers (the output length window, the
-                # noise terms): the sample is dropped by the one that dropped most, as when
-                # every answer fails an answer filter, so the counts name what did the dropping
-                return result, max(real, key=real.get), result.reason
-            return result, "vote", result.reason
+            # every answer failed a filter of the answers (the output length window, the noise
+            # terms): the sample is dropped by the one that dropped most, as when every answer
+            # fails an answer filter, so the counts name what did the dropping
+            return result, result.dropped_by or "vote", result.reason
         if self.task.is_classification and result.winner not in self.task.labels:
             return result, "label", f"answer {result.winner[:40]!r} is not a label"
         return result, None, None

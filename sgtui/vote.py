@@ -18,6 +18,8 @@ class VoteResult:
     dropped: dict[str, int] = field(default_factory=dict)  # filter name -> candidates dropped
     reason: str = ""
     agreement: float | None = None  # consensus "mbr": the winner's mean ROUGE-L to the others
+    # no candidate survived: the filter that dropped most of them (None: all empty)
+    dropped_by: str | None = None
 
     @property
     def share(self) -> float:
@@ -45,8 +47,13 @@ def _survivors(
 
 
 def _nothing_left(dropped: dict[str, int]) -> VoteResult:
-    top = max(dropped, key=dropped.get) if dropped else "empty"
-    return VoteResult(None, 0, 0, {}, dropped, f"no candidate survived the filters (most: {top})")
+    """No candidate is left. `dropped_by` names the filter that dropped most of them; empty
+    answers were judged by none, so where every one was empty it stays None."""
+    real = {k: v for k, v in dropped.items() if k != "empty"}
+    top = max(real, key=real.get) if real else None
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+    reason = f"no candidate survived the filters ({counts or 'none drawn'})"
+    return VoteResult(None, 0, 0, {}, dropped, reason, dropped_by=top)
 
 
 def self_consistency_vote(

@@ -138,7 +138,12 @@ def test_a_sample_whose_every_answer_fails_the_length_window_is_dropped_by_that_
     long = "I would like to let you know that I will be late. " * 4
     result, filt, reason = ann.vote([long] * 10, "gonna be late")
     assert (filt, result.winner, result.survivors) == ("output_length", None, 0)
-    assert "most: output_length" in reason
+    assert "10 output_length" in reason
+    # empty answers beside them: the filter is still the one that judged answers, and the
+    # reason counts both, so the two never name different things
+    result, filt, reason = ann.vote([""] * 7 + [long] * 3, "gonna be late")
+    assert (filt, result.winner) == ("output_length", None)
+    assert "7 empty, 3 output_length" in reason
     # answers that are all empty were judged by no filter: that is still the vote's drop
     result, filt, _ = ann.vote([""] * 10, "gonna be late")
     assert (filt, result.winner) == ("vote", None)
