@@ -61,8 +61,15 @@ def table(defaults: dict, variant: dict, pairs: list) -> list[str]:
 
 
 def summary(values: list[float], what: str) -> str:
+    # the standard error treats the pairs as independent; pairs of one sample set or one
+    # training seed share it, so it is a lower bound on the real uncertainty
+    se = (
+        f" (standard error {statistics.stdev(values) / len(values) ** 0.5:.2f})"
+        if len(values) > 1
+        else ""
+    )
     return (
-        f"- {what}: {len(values)} pairs, mean difference {statistics.mean(values):+.2f}, "
+        f"- {what}: {len(values)} pairs, mean difference {statistics.mean(values):+.2f}{se}, "
         f"{sum(v > 0 for v in values)} higher, {sum(v < 0 for v in values)} lower, "
         f"{sum(v == 0 for v in values)} equal"
     )
