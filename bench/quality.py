@@ -177,6 +177,17 @@ def run_task(name: str, args, results: dict, save, store, model: str) -> None:
             f"{task.name}: its synthesis run {res['run']} is not in {store.path}; pass "
             f"--restart {name} to synthesise and train it again from the start"
         )
+    if res.get("kept") is not None:
+        # "defaults" means those of the code that made the run: after a change of the defaults
+        # the stored samples are another setting's, whatever the JSON's params say
+        made = RunParams.from_dict(store.run(res["run"])["params"]).to_dict()
+        differ = {k: v for k, v in made.items() if params.to_dict()[k] != v}
+        if differ:
+            sys.exit(
+                f"{task.name}: its synthesis run {res['run']} was made with "
+                f"{', '.join(f'{k}={v}' for k, v in differ.items())}, which these parameters "
+                f"change; pass --restart {name} to synthesise and train it again"
+            )
     if res.get("kept") is None:
         synthesize(store, task, params, model, res, save)
     by_seed = res.setdefault("by_seed", {})

@@ -31,17 +31,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("json", help="a bench/quality.py result (bench/results/NAME.json)")
     ap.add_argument("--tasks", default="", help="only these tasks (default: every task run)")
+    ap.add_argument(
+        "--set",
+        default="",
+        help="run parameters, key=value,...: the defaults of the code that made the JSON where "
+        "they differ from today's",
+    )
     args = ap.parse_args()
     source = Path(args.json)
     results = json.loads(source.read_text())
     work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
     os.environ["SGTUI_HOME"] = str(work)
 
-    from quality import synthesize, task_and_rows
+    from quality import parse_set, synthesize, task_and_rows
 
     from sgtui.config import RunParams
+    from sgtui.errors import SgtuiError
     from sgtui.paths import bundled_model
-    from sgtui.store import Store
+    from sgtui.store import Store, task_of
+    from sgtui.synthesis import create_run
 
     if results.get("model"):
         sys.exit(f"{source}: made with {results['model']}; this rebuilds bundled-model runs only")
@@ -64,20 +72,24 @@ def main() -> int:
             for k, v in (changed if isinstance(changed, dict) else {}).items()
             if not k.startswith("train ")
         }
-        params = RunParams.defaults_for(task.type, "small").override(**generation)
+        params = RunParams.defaults_for(task.type, "small").override(
+            **generation, **parse_set(args.set)
+        )
         res: dict = {}
         try:
-            store.run(run_id)
-            res["run"] = run_id  # rebuilt before, or stopped half-way: synthesize resumes it
-        except Exception:
-            from sgtui.synthesis import create_run
-
+            there = task_of(store.run(run_id)).name
+        except SgtuiError:
+            there = None
+        if there is not None and there != task.name:
+            sys.exit(f"{store.path}: its run {run_id} is of {there}, not {name}; move it away")
+        if there is None:
             new = create_run(store, task, params, model, "llama-cpp")
             if new != run_id:
                 # the JSON names its run by id (and bench/revote.py's --runs with it); no
                 # sample refers to the new run yet, so it can take that id
                 store.update_run(new, id=run_id)
-            res["run"] = run_id
+        # made before, or stopped half-way, the run is resumed by synthesize
+        res["run"] = run_id
         synthesize(store, task, params, model, res, lambda: None)
         same = (res["candidates"], res["kept"], sum(res["filtered"].values())) == (
             recorded.get("candidates"),
