@@ -133,7 +133,9 @@ def test_the_annotator_drops_the_sample_by_the_filter_that_failed_every_answer()
 
 def test_a_sample_whose_every_answer_fails_the_length_window_is_dropped_by_that_window():
     """Not by "vote": the run's counts must say that the output length window dropped it."""
-    params = RunParams.defaults_for("generation", "small").override(answer_filters=False)
+    params = RunParams.defaults_for("generation", "small").override(
+        answer_filters=False, output_length_filter=True
+    )
     ann = OutputAnnotator(FORMAL, params)
     long = "I would like to let you know that I will be late. " * 4
     result, filt, reason = ann.vote([long] * 10, "gonna be late")
