@@ -51,15 +51,10 @@ def main() -> int:
     work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
     os.environ["SGTUI_HOME"] = str(work)
 
+    from machine import describe
     from quality import task_and_rows
 
     from sgtui.store import Store, task_of
-    from sgtui.task import load_task
-
-    # a result keys the tasks of data/tasks/ by their name ("review-sentiment"), not the file's
-    own = {load_task(p).name: p.stem for p in (ROOT / "data" / "tasks").glob("*.toml")}
-
-    from machine import describe
 
     lines = [
         "# Kept inputs against the test rows they were scored on",
@@ -85,7 +80,7 @@ def main() -> int:
         for name, entry in results["tasks"].items():
             if "run" not in entry or (entry["run"], name) not in runs:
                 continue  # not rebuilt here (bench/resynth.py --tasks)
-            task, rows, _ = task_and_rows(own.get(name, name), entry["n"])
+            task, rows, _ = task_and_rows(name, entry["n"])
             test = [(r["input"], set(re.findall(r"\w+", r["input"].lower()))) for r in rows]
             kept = [p["input"] for p in store.training_pairs(entry["run"])]
             scores = [nearest(x, test) for x in kept]

@@ -48,12 +48,18 @@ OWN_TASKS = ["formal-rewrite", "city-fact", "sentiment"]
 
 
 def task_and_rows(name: str, limit: int):
-    """(task, rows, split name) for an NI task id or the name of a task in data/tasks/."""
+    """(task, rows, split name) for an NI task id or a task of data/tasks/, by its file's name
+    ("sentiment") or its own (`name = "review-sentiment"`, which the results are keyed by)."""
     from sgtui import evaluation as ev
     from sgtui.paths import shared_ni
     from sgtui.task import load_task
 
     own = ROOT / "data" / "tasks" / f"{name}.toml"
+    if not own.is_file():
+        own = next(
+            (p for p in (ROOT / "data" / "tasks").glob("*.toml") if load_task(p).name == name),
+            own,
+        )
     if own.is_file():
         rows, split = ev.load_rows(str(own.with_name(f"{name}.eval.jsonl")))
         return load_task(own), rows, split

@@ -77,11 +77,20 @@ def main() -> int:
         )
         res: dict = {}
         try:
-            there = task_of(store.run(run_id)).name
+            there = store.run(run_id)
         except SgtuiError:
             there = None
-        if there is not None and there != task.name:
-            sys.exit(f"{store.path}: its run {run_id} is of {there}, not {name}; move it away")
+        if there is not None and (
+            task_of(there).name,
+            RunParams.from_dict(there["params"]).to_dict(),
+        ) != (
+            task.name,
+            params.to_dict(),
+        ):
+            sys.exit(
+                f"{store.path}: its run {run_id} is not {name} with these parameters; "
+                "move the database away"
+            )
         if there is None:
             new = create_run(store, task, params, model, "llama-cpp")
             if new != run_id:
