@@ -7,7 +7,9 @@ test input. For each task of a bench/quality.py result it takes the kept trainin
 synthesis run (bench/.work/NAME.db; bench/resynth.py makes it on a new checkout) and the rows
 the result was scored on, and counts the inputs whose word-level ROUGE-L to the nearest test
 input reaches 0.7 (the near-copy filter's threshold) and 1.0. The seed inputs get the same
-count beside them: how close the task's own examples already are to its test rows.
+count beside them: how close the task's own examples already are to its test rows. With
+--answers, each kept input that is a test input word for word is listed with the answer it was
+trained on and the test row's gold answer: what the fine-tune learned about that very row.
 
     python bench/overlap.py bench/results/quality.json bench/results/synth-seed-1.json
 """
@@ -43,10 +45,20 @@ def nearest(text: str, rows: list[tuple[str, set[str]]]) -> float:
     return best
 
 
+def cell(text: str) -> str:
+    """Text for one markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="bench/quality.py results (bench/results/NAME.json)")
     ap.add_argument("--out", help="also write the table, with its command, to this markdown file")
+    ap.add_argument(
+        "--answers",
+        action="store_true",
+        help="list the kept inputs that are test inputs with their trained and gold answers",
+    )
     args = ap.parse_args()
     work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
     os.environ["SGTUI_HOME"] = str(work)
@@ -54,6 +66,7 @@ def main() -> int:
     from machine import describe
     from quality import task_and_rows
 
+    from sgtui.metrics import rouge_l_word
     from sgtui.store import Store, task_of
 
     lines = [
@@ -69,6 +82,7 @@ def main() -> int:
         "|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines[-2:]))
+    copies: list[str] = []
     for path in map(Path, args.results):
         results = json.loads(path.read_text())
         db = work / f"{path.stem}.db"
@@ -82,7 +96,8 @@ def main() -> int:
                 continue  # not rebuilt here (bench/resynth.py --tasks)
             task, rows, _ = task_and_rows(name, entry["n"])
             test = [(r["input"], set(re.findall(r"\w+", r["input"].lower()))) for r in rows]
-            kept = [p["input"] for p in store.training_pairs(entry["run"])]
+            pairs = store.training_pairs(entry["run"])
+            kept = [p["input"] for p in pairs]
             scores = [nearest(x, test) for x in kept]
             seeds = [nearest(x, test) for x in task.seed_inputs]
             lines.append(
@@ -91,6 +106,25 @@ def main() -> int:
                 f"{len(seeds)} | {max(scores, default=0):.2f} |"
             )
             print(lines[-1], flush=True)
+            gold = {r["input"].strip(): r["output"] for r in rows}
+            for p, score in zip(pairs, scores):
+                if args.answers and score >= 1.0 and p["input"].strip() in gold:
+                    g = gold[p["input"].strip()]
+                    copies.append(
+                        f"| {path.stem} | {name} | {cell(p['input'])} | {cell(p['output'])} "
+                        f"| {cell(g)} | {100 * rouge_l_word(p['output'], g):.0f} |"
+                    )
+    if copies:
+        lines += [
+            "",
+            "Kept inputs that are test inputs word for word: the answer trained on against the "
+            "test row's gold answer (word-level ROUGE-L x100):",
+            "",
+            "| result | task | input | trained answer | gold answer | ROUGE-L |",
+            "|---|---|---|---|---|---|",
+            *copies,
+        ]
+        print("\n".join(lines[-len(copies) - 2 :]))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
