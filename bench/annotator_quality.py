@@ -49,12 +49,11 @@ def mean(xs) -> float:
 
 def probe(name: str, args, model: str) -> dict:
     import backends
-    from backends.base import SamplingParams
     from sgtui import evaluation as ev
     from sgtui import metrics
     from sgtui.annotation import OutputAnnotator
     from sgtui.config import RunParams
-    from sgtui.pipeline import annotation_prompt
+    from sgtui.pipeline import annotation_prompt, annotation_sampling
 
     task, rows, split = task_and_rows(name, args.eval_limit)
     if task.is_classification:
@@ -66,18 +65,7 @@ def probe(name: str, args, model: str) -> dict:
     try:
         base = ev.evaluate(gen, task, rows)
         rows = [{"input": it["input"], "output": it["gold"]} for it in base.items]
-        max_tokens = params.ann_max_tokens
-        if params.seed_answer_budget:
-            max_tokens = min(max_tokens, ev.answer_budget(gen, task.seed_outputs))
-        sp = SamplingParams(
-            temperature=params.ann_temperature,
-            top_k=params.ann_top_k,
-            top_p=1.0,
-            max_tokens=max_tokens,
-            n=params.n,
-            best_of=params.best_of or None,
-            seed=params.seed,
-        )
+        sp = annotation_sampling(gen, task, params)
         prompts = [annotation_prompt(gen, task, r["input"]) for r in rows]
         seeds = [random.Random(f"{params.seed}-{i}").randrange(2**31) for i in range(len(rows))]
         draws: dict[int, list] = {}

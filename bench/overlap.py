@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -60,11 +59,10 @@ def main() -> int:
         help="list the kept inputs that are test inputs with their trained and gold answers",
     )
     args = ap.parse_args()
-    work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
-    os.environ["SGTUI_HOME"] = str(work)
-
     from machine import describe
-    from quality import task_and_rows
+    from quality import task_and_rows, work_dir
+
+    work = work_dir()
 
     from sgtui.metrics import rouge_l_word
     from sgtui.store import Store, task_of

@@ -47,6 +47,14 @@ NI_TASKS = [
 OWN_TASKS = ["formal-rewrite", "city-fact", "sentiment"]
 
 
+def work_dir() -> Path:
+    """Where the benchmarks keep their databases: $SGTUI_HOME, else bench/.work/ (not
+    committed), set as SGTUI_HOME so the runs' folders go there too."""
+    work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
+    os.environ["SGTUI_HOME"] = str(work)
+    return work
+
+
 def task_and_rows(name: str, limit: int):
     """(task, rows, split name) for an NI task id or a task of data/tasks/, by its file's name
     ("sentiment") or its own (`name = "review-sentiment"`, which the results are keyed by)."""
@@ -381,8 +389,7 @@ def main() -> int:
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]
     results["command"] = "; ".join(results["commands"])
-    work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
-    os.environ["SGTUI_HOME"] = str(work)
+    work = work_dir()
     from sgtui.paths import bundled_model
     from sgtui.store import Store
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -40,10 +39,9 @@ def main() -> int:
     args = ap.parse_args()
     source = Path(args.json)
     results = json.loads(source.read_text())
-    work = Path(os.environ.get("SGTUI_HOME") or ROOT / "bench" / ".work")
-    os.environ["SGTUI_HOME"] = str(work)
+    from quality import parse_set, synthesize, task_and_rows, work_dir
 
-    from quality import parse_set, synthesize, task_and_rows
+    work = work_dir()
 
     from sgtui.config import RunParams
     from sgtui.errors import SgtuiError

@@ -84,6 +84,23 @@ def annotation_prompt(gen: Generator, task: Task, text: str) -> str:
     return gen.render_chat(meta_messages(task, text))
 
 
+def annotation_sampling(gen: Generator, task: Task, p: RunParams) -> SamplingParams:
+    """How the answers of one input are drawn: n at the annotation temperature, at most the
+    budget evaluation gives when seed_answer_budget is on."""
+    max_tokens = p.ann_max_tokens
+    if p.seed_answer_budget:
+        max_tokens = min(max_tokens, answer_budget(gen, task.seed_outputs))
+    return SamplingParams(
+        temperature=p.ann_temperature,
+        top_k=p.ann_top_k,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        n=p.n,
+        best_of=p.best_of or None,
+        seed=p.seed,
+    )
+
+
 class SynthesisRun:
     def __init__(
         self,
@@ -253,18 +270,7 @@ class SynthesisRun:
         if self.task.is_classification and p.annotator == "channel":
             self._annotate_by_channel(pending, done, total)
             return
-        max_tokens = p.ann_max_tokens
-        if p.seed_answer_budget:  # the budget evaluation gives
-            max_tokens = min(max_tokens, answer_budget(self.gen, self.task.seed_outputs))
-        sp = SamplingParams(
-            temperature=p.ann_temperature,
-            top_k=p.ann_top_k,
-            top_p=1.0,
-            max_tokens=max_tokens,
-            n=p.n,
-            best_of=p.best_of or None,
-            seed=p.seed,
-        )
+        sp = annotation_sampling(self.gen, self.task, p)
         prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
         got: dict[int, list] = {}
         # a seed per sample, not per position in this call: a resumed run annotates the
