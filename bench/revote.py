@@ -10,6 +10,11 @@ removed). It rewrites the samples of the database it is given, so give it a copy
 of the inputs acts here after the fact: in a real run, a dropped input would also have stayed
 out of later prompts.)
 
+With --redraw ADAPTER (one run) the answers are first drawn again, as the run drew them (the
+same prompts, sampling parameters and per-sample seeds), by the bundled model with that GGUF
+adapter, a fine-tune of the run: the samples a second round of SELF-GUIDE would train on,
+where the fine-tune annotates the same inputs.
+
     python bench/revote.py bench/.work/NEW.db --runs 1,2,3 --set min_agreement=0.3
     python bench/revote.py bench/.work/NEW.db --runs 2 --set form_filter=true
 """
@@ -25,6 +30,33 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+def redraw(store, rid: int, task, params, adapter: str) -> None:
+    """Draw every annotated sample's answers again with the adapter and store them."""
+    import backends
+    from sgtui.input_generation import slot_rng
+    from sgtui.paths import bundled_model
+    from sgtui.pipeline import annotation_prompt, annotation_sampling
+
+    samples = store.annotated(rid)
+    gen = backends.load_generator("llama-cpp", str(bundled_model()), lora_path=adapter)
+    try:
+        sp = annotation_sampling(gen, task, params)
+        prompts = [annotation_prompt(gen, task, s["input"]) for s in samples]
+        seeds = [
+            slot_rng(params.seed, "annotate", s["round"], s["slot"]).randrange(2**31)
+            for s in samples
+        ]
+        got: dict[int, list] = {}
+        for c in gen.generate(prompts, sp, seeds=seeds):
+            got.setdefault(c.index, []).append(c)
+    finally:
+        gen.close()
+    store.update_samples(
+        (s["id"], {"candidates": [c.text for c in sorted(got.get(i, []), key=lambda c: c.sample)]})
+        for i, s in enumerate(samples)
+    )
+
+
 def main() -> int:
     from quality import parse_set
 
@@ -38,7 +70,10 @@ def main() -> int:
     ap.add_argument("db")
     ap.add_argument("--runs", required=True, help="run ids, comma-separated")
     ap.add_argument("--set", default="", help="run parameters to override, key=value,...")
+    ap.add_argument("--redraw", help="GGUF adapter: draw the run's answers again with it")
     args = ap.parse_args()
+    if args.redraw and "," in args.runs:
+        sys.exit("--redraw: one run at a time, the run the adapter was trained on")
     store = Store(Path(args.db))
     for rid in (int(r) for r in args.runs.split(",")):
         run = store.run(rid)
@@ -58,6 +93,8 @@ def main() -> int:
             return ann.sample_fields(s["candidates"], s["input"])
 
         before = len(store.annotated(rid, kept_only=True))
+        if args.redraw:
+            redraw(store, rid, task, params, args.redraw)
         store.update_samples((s["id"], fields(s)) for s in store.annotated(rid))
         # the run's summary is what bench/quality.py reports as kept and filtered
         counts = store.counts(rid)
