@@ -4,9 +4,9 @@ The input filters that judge one input alone (`InputGenerator.filters`, such as
 --form-filter) see only the stored input, and the consensus and the answer filters only the
 answers a run stored for each input (`candidates`). So a change to any of them can be
 measured on the same generated inputs and the same drawn answers, without decoding again:
-copy a benchmark's work database, run this on the copy with the parameters to change, and
-train on it (bench/quality.py with a copy of the benchmark's JSON whose per-seed scores are
-removed). It rewrites the samples of the database it is given, so give it a copy. (A filter
+copy a benchmark's work database and its JSON without the scores (bench/variant.py), run
+this on the copy with the parameters to change, and train on it (bench/quality.py with the
+variant's name as --out). It rewrites the samples of the database it is given, so give it a copy. (A filter
 of the inputs acts here after the fact: in a real run, a dropped input would also have stayed
 out of later prompts.)
 
