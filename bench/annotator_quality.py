@@ -110,8 +110,8 @@ def table(results: dict) -> str:
         "",
         f"- machine: {results['machine']}",
         f"- command: `{results['command']}`",
-        "- annotator: the bundled model, or the fine-tune named in its row; each test input annotated as a default `sgtui run` annotates a "
-        "synthesised one (small mode: n draws at the annotation temperature, the answer filters, "
+        "- annotator: the bundled model, or the fine-tune named in its row; each test input "
+        "annotated as a default `sgtui run` annotates a synthesised one (small mode: n draws at the annotation temperature, the answer filters, "
         "the consensus and its threshold); word-level ROUGE-L x100",
         "- consensus: the chosen answer where the consensus keeps the row, the greedy answer "
         "elsewhere; kept: rows the consensus keeps; best draw: the best of the draws against "
@@ -126,8 +126,9 @@ def table(results: dict) -> str:
         tuned = r.get("tuned")
         gap = f"{tuned - r['consensus']:+.1f}" if tuned is not None else ""
         lines.append(
-            f"| {name} | {r.get('annotator', 'the bundled model')} | {r['n']} | {r['base']} | {r['consensus']} | {r['kept']} "
-            f"| {r['kept_consensus']} | {r['kept_base']} | {r['best_draw']} "
+            f"| {name} | {r.get('annotator', 'the bundled model')} | {r['n']} | {r['base']} "
+            f"| {r['consensus']} | {r['kept']} | {r['kept_consensus']} | {r['kept_base']} "
+            f"| {r['best_draw']} "
             f"| {tuned if tuned is not None else ''} | {gap} |"
         )
     return "\n".join(lines) + "\n"

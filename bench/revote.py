@@ -33,19 +33,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 def redraw(store, rid: int, task, params, adapter: str) -> None:
     """Draw every annotated sample's answers again with the adapter and store them."""
     import backends
-    from sgtui.input_generation import slot_rng
     from sgtui.paths import bundled_model
-    from sgtui.pipeline import annotation_prompt, annotation_sampling
+    from sgtui.pipeline import annotation_prompt, annotation_sampling, annotation_seed
 
     samples = store.annotated(rid)
     gen = backends.load_generator("llama-cpp", str(bundled_model()), lora_path=adapter)
     try:
         sp = annotation_sampling(gen, task, params)
         prompts = [annotation_prompt(gen, task, s["input"]) for s in samples]
-        seeds = [
-            slot_rng(params.seed, "annotate", s["round"], s["slot"]).randrange(2**31)
-            for s in samples
-        ]
+        seeds = [annotation_seed(params, s) for s in samples]
         got: dict[int, list] = {}
         for c in gen.generate(prompts, sp, seeds=seeds):
             got.setdefault(c.index, []).append(c)

@@ -101,6 +101,13 @@ def annotation_sampling(gen: Generator, task: Task, p: RunParams) -> SamplingPar
     )
 
 
+def annotation_seed(p: RunParams, sample: dict) -> int:
+    """The sampler seed of one sample's answers. It is the sample's, not its position's in a
+    call: a resumed run annotates the samples left with the seeds an uninterrupted run would
+    have used."""
+    return slot_rng(p.seed, "annotate", sample["round"], sample["slot"]).randrange(2**31)
+
+
 class SynthesisRun:
     def __init__(
         self,
@@ -273,11 +280,7 @@ class SynthesisRun:
         sp = annotation_sampling(self.gen, self.task, p)
         prompts = [annotation_prompt(self.gen, self.task, s["input"]) for s in pending]
         got: dict[int, list] = {}
-        # a seed per sample, not per position in this call: a resumed run annotates the
-        # samples left with the seeds an uninterrupted run would have used
-        seeds = [
-            slot_rng(p.seed, "annotate", s["round"], s["slot"]).randrange(2**31) for s in pending
-        ]
+        seeds = [annotation_seed(p, s) for s in pending]
         stream = self._generate(prompts, sp, seeds)
         try:
             for comp in stream:
